@@ -1,0 +1,188 @@
+//! Command-line parsing, mode dispatch and exit codes.
+//!
+//! Exit codes: 0 success, 1 a runtime failure (Redis refused, bad records), 2 bad settings or
+//! usage. Settings problems are reported as one line on stderr before anything touches Redis.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::logging::{self, Target};
+use crate::settings::{self, ProcessEnv, Settings};
+
+/// Exit code for bad settings or usage.
+pub const EXIT_BAD_CONFIG: u8 = 2;
+/// Exit code for a runtime failure.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Moves JSON events from a Redis list into batch_processing envelopes, crash-safely.
+///
+/// Settings come from REDIS_* environment variables (see `check-config` and the README).
+#[derive(Debug, Parser)]
+#[command(name = "batch-processor", version, about)]
+pub struct Cli {
+    /// A TOML file layered over the built-in defaults and under the environment.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do; `run` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The modes.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground until SIGTERM or SIGINT (the default).
+    Run,
+    /// Validate the settings and print the effective values, secrets redacted.
+    CheckConfig,
+    /// Show list lengths, replicas, totals and rates, read from Redis.
+    Status {
+        /// Print one JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect and repair the dead-letter list.
+    Dlq {
+        /// The dead-letter action.
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+/// Dead-letter actions.
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// Show dead letters, oldest first.
+    List {
+        /// Show at most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print one JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back on the queue they came from, byte for byte, oldest first.
+    Replay {
+        /// Replay at most this many (all when omitted).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Delete every dead letter.
+    Purge {
+        /// Confirm the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Parse arguments, load settings, run the mode and map the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match settings::load(&ProcessEnv, cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("batch-processor: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let command = cli.command.unwrap_or(Command::Run);
+    let target = match command {
+        Command::Run => Target::Stdout,
+        _ => Target::Stderr,
+    };
+    logging::init(settings.log_format, &settings.log_filter, target);
+    for warning in &settings.warnings {
+        tracing::warn!(message = %warning);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("batch-processor: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let code = runtime.block_on(dispatch(command, settings));
+    // Tasks still stuck on Redis after the grace period must not hold the process.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    code
+}
+
+async fn dispatch(command: Command, settings: Settings) -> ExitCode {
+    match command {
+        Command::Run => run_daemon(settings).await,
+        Command::CheckConfig => {
+            println!("{}", render_effective(&settings));
+            ExitCode::SUCCESS
+        }
+        Command::Status { json } => report(crate::status::run(&settings, json).await),
+        Command::Dlq { action } => match action {
+            DlqAction::List { limit, json } => {
+                report(crate::dlq::list(&settings, limit, json).await)
+            }
+            DlqAction::Replay { limit } => report(
+                crate::dlq::replay(&settings, limit)
+                    .await
+                    .map(|r| r.to_string()),
+            ),
+            DlqAction::Purge { yes } => {
+                if !yes {
+                    eprintln!("batch-processor: dlq purge deletes every dead letter; add --yes to confirm");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+                report(
+                    crate::dlq::purge(&settings)
+                        .await
+                        .map(|n| format!("purged {n} dead letters")),
+                )
+            }
+        },
+    }
+}
+
+fn report<E: std::fmt::Display>(outcome: Result<String, E>) -> ExitCode {
+    match outcome {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "command failed");
+            eprintln!("batch-processor: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+async fn run_daemon(settings: Settings) -> ExitCode {
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        crate::signal::shutdown().await;
+        trigger.cancel();
+    });
+    match crate::daemon::run(settings, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "daemon stopped");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `check-config` output: one `VARIABLE=value` line per setting, secrets redacted.
+pub fn render_effective(settings: &Settings) -> String {
+    let mut lines: Vec<String> = settings
+        .effective
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    lines.push(format!("RUST_LOG={}", settings.log_filter));
+    lines.push(format!(
+        "# consumer name in use: {}",
+        settings.replica.consumer_name
+    ));
+    lines.join("\n")
+}

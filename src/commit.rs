@@ -1,0 +1,1 @@
+//! commit (in progress)

@@ -1,0 +1,111 @@
+//! Connections to Redis, each with timeouts that fit its use, and error classification.
+//!
+//! redis-rs gives every async connection a 500 ms response timeout by default, which also
+//! cuts blocking commands. Here every connection gets an explicit timeout: the command
+//! timeout for ordinary work, and the command timeout plus the server-side block time for
+//! the connection that waits on an empty source. Blocking waits get a connection of their
+//! own because a blocked multiplexed connection stalls every clone of it.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ErrorKind, RedisError, ServerErrorKind};
+
+use crate::settings::RedisSettings;
+
+/// Opens connections to the configured Redis.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    client: redis::Client,
+    settings: RedisSettings,
+}
+
+/// The connection could not be set up (before any network I/O).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot configure the Redis client for {addr}: {source}")]
+pub struct ConfigError {
+    addr: String,
+    #[source]
+    source: RedisError,
+}
+
+impl Connector {
+    /// A connector for `settings`. Installs the TLS crypto provider on first use.
+    pub fn new(settings: &RedisSettings) -> Result<Self, ConfigError> {
+        // Fails only when a provider is already installed, which is what we want anyway.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = redis::Client::open(settings.connection.clone()).map_err(|source| {
+            ConfigError {
+                addr: settings.display_addr(),
+                source,
+            }
+        })?;
+        Ok(Connector {
+            client,
+            settings: settings.clone(),
+        })
+    }
+
+    /// The address, for log lines.
+    pub fn addr(&self) -> String {
+        self.settings.display_addr()
+    }
+
+    /// A connection for non-blocking commands.
+    pub async fn command_connection(&self) -> Result<MultiplexedConnection, RedisError> {
+        self.connect(self.settings.command_timeout).await
+    }
+
+    /// A connection for blocking waits of up to `block`: its response timeout leaves room
+    /// for the server-side block time.
+    pub async fn blocking_connection(
+        &self,
+        block: Duration,
+    ) -> Result<MultiplexedConnection, RedisError> {
+        self.connect(self.settings.command_timeout + block).await
+    }
+
+    async fn connect(&self, response_timeout: Duration) -> Result<MultiplexedConnection, RedisError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.settings.connect_timeout))
+            .set_response_timeout(Some(response_timeout));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
+    /// The configured command timeout.
+    pub fn command_timeout(&self) -> Duration {
+        self.settings.command_timeout
+    }
+}
+
+/// A short, stable class for an error: the metrics label and the `error_kind` log field.
+pub fn error_kind(e: &RedisError) -> &'static str {
+    if e.is_timeout() {
+        return "timeout";
+    }
+    match e.kind() {
+        ErrorKind::Io => "io",
+        ErrorKind::AuthenticationFailed => "auth",
+        ErrorKind::Server(ServerErrorKind::NoPerm) => "no_perm",
+        ErrorKind::Server(ServerErrorKind::BusyLoading) => "loading",
+        ErrorKind::Server(ServerErrorKind::ReadOnly) => "read_only",
+        ErrorKind::Server(ServerErrorKind::ExecAbort) => "exec_abort",
+        ErrorKind::Server(ServerErrorKind::NoScript) => "no_script",
+        ErrorKind::Server(_) => "server",
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => "protocol",
+        _ => match e.code() {
+            Some("WRONGTYPE") => "wrong_type",
+            Some("NOAUTH") | Some("WRONGPASS") => "auth",
+            Some("OOM") => "oom",
+            Some("MISCONF") => "misconf",
+            _ => "other",
+        },
+    }
+}
+
+/// Whether an error means the connection is unusable and must be rebuilt.
+pub fn needs_reconnect(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+}

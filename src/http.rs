@@ -1,0 +1,1 @@
+//! HTTP probes and metrics (stub; replaced by the full implementation).

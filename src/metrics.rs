@@ -1,0 +1,145 @@
+//! Prometheus metrics. One [`Metrics`] per process; clones share the same series.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label for the list-length gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    /// `source`, `processing` or `dead_letter`.
+    pub queue: &'static str,
+}
+
+/// Label for the Redis error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorKindLabel {
+    /// Error class, e.g. `io`, `auth`, `wrong_type`, `timeout`.
+    pub kind: &'static str,
+}
+
+/// Every series the daemon exports.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Messages sent inside envelopes.
+    pub messages: Counter,
+    /// Envelopes sent.
+    pub batches: Counter,
+    /// Messages written to the dead-letter list.
+    pub dead_letters: Counter,
+    /// Messages per envelope.
+    pub batch_size: Histogram,
+    /// Seconds between first seeing a batch's oldest message and sending the batch.
+    pub oldest_message_age: Histogram,
+    /// Length of each list, refreshed by the scheduler.
+    pub queue_length: Family<QueueLabel, Gauge>,
+    /// Redis errors by class.
+    pub redis_errors: Family<ErrorKindLabel, Counter>,
+    /// 1 while this replica holds the source lease.
+    pub lease_held: Gauge,
+    registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Create and register every series.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("batch_processor");
+        let messages = Counter::default();
+        let batches = Counter::default();
+        let dead_letters = Counter::default();
+        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 18));
+        let oldest_message_age = Histogram::new(exponential_buckets(0.001, 2.0, 20));
+        let queue_length = Family::<QueueLabel, Gauge>::default();
+        let redis_errors = Family::<ErrorKindLabel, Counter>::default();
+        let lease_held = Gauge::default();
+        registry.register("messages", "Messages sent inside envelopes", messages.clone());
+        registry.register("batches", "Envelopes sent", batches.clone());
+        registry.register(
+            "dead_letters",
+            "Messages written to the dead-letter list",
+            dead_letters.clone(),
+        );
+        registry.register("batch_size", "Messages per envelope", batch_size.clone());
+        registry.register(
+            "oldest_message_age_seconds",
+            "Age of a batch's oldest message (since first seen) when the batch is sent",
+            oldest_message_age.clone(),
+        );
+        registry.register(
+            "queue_length",
+            "Length of the source, processing and dead-letter lists",
+            queue_length.clone(),
+        );
+        registry.register("redis_errors", "Redis errors by kind", redis_errors.clone());
+        registry.register(
+            "lease_held",
+            "1 while this replica holds the source lease",
+            lease_held.clone(),
+        );
+        Metrics {
+            messages,
+            batches,
+            dead_letters,
+            batch_size,
+            oldest_message_age,
+            queue_length,
+            redis_errors,
+            lease_held,
+            registry: Arc::new(registry),
+        }
+    }
+
+    /// Count one Redis error of class `kind`.
+    pub fn redis_error(&self, kind: &'static str) {
+        self.redis_errors.get_or_create(&ErrorKindLabel { kind }).inc();
+    }
+
+    /// Set the length gauge of `queue` (`source`, `processing` or `dead_letter`).
+    pub fn set_queue_length(&self, queue: &'static str, len: i64) {
+        self.queue_length.get_or_create(&QueueLabel { queue }).set(len);
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names() {
+        let m = Metrics::new();
+        m.messages.inc_by(3);
+        m.redis_error("io");
+        m.set_queue_length("source", 7);
+        m.batch_size.observe(3.0);
+        let text = m.encode();
+        assert!(text.contains("batch_processor_messages_total 3"), "{text}");
+        assert!(text.contains("batch_processor_redis_errors_total{kind=\"io\"} 1"), "{text}");
+        assert!(text.contains("batch_processor_queue_length{queue=\"source\"} 7"), "{text}");
+        assert!(text.contains("batch_processor_batch_size_count 1"), "{text}");
+    }
+}

@@ -1,0 +1,1 @@
+//! mover (in progress)

@@ -1,0 +1,1 @@
+//! The scheduler tick (stub; replaced by the full implementation).
