@@ -12,7 +12,8 @@
 //! - [`commit`]: the one atomic transaction that pushes envelopes and trims the source.
 //! - [`envelope`]: message checking, the envelope and dead-letter formats.
 //! - [`daemon`]: wires the mover, the scheduler and the HTTP server under one shutdown.
-//! - [`scheduler`]: the tick that drives periodic jobs (heartbeats, stats, probes, beat).
+//! - [`scheduler`]: the tick that drives periodic jobs; [`jobs`]: the jobs themselves
+//!   (heartbeats, stats, probes, beat).
 //! - [`http`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`metrics`], [`health`], [`events`]: what the daemon reports about itself.
 //! - [`status`], [`dlq`]: the operator commands.
@@ -33,6 +34,7 @@ pub mod envelope;
 pub mod events;
 pub mod health;
 pub mod http;
+pub mod jobs;
 pub mod keys;
 pub mod lease;
 pub mod logging;

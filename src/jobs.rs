@@ -1,0 +1,1 @@
+//! The daemon's periodic jobs (stub; replaced by the full implementation).
