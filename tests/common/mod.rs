@@ -35,7 +35,14 @@ impl RedisServer {
     /// A server that persists every write (AOF, fsync always), so it can be restarted
     /// without losing data.
     pub fn start_persistent() -> Self {
-        Self::start_with(&["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+        Self::start_with(&[
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
     }
 
     /// A server with extra `redis-server` arguments.
@@ -73,12 +80,18 @@ impl RedisServer {
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 // Accepting connections; with AOF it may still be loading, so ask.
-                if let Ok(mut c) = redis::Client::open(self.url()).and_then(|c| c.get_connection()) {
+                if let Ok(mut c) = redis::Client::open(self.url()).and_then(|c| c.get_connection())
+                {
                     let pong: redis::RedisResult<String> = redis::cmd("PING").query(&mut c);
                     match pong {
                         Ok(_) => return,
                         // Auth-protected servers answer NOAUTH: they are up.
-                        Err(e) if e.code() == Some("NOAUTH") || e.kind() == redis::ErrorKind::AuthenticationFailed => return,
+                        Err(e)
+                            if e.code() == Some("NOAUTH")
+                                || e.kind() == redis::ErrorKind::AuthenticationFailed =>
+                        {
+                            return
+                        }
                         Err(_) => {}
                     }
                 }
@@ -276,7 +289,13 @@ impl Daemon {
 
     /// Wait until a stdout line contains `needle`.
     pub fn wait_for_line(&self, needle: &str, limit: Duration) -> bool {
-        wait_until(limit, || self.lines.lock().unwrap().iter().any(|l| l.contains(needle)))
+        wait_until(limit, || {
+            self.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(needle))
+        })
     }
 }
 
