@@ -59,17 +59,47 @@ pub struct Limits {
     pub flush_partial: bool,
 }
 
-/// One envelope ready to push.
+/// One planned envelope. Its bytes are written straight into the Redis command that pushes
+/// it ([`Envelope::write`]), so the messages are copied once, not twice.
 #[derive(Debug)]
 pub struct Envelope {
     /// Its `event_id`.
     pub event_id: Uuid,
-    /// The serialised envelope.
-    pub bytes: Vec<u8>,
+    /// Indices, into the planned run, of its messages.
+    members: Vec<usize>,
     /// Messages inside.
     pub size: usize,
     /// When its oldest message was first seen.
     pub oldest_seen: Instant,
+}
+
+impl Envelope {
+    /// Write the envelope; `pending` is the run it was planned over.
+    pub fn write<W: std::io::Write + ?Sized>(
+        &self,
+        pending: &[Peeked],
+        timestamp: &str,
+        out: &mut W,
+    ) -> std::io::Result<()> {
+        envelope::write_envelope(
+            out,
+            self.event_id,
+            timestamp,
+            self.members
+                .iter()
+                .filter_map(|&i| pending.get(i).and_then(Peeked::value)),
+        )
+    }
+
+    /// Bytes the envelope will take, roughly (for buffer sizing).
+    pub fn len_hint(&self, pending: &[Peeked]) -> usize {
+        200 + self
+            .members
+            .iter()
+            .filter_map(|&i| pending.get(i))
+            .map(|p| p.bytes.len() + 1)
+            .sum::<usize>()
+    }
 }
 
 /// What one commit does.
@@ -83,6 +113,8 @@ pub struct Plan {
     pub dead_letters: Vec<Vec<u8>>,
     /// Messages inside the envelopes.
     pub messages: usize,
+    /// The envelopes' `timestamp` and the dead letters' `failed_at`.
+    pub timestamp: String,
 }
 
 impl Plan {
@@ -103,7 +135,10 @@ pub fn oldest_waiting(pending: &[Peeked]) -> Option<Instant> {
 /// `flush_partial`, and every bad message up to the first good message left behind.
 pub fn plan(pending: &[Peeked], limits: Limits, source_queue: &str, timestamp: &str) -> Plan {
     let batch_size = limits.batch_size.max(1);
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        timestamp: timestamp.to_owned(),
+        ..Plan::default()
+    };
     // Indices (into `pending`) of the good messages of the batch being filled.
     let mut batch: Vec<usize> = Vec::with_capacity(batch_size);
     let mut covered = 0usize;
@@ -114,7 +149,7 @@ pub fn plan(pending: &[Peeked], limits: Limits, source_queue: &str, timestamp: &
             }
             batch.push(i);
             if batch.len() == batch_size {
-                plan.envelopes.push(build(pending, &batch, timestamp));
+                plan.envelopes.push(build(pending, &batch));
                 batch.clear();
                 covered = i + 1;
             }
@@ -124,7 +159,7 @@ pub fn plan(pending: &[Peeked], limits: Limits, source_queue: &str, timestamp: &
         }
     }
     if limits.flush_partial && !batch.is_empty() && plan.envelopes.len() < limits.max_envelopes {
-        plan.envelopes.push(build(pending, &batch, timestamp));
+        plan.envelopes.push(build(pending, &batch));
         covered = batch[batch.len() - 1] + 1;
         // Bad messages right after the partial batch go too.
         covered += pending
@@ -148,19 +183,10 @@ pub fn plan(pending: &[Peeked], limits: Limits, source_queue: &str, timestamp: &
     plan
 }
 
-fn build(pending: &[Peeked], batch: &[usize], timestamp: &str) -> Envelope {
-    let event_id = Uuid::new_v4();
-    let payload: usize = batch.iter().map(|&i| pending[i].bytes.len() + 1).sum();
-    let mut bytes = Vec::with_capacity(payload + 200);
-    envelope::write_envelope(
-        &mut bytes,
-        event_id,
-        timestamp,
-        batch.iter().filter_map(|&i| pending[i].value()),
-    );
+fn build(pending: &[Peeked], batch: &[usize]) -> Envelope {
     Envelope {
-        event_id,
-        bytes,
+        event_id: Uuid::new_v4(),
+        members: batch.to_vec(),
         size: batch.len(),
         oldest_seen: pending[batch[0]].seen,
     }
@@ -269,7 +295,12 @@ mod tests {
                 ..FULL_ONLY
             },
         );
-        let text = String::from_utf8(p.envelopes[0].bytes.clone()).unwrap();
+        let pending = _pending;
+        let mut bytes = Vec::new();
+        p.envelopes[0]
+            .write(&pending, &p.timestamp, &mut bytes)
+            .unwrap();
+        let text = String::from_utf8(bytes).unwrap();
         assert!(text.contains(r#""batch":[{"a":1},[2]],"size":2"#), "{text}");
         let dl: serde_json::Value = serde_json::from_slice(&p.dead_letters[0]).unwrap();
         assert_eq!(dl["raw"], "bad");

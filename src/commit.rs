@@ -13,7 +13,7 @@
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
 
-use crate::batch::Plan;
+use crate::batch::{Envelope, Peeked, Plan};
 use crate::keys::Keys;
 use crate::settings::Queues;
 
@@ -76,6 +76,8 @@ pub struct Request {
 pub struct Commit<'a> {
     /// The plan.
     pub plan: &'a Plan,
+    /// The run of messages the plan was made over.
+    pub pending: &'a [Peeked],
     /// Lease value the commit must find.
     pub lease_before: &'a str,
     /// Lease value it leaves for the next commit.
@@ -96,7 +98,11 @@ impl Request {
             if !plan.envelopes.is_empty() {
                 let lpush = pipe.cmd("LPUSH").arg(&queues.destination);
                 for e in &plan.envelopes {
-                    lpush.arg(&e.bytes[..]);
+                    lpush.arg(EnvelopeArg {
+                        envelope: e,
+                        pending: commit.pending,
+                        timestamp: &plan.timestamp,
+                    });
                 }
             }
             if !plan.dead_letters.is_empty() {
@@ -251,6 +257,22 @@ fn check_exec(
                 detail,
             })
         }
+    }
+}
+
+/// An envelope written straight into the command's buffer.
+struct EnvelopeArg<'a> {
+    envelope: &'a Envelope,
+    pending: &'a [Peeked],
+    timestamp: &'a str,
+}
+
+impl redis::ToRedisArgs for EnvelopeArg<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        out.reserve_space_for_args([self.envelope.len_hint(self.pending)]);
+        let mut arg = out.writer_for_next_arg();
+        // The writer appends to a Vec and cannot fail.
+        let _ = self.envelope.write(self.pending, self.timestamp, &mut arg);
     }
 }
 

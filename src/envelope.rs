@@ -64,36 +64,44 @@ pub fn format_timestamp(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
 }
 
-/// Append one envelope for `messages` (already checked, oldest first) to `out`.
-pub fn write_envelope<'a, I>(out: &mut Vec<u8>, event_id: Uuid, timestamp: &str, messages: I)
+/// Write one envelope for `messages` (already checked, oldest first) to `out`.
+///
+/// Generic over the writer so the envelope can go straight into a Redis command's buffer.
+pub fn write_envelope<'a, W, I>(
+    out: &mut W,
+    event_id: Uuid,
+    timestamp: &str,
+    messages: I,
+) -> std::io::Result<()>
 where
+    W: std::io::Write + ?Sized,
     I: IntoIterator<Item = &'a [u8]>,
 {
-    out.extend_from_slice(b"{\"event_id\":\"");
-    out.extend_from_slice(
+    out.write_all(b"{\"event_id\":\"")?;
+    out.write_all(
         event_id
             .hyphenated()
             .encode_lower(&mut Uuid::encode_buffer())
             .as_bytes(),
-    );
-    out.extend_from_slice(b"\",\"event_type\":\"");
-    out.extend_from_slice(EVENT_TYPE.as_bytes());
-    out.extend_from_slice(b"\",\"payload\":{\"batch\":[");
+    )?;
+    out.write_all(b"\",\"event_type\":\"")?;
+    out.write_all(EVENT_TYPE.as_bytes())?;
+    out.write_all(b"\",\"payload\":{\"batch\":[")?;
     let mut size = 0usize;
     for m in messages {
         if size > 0 {
-            out.push(b',');
+            out.write_all(b",")?;
         }
-        out.extend_from_slice(m);
+        out.write_all(m)?;
         size += 1;
     }
-    out.extend_from_slice(b"],\"size\":");
-    out.extend_from_slice(size.to_string().as_bytes());
-    out.extend_from_slice(b"},\"timestamp\":\"");
-    out.extend_from_slice(timestamp.as_bytes());
-    out.extend_from_slice(b"\",\"service\":\"");
-    out.extend_from_slice(SERVICE.as_bytes());
-    out.extend_from_slice(b"\"}");
+    out.write_all(b"],\"size\":")?;
+    out.write_all(size.to_string().as_bytes())?;
+    out.write_all(b"},\"timestamp\":\"")?;
+    out.write_all(timestamp.as_bytes())?;
+    out.write_all(b"\",\"service\":\"")?;
+    out.write_all(SERVICE.as_bytes())?;
+    out.write_all(b"\"}")
 }
 
 /// One dead-letter record, as stored in the dead-letter list.
@@ -228,7 +236,7 @@ mod tests {
         let ts = format_timestamp(Utc::now());
         let msgs: [&[u8]; 2] = [br#"{"b":1,"a":1.0}"#, br#""\u00e9""#];
         let mut bytes = Vec::new();
-        write_envelope(&mut bytes, id, &ts, msgs);
+        write_envelope(&mut bytes, id, &ts, msgs).unwrap();
         let text = std::str::from_utf8(&bytes).unwrap();
         assert!(text.contains(r#"[{"b":1,"a":1.0},"\u00e9"]"#), "{text}");
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();

@@ -343,7 +343,7 @@ impl Mover {
             None => (prefetch / batch_size).max(1),
         };
         let timestamp = format_timestamp(chrono::Utc::now());
-        let mut plan = batch::plan(
+        let plan = batch::plan(
             &self.pending[unplanned..],
             Limits {
                 batch_size,
@@ -377,17 +377,13 @@ impl Mover {
             &settings.queues,
             commit::Commit {
                 plan: &plan,
+                pending: &self.pending[unplanned..],
                 lease_before: &lease_before,
                 lease_after: &lease_after,
                 now_ms: chrono::Utc::now().timestamp_millis(),
             },
             read,
         );
-        // The request holds its own copy of the bytes now.
-        for e in &mut plan.envelopes {
-            e.bytes = Vec::new();
-        }
-        plan.dead_letters.shrink_to(0);
         if let Some(permits) = &self.ctx.beat {
             permits.spend(plan.envelopes.len());
         }
