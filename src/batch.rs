@@ -1,1 +1,284 @@
-//! batch (in progress)
+//! Turning a run of peeked messages into envelopes and dead letters.
+//!
+//! The mover keeps a local copy of the source's tail ([`Peeked`] messages, oldest first). Every
+//! one of them is still in Redis; the copy only saves re-reading. [`plan`] decides which
+//! prefix of that run the next commit covers: whole batches of good messages, the partial
+//! batch once its deadline has passed, and the bad messages in between, which never wait for
+//! good ones.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use crate::envelope::{self, DeadLetter, Rejection};
+
+/// One message read from the source's tail and not yet committed.
+#[derive(Debug)]
+pub struct Peeked {
+    bytes: Vec<u8>,
+    /// Where the JSON value sits inside `bytes`, or why the message was refused.
+    verdict: Result<Range<usize>, Rejection>,
+    /// When the daemon first read it.
+    pub seen: Instant,
+}
+
+impl Peeked {
+    /// Check `bytes` once, at read time.
+    pub fn new(bytes: Vec<u8>, max_bytes: usize, seen: Instant) -> Self {
+        let verdict = envelope::check_message(&bytes, max_bytes).map(|value| {
+            // `value` is a subslice of `bytes`; keep it as offsets.
+            let start = value.as_ptr() as usize - bytes.as_ptr() as usize;
+            start..start + value.len()
+        });
+        Peeked {
+            bytes,
+            verdict,
+            seen,
+        }
+    }
+
+    /// Whether the message goes into an envelope.
+    pub fn is_good(&self) -> bool {
+        self.verdict.is_ok()
+    }
+
+    fn value(&self) -> Option<&[u8]> {
+        self.verdict.as_ref().ok().map(|r| &self.bytes[r.clone()])
+    }
+}
+
+/// Limits for one commit.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most messages in one envelope.
+    pub batch_size: usize,
+    /// Most envelopes in one commit.
+    pub max_envelopes: usize,
+    /// Send the trailing partial batch too (its deadline has passed).
+    pub flush_partial: bool,
+}
+
+/// One envelope ready to push.
+#[derive(Debug)]
+pub struct Envelope {
+    /// Its `event_id`.
+    pub event_id: Uuid,
+    /// The serialised envelope.
+    pub bytes: Vec<u8>,
+    /// Messages inside.
+    pub size: usize,
+    /// When its oldest message was first seen.
+    pub oldest_seen: Instant,
+}
+
+/// What one commit does.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Items covered, from the source's tail: they are trimmed when the commit succeeds.
+    pub trim: usize,
+    /// Envelopes, oldest first.
+    pub envelopes: Vec<Envelope>,
+    /// Dead-letter records, oldest first.
+    pub dead_letters: Vec<Vec<u8>>,
+    /// Messages inside the envelopes.
+    pub messages: usize,
+}
+
+impl Plan {
+    /// Whether the commit would change anything.
+    pub fn is_empty(&self) -> bool {
+        self.trim == 0
+    }
+}
+
+/// When the oldest good message still waiting was first seen, if any.
+pub fn oldest_waiting(pending: &VecDeque<Peeked>) -> Option<Instant> {
+    pending.iter().find(|p| p.is_good()).map(|p| p.seen)
+}
+
+/// Plan the next commit over `pending` (oldest first).
+///
+/// Covers whole batches (up to `max_envelopes`), the trailing partial batch when
+/// `flush_partial`, and every bad message up to the first good message left behind.
+pub fn plan(
+    pending: &VecDeque<Peeked>,
+    limits: Limits,
+    source_queue: &str,
+    timestamp: &str,
+) -> Plan {
+    let batch_size = limits.batch_size.max(1);
+    let mut plan = Plan::default();
+    // Indices (into `pending`) of the good messages of the batch being filled.
+    let mut batch: Vec<usize> = Vec::with_capacity(batch_size);
+    let mut covered = 0usize;
+    for (i, p) in pending.iter().enumerate() {
+        if p.is_good() {
+            if plan.envelopes.len() == limits.max_envelopes {
+                break;
+            }
+            batch.push(i);
+            if batch.len() == batch_size {
+                plan.envelopes.push(build(pending, &batch, timestamp));
+                batch.clear();
+                covered = i + 1;
+            }
+        } else if batch.is_empty() {
+            // No good message is waiting before this one: it can go now.
+            covered = i + 1;
+        }
+    }
+    if limits.flush_partial && !batch.is_empty() && plan.envelopes.len() < limits.max_envelopes {
+        plan.envelopes.push(build(pending, &batch, timestamp));
+        covered = batch[batch.len() - 1] + 1;
+        // Bad messages right after the partial batch go too.
+        covered += pending
+            .iter()
+            .skip(covered)
+            .take_while(|p| !p.is_good())
+            .count();
+    }
+    plan.trim = covered;
+    plan.messages = plan.envelopes.iter().map(|e| e.size).sum();
+    plan.dead_letters = pending
+        .iter()
+        .take(covered)
+        .filter_map(|p| {
+            p.verdict
+                .as_ref()
+                .err()
+                .map(|why| DeadLetter::new(&p.bytes, why, source_queue, timestamp).to_bytes())
+        })
+        .collect();
+    plan
+}
+
+fn build(pending: &VecDeque<Peeked>, batch: &[usize], timestamp: &str) -> Envelope {
+    let event_id = Uuid::new_v4();
+    let payload: usize = batch.iter().map(|&i| pending[i].bytes.len() + 1).sum();
+    let mut bytes = Vec::with_capacity(payload + 200);
+    envelope::write_envelope(
+        &mut bytes,
+        event_id,
+        timestamp,
+        batch.iter().filter_map(|&i| pending[i].value()),
+    );
+    Envelope {
+        event_id,
+        bytes,
+        size: batch.len(),
+        oldest_seen: pending[batch[0]].seen,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(items: &[&str], limits: Limits) -> (Plan, VecDeque<Peeked>) {
+        let now = Instant::now();
+        let pending: VecDeque<Peeked> = items
+            .iter()
+            .map(|s| Peeked::new(s.as_bytes().to_vec(), 1024, now))
+            .collect();
+        (plan(&pending, limits, "src", "ts"), pending)
+    }
+
+    fn sizes(p: &Plan) -> Vec<usize> {
+        p.envelopes.iter().map(|e| e.size).collect()
+    }
+
+    const FULL_ONLY: Limits = Limits {
+        batch_size: 2,
+        max_envelopes: 10,
+        flush_partial: false,
+    };
+
+    #[test]
+    fn whole_batches_only_until_the_deadline() {
+        let (p, _) = run(&["1", "2", "3", "4", "5"], FULL_ONLY);
+        assert_eq!(sizes(&p), vec![2, 2]);
+        assert_eq!(p.trim, 4);
+        assert_eq!(p.messages, 4);
+        let (p, _) = run(
+            &["1", "2", "3"],
+            Limits {
+                flush_partial: true,
+                ..FULL_ONLY
+            },
+        );
+        assert_eq!(sizes(&p), vec![2, 1]);
+        assert_eq!(p.trim, 3);
+    }
+
+    #[test]
+    fn nothing_to_do_for_a_young_partial_batch() {
+        let (p, _) = run(&["1"], FULL_ONLY);
+        assert!(p.is_empty());
+        assert!(p.envelopes.is_empty());
+    }
+
+    #[test]
+    fn bad_messages_never_wait_for_good_ones() {
+        let (p, _) = run(&["x", "{", "1"], FULL_ONLY);
+        assert_eq!(p.trim, 2);
+        assert_eq!(p.dead_letters.len(), 2);
+        assert!(p.envelopes.is_empty());
+        // A bad message after a waiting good one waits with it, then leaves with it.
+        let (p, _) = run(&["1", "bad", "2", "3", "oops"], FULL_ONLY);
+        assert_eq!(sizes(&p), vec![2]);
+        assert_eq!(p.trim, 3);
+        assert_eq!(p.dead_letters.len(), 1);
+        let (p, _) = run(&["1", "2", "bad", "oops"], FULL_ONLY);
+        assert_eq!(p.trim, 4);
+        assert_eq!(p.dead_letters.len(), 2);
+        let (p, _) = run(
+            &["1", "bad"],
+            Limits {
+                flush_partial: true,
+                ..FULL_ONLY
+            },
+        );
+        assert_eq!(p.trim, 2);
+    }
+
+    #[test]
+    fn envelope_count_is_capped() {
+        let (p, _) = run(
+            &["1", "2", "3", "4", "5", "6"],
+            Limits {
+                max_envelopes: 2,
+                ..FULL_ONLY
+            },
+        );
+        assert_eq!(sizes(&p), vec![2, 2]);
+        assert_eq!(p.trim, 4);
+        let (p, _) = run(
+            &["1", "2", "3"],
+            Limits {
+                max_envelopes: 1,
+                flush_partial: true,
+                ..FULL_ONLY
+            },
+        );
+        assert_eq!(sizes(&p), vec![2]);
+        assert_eq!(p.trim, 2);
+    }
+
+    #[test]
+    fn envelopes_splice_messages_in_order() {
+        let (p, _) = run(
+            &[" {\"a\":1} ", "[2]", "bad"],
+            Limits {
+                flush_partial: true,
+                ..FULL_ONLY
+            },
+        );
+        let text = String::from_utf8(p.envelopes[0].bytes.clone()).unwrap();
+        assert!(text.contains(r#""batch":[{"a":1},[2]],"size":2"#), "{text}");
+        let dl: serde_json::Value = serde_json::from_slice(&p.dead_letters[0]).unwrap();
+        assert_eq!(dl["raw"], "bad");
+        assert_eq!(dl["source_queue"], "src");
+    }
+}

@@ -97,7 +97,10 @@ pub fn main() -> ExitCode {
     for warning in &settings.warnings {
         tracing::warn!(message = %warning);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(error) => {
             eprintln!("batch-processor: cannot start the async runtime: {error}");

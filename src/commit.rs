@@ -1,1 +1,225 @@
-//! commit (in progress)
+//! The one atomic step that hands messages over: a MULTI/EXEC transaction that LPUSHes the
+//! envelopes and dead letters, then runs a small script that checks the lease and trims
+//! exactly the covered items from the source (or undoes the pushes).
+//!
+//! Big values stay out of Lua: the envelopes go to plain LPUSHes, and the script only sees
+//! counts. The script is sent with EVAL (not EVALSHA) so it can never fail with NOSCRIPT
+//! half-way through a transaction. The next read of the source rides in the same round trip,
+//! after EXEC, so it sees the source as the commit left it.
+
+use redis::aio::MultiplexedConnection;
+use redis::{RedisError, Value};
+
+use crate::batch::Plan;
+use crate::keys::Keys;
+use crate::settings::Queues;
+
+const COMMIT: &str = include_str!("scripts/commit.lua");
+
+/// Why a commit did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The round trip failed; the commit may or may not have been applied.
+    #[error("commit round trip failed (source {source_queue}): {source}")]
+    Redis {
+        /// Source list.
+        source_queue: String,
+        /// What Redis or the connection said.
+        #[source]
+        source: RedisError,
+    },
+    /// Redis refused the transaction or one of its commands; nothing was applied.
+    #[error("{command} on {key} failed: {detail}")]
+    Refused {
+        /// The command that failed.
+        command: &'static str,
+        /// The key it worked on.
+        key: String,
+        /// What Redis said.
+        detail: String,
+    },
+    /// The lease was lost before the commit ran; nothing was applied.
+    #[error("lease on {source_queue} was lost; commit undone")]
+    Fenced {
+        /// Source list.
+        source_queue: String,
+    },
+    /// The reply did not have the expected shape.
+    #[error("unexpected reply to the commit: {0}")]
+    Protocol(String),
+}
+
+/// A read of the source's tail to run after the commit.
+#[derive(Debug, Clone, Copy)]
+pub struct Read {
+    /// Items to skip from the tail (already held locally and not trimmed by this commit).
+    pub skip: usize,
+    /// Items to read.
+    pub count: usize,
+}
+
+/// Send `plan` (when not empty) and then `read` (when given) in one round trip. Returns the
+/// items read, oldest first.
+pub async fn commit_and_read(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    queues: &Queues,
+    lease_value: &str,
+    plan: &Plan,
+    read: Option<Read>,
+    now_ms: i64,
+) -> Result<Vec<Vec<u8>>, CommitError> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    let committing = !plan.is_empty();
+    if committing {
+        pipe.cmd("MULTI");
+        if !plan.envelopes.is_empty() {
+            let lpush = pipe.cmd("LPUSH").arg(&queues.destination);
+            for e in &plan.envelopes {
+                lpush.arg(&e.bytes[..]);
+            }
+        }
+        if !plan.dead_letters.is_empty() {
+            let lpush = pipe.cmd("LPUSH").arg(&queues.dead_letter);
+            for d in &plan.dead_letters {
+                lpush.arg(&d[..]);
+            }
+        }
+        pipe.cmd("EVAL")
+            .arg(COMMIT)
+            .arg(5)
+            .arg(&queues.source)
+            .arg(&queues.destination)
+            .arg(&queues.dead_letter)
+            .arg(keys.lease())
+            .arg(keys.stats())
+            .arg(lease_value)
+            .arg(plan.trim)
+            .arg(plan.envelopes.len())
+            .arg(plan.dead_letters.len())
+            .arg(plan.messages)
+            .arg(now_ms);
+        pipe.cmd("EXEC");
+    }
+    if let Some(r) = read {
+        pipe.cmd("LRANGE")
+            .arg(&queues.source)
+            .arg(-((r.skip + r.count) as i64))
+            .arg(-(r.skip as i64) - 1);
+    }
+    let mut replies: Vec<Value> =
+        pipe.query_async(conn)
+            .await
+            .map_err(|source| CommitError::Redis {
+                source_queue: queues.source.clone(),
+                source,
+            })?;
+    let read_reply = if read.is_some() { replies.pop() } else { None };
+    if committing {
+        let exec = replies
+            .pop()
+            .ok_or_else(|| CommitError::Protocol("missing EXEC reply".into()))?;
+        check_exec(exec, plan, queues)?;
+    }
+    match read_reply {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => {
+            let mut out = Vec::with_capacity(items.len());
+            // LRANGE lists head to tail; the tail is the oldest.
+            for item in items.into_iter().rev() {
+                match item {
+                    Value::BulkString(b) => out.push(b),
+                    other => return Err(CommitError::Protocol(format!("LRANGE item {other:?}"))),
+                }
+            }
+            Ok(out)
+        }
+        Some(Value::ServerError(e)) => Err(CommitError::Refused {
+            command: "LRANGE",
+            key: queues.source.clone(),
+            detail: server_detail(&e),
+        }),
+        Some(other) => Err(CommitError::Protocol(format!("LRANGE reply {other:?}"))),
+    }
+}
+
+fn check_exec(exec: Value, plan: &Plan, queues: &Queues) -> Result<(), CommitError> {
+    let results = match exec {
+        Value::Array(results) => results,
+        Value::ServerError(e) => {
+            return Err(CommitError::Refused {
+                command: "EXEC",
+                key: queues.source.clone(),
+                detail: server_detail(&e),
+            })
+        }
+        other => return Err(CommitError::Protocol(format!("EXEC reply {other:?}"))),
+    };
+    // Results: [LPUSH destination]?, [LPUSH dead-letter]?, EVAL.
+    let mut it = results.into_iter();
+    let mut push_error = None;
+    for (present, key) in [
+        (!plan.envelopes.is_empty(), &queues.destination),
+        (!plan.dead_letters.is_empty(), &queues.dead_letter),
+    ] {
+        if present {
+            if let Some(Value::ServerError(e)) = it.next() {
+                push_error.get_or_insert((key.clone(), server_detail(&e)));
+            }
+        }
+    }
+    let verdict = match it.next() {
+        Some(Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+        Some(Value::SimpleString(s)) => s,
+        Some(Value::ServerError(e)) => {
+            return Err(CommitError::Refused {
+                command: "EVAL commit",
+                key: queues.source.clone(),
+                detail: server_detail(&e),
+            })
+        }
+        other => {
+            return Err(CommitError::Protocol(format!(
+                "commit script reply {other:?}"
+            )))
+        }
+    };
+    match verdict.as_str() {
+        "ok" => Ok(()),
+        "fenced" => Err(CommitError::Fenced {
+            source_queue: queues.source.clone(),
+        }),
+        reason => {
+            let (key, detail) =
+                push_error.unwrap_or_else(|| (queues.source.clone(), reason.to_string()));
+            Err(CommitError::Refused {
+                command: "LPUSH",
+                key,
+                detail,
+            })
+        }
+    }
+}
+
+fn server_detail(e: &redis::ServerError) -> String {
+    match (e.code(), e.details()) {
+        (code, Some(d)) => format!("{code} {d}"),
+        (code, None) => code.to_string(),
+    }
+}
+
+impl CommitError {
+    /// Error class for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CommitError::Redis { source, .. } => crate::connection::error_kind(source),
+            CommitError::Refused { detail, .. } if detail.starts_with("WRONGTYPE") => "wrong_type",
+            CommitError::Refused { detail, .. } if detail.starts_with("NOPERM") => "no_perm",
+            CommitError::Refused { detail, .. } if detail.starts_with("OOM") => "oom",
+            CommitError::Refused { .. } => "server",
+            CommitError::Fenced { .. } => "fenced",
+            CommitError::Protocol(_) => "protocol",
+        }
+    }
+}

@@ -34,12 +34,11 @@ impl Connector {
     pub fn new(settings: &RedisSettings) -> Result<Self, ConfigError> {
         // Fails only when a provider is already installed, which is what we want anyway.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = redis::Client::open(settings.connection.clone()).map_err(|source| {
-            ConfigError {
+        let client =
+            redis::Client::open(settings.connection.clone()).map_err(|source| ConfigError {
                 addr: settings.display_addr(),
                 source,
-            }
-        })?;
+            })?;
         Ok(Connector {
             client,
             settings: settings.clone(),
@@ -65,7 +64,10 @@ impl Connector {
         self.connect(self.settings.command_timeout + block).await
     }
 
-    async fn connect(&self, response_timeout: Duration) -> Result<MultiplexedConnection, RedisError> {
+    async fn connect(
+        &self,
+        response_timeout: Duration,
+    ) -> Result<MultiplexedConnection, RedisError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.settings.connect_timeout))
             .set_response_timeout(Some(response_timeout));

@@ -1,19 +1,84 @@
-//! The daemon (in progress).
+//! The daemon: the mover, the scheduler and the HTTP server as tasks under one shutdown.
+//!
+//! `run` takes its shutdown trigger from the caller, so tests stop it without signals. On
+//! shutdown every task gets `shutdown_grace` to finish; past that the daemon returns anyway.
+//! Stopping early is always safe: the mover keeps nothing only in memory.
+
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
-use crate::settings::Settings;
+use crate::beat::BeatPermits;
+use crate::connection::{self, Connector};
+use crate::health::Health;
+use crate::keys::Keys;
+use crate::metrics::Metrics;
+use crate::mover::{Mover, MoverContext};
+use crate::settings::{Schedule, Settings};
 
-/// Why the daemon stopped with an error.
+/// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// Placeholder.
-    #[error("not implemented")]
-    Unimplemented,
+    /// The Redis client could not be configured.
+    #[error(transparent)]
+    Connection(#[from] connection::ConfigError),
 }
 
 /// Run until `shutdown` is cancelled.
-pub async fn run(_settings: Settings, shutdown: CancellationToken) -> Result<(), DaemonError> {
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    let settings = Arc::new(settings);
+    let connector = Connector::new(&settings.redis)?;
+    let keys = Keys::new(&settings.replica.key_prefix, &settings.queues.source);
+    let metrics = Metrics::new();
+    let health = Health::default();
+    let beat = match settings.schedule {
+        Schedule::Continuous => None,
+        Schedule::Every { .. } => Some(BeatPermits::new()),
+    };
+    tracing::info!(
+        message = "daemon started",
+        redis = %connector.addr(),
+        source = %settings.queues.source,
+        destination = %settings.queues.destination,
+        dead_letter = %settings.queues.dead_letter,
+        batch_size = settings.batch.size.get(),
+        processing_timeout_s = settings.batch.timeout.as_secs_f64(),
+        consumer = %settings.replica.consumer_name,
+        version = env!("CARGO_PKG_VERSION"),
+    );
+
+    let tasks = TaskTracker::new();
+    let mover = Mover::new(MoverContext {
+        settings: Arc::clone(&settings),
+        connector: connector.clone(),
+        keys: keys.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        beat: beat.clone(),
+    });
+    tasks.spawn(
+        mover
+            .run(shutdown.clone())
+            .instrument(tracing::info_span!("mover_task")),
+    );
+    tasks.close();
+
     shutdown.cancelled().await;
-    Err(DaemonError::Unimplemented)
+    tracing::info!(
+        message = "shutting down",
+        grace_ms = settings.shutdown_grace.as_millis() as u64
+    );
+    if tokio::time::timeout(settings.shutdown_grace, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            message = "shutdown grace period over",
+            note = "tasks still busy with Redis are abandoned; nothing is lost",
+        );
+    }
+    tracing::info!(message = "shutdown complete");
+    Ok(())
 }

@@ -2,7 +2,7 @@
 //! record.
 //!
 //! Messages are never parsed into a value tree. [`check_message`] validates syntax and UTF-8
-//! in one pass with `serde_json::value::RawValue`, and [`EnvelopeWriter`] splices the
+//! in one pass with `serde_json::value::RawValue`, and [`write_envelope`] splices the
 //! producer's original bytes into the envelope, so key order, number spelling and escapes
 //! stay exactly as pushed.
 
@@ -64,42 +64,36 @@ pub fn format_timestamp(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
 }
 
-/// Builds envelopes into a reusable buffer.
-#[derive(Debug, Default)]
-pub struct EnvelopeWriter {
-    buf: Vec<u8>,
-}
-
-impl EnvelopeWriter {
-    /// Write one envelope for `messages` (already checked, oldest first) and return its bytes.
-    pub fn write<'a, I>(&mut self, event_id: Uuid, timestamp: &str, messages: I) -> &[u8]
-    where
-        I: IntoIterator<Item = &'a [u8]>,
-    {
-        let buf = &mut self.buf;
-        buf.clear();
-        buf.extend_from_slice(b"{\"event_id\":\"");
-        buf.extend_from_slice(event_id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
-        buf.extend_from_slice(b"\",\"event_type\":\"");
-        buf.extend_from_slice(EVENT_TYPE.as_bytes());
-        buf.extend_from_slice(b"\",\"payload\":{\"batch\":[");
-        let mut size = 0usize;
-        for m in messages {
-            if size > 0 {
-                buf.push(b',');
-            }
-            buf.extend_from_slice(m);
-            size += 1;
+/// Append one envelope for `messages` (already checked, oldest first) to `out`.
+pub fn write_envelope<'a, I>(out: &mut Vec<u8>, event_id: Uuid, timestamp: &str, messages: I)
+where
+    I: IntoIterator<Item = &'a [u8]>,
+{
+    out.extend_from_slice(b"{\"event_id\":\"");
+    out.extend_from_slice(
+        event_id
+            .hyphenated()
+            .encode_lower(&mut Uuid::encode_buffer())
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\",\"event_type\":\"");
+    out.extend_from_slice(EVENT_TYPE.as_bytes());
+    out.extend_from_slice(b"\",\"payload\":{\"batch\":[");
+    let mut size = 0usize;
+    for m in messages {
+        if size > 0 {
+            out.push(b',');
         }
-        buf.extend_from_slice(b"],\"size\":");
-        buf.extend_from_slice(size.to_string().as_bytes());
-        buf.extend_from_slice(b"},\"timestamp\":\"");
-        buf.extend_from_slice(timestamp.as_bytes());
-        buf.extend_from_slice(b"\",\"service\":\"");
-        buf.extend_from_slice(SERVICE.as_bytes());
-        buf.extend_from_slice(b"\"}");
-        buf
+        out.extend_from_slice(m);
+        size += 1;
     }
+    out.extend_from_slice(b"],\"size\":");
+    out.extend_from_slice(size.to_string().as_bytes());
+    out.extend_from_slice(b"},\"timestamp\":\"");
+    out.extend_from_slice(timestamp.as_bytes());
+    out.extend_from_slice(b"\",\"service\":\"");
+    out.extend_from_slice(SERVICE.as_bytes());
+    out.extend_from_slice(b"\"}");
 }
 
 /// One dead-letter record, as stored in the dead-letter list.
@@ -195,10 +189,22 @@ mod tests {
 
     #[test]
     fn bad_messages_are_rejected_with_a_reason() {
-        assert!(matches!(check_message(b"{\"a\":", 100), Err(Rejection::NotJson(_))));
-        assert!(matches!(check_message(b"hello world", 100), Err(Rejection::NotJson(_))));
-        assert!(matches!(check_message(b"{\"a\":1} x", 100), Err(Rejection::NotJson(_))));
-        assert!(matches!(check_message(b"", 100), Err(Rejection::NotJson(_))));
+        assert!(matches!(
+            check_message(b"{\"a\":", 100),
+            Err(Rejection::NotJson(_))
+        ));
+        assert!(matches!(
+            check_message(b"hello world", 100),
+            Err(Rejection::NotJson(_))
+        ));
+        assert!(matches!(
+            check_message(b"{\"a\":1} x", 100),
+            Err(Rejection::NotJson(_))
+        ));
+        assert!(matches!(
+            check_message(b"", 100),
+            Err(Rejection::NotJson(_))
+        ));
         assert_eq!(check_message(b"\xff\xfe{}", 100), Err(Rejection::NotUtf8));
         assert_eq!(check_message(b"\"\xc3\"", 100), Err(Rejection::NotUtf8));
         assert_eq!(
@@ -210,21 +216,29 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(check_message(deep.as_bytes(), 1 << 20).is_ok());
         let unbalanced = format!("{}{}", "[".repeat(100_000), "]".repeat(99_999));
-        assert!(matches!(check_message(unbalanced.as_bytes(), 1 << 20), Err(Rejection::NotJson(_))));
+        assert!(matches!(
+            check_message(unbalanced.as_bytes(), 1 << 20),
+            Err(Rejection::NotJson(_))
+        ));
     }
 
     #[test]
     fn envelope_has_the_contract_fields_and_spliced_messages() {
-        let mut w = EnvelopeWriter::default();
         let id = Uuid::new_v4();
         let ts = format_timestamp(Utc::now());
         let msgs: [&[u8]; 2] = [br#"{"b":1,"a":1.0}"#, br#""\u00e9""#];
-        let bytes = w.write(id, &ts, msgs).to_vec();
+        let mut bytes = Vec::new();
+        write_envelope(&mut bytes, id, &ts, msgs);
         let text = std::str::from_utf8(&bytes).unwrap();
         assert!(text.contains(r#"[{"b":1,"a":1.0},"\u00e9"]"#), "{text}");
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["event_id"], id.to_string());
-        assert_eq!(Uuid::parse_str(v["event_id"].as_str().unwrap()).unwrap().get_version_num(), 4);
+        assert_eq!(
+            Uuid::parse_str(v["event_id"].as_str().unwrap())
+                .unwrap()
+                .get_version_num(),
+            4
+        );
         assert_eq!(v["event_type"], "batch_processing");
         assert_eq!(v["service"], "batch_processor");
         assert_eq!(v["payload"]["size"], 2);
@@ -253,7 +267,10 @@ mod tests {
             assert_eq!(back.source_queue, "src");
             let v: serde_json::Value = serde_json::from_slice(&stored).unwrap();
             assert_eq!(v.get("raw").is_some(), std::str::from_utf8(raw).is_ok());
-            assert_eq!(v.get("raw_b64").is_some(), std::str::from_utf8(raw).is_err());
+            assert_eq!(
+                v.get("raw_b64").is_some(),
+                std::str::from_utf8(raw).is_err()
+            );
         }
     }
 }

@@ -1,1 +1,151 @@
-//! events (in progress)
+//! Notable events: each function logs one line and bumps its metrics together, so logs and
+//! metrics never disagree.
+//!
+//! Envelope lines follow one rule: at most `log_envelopes_per_second` "envelope sent" lines at
+//! info level per second. Past that, the rest of that second's envelopes are logged at debug
+//! level only, and one "envelopes summary" info line per second reports how many there were.
+
+use std::time::{Duration, Instant};
+
+use crate::batch::Envelope;
+use crate::metrics::Metrics;
+
+/// Rate limiter and summary for per-envelope log lines.
+#[derive(Debug)]
+pub struct EnvelopeLog {
+    per_second: u32,
+    window_start: Instant,
+    logged: u32,
+    suppressed_envelopes: u64,
+    suppressed_messages: u64,
+    max_age: Duration,
+}
+
+impl EnvelopeLog {
+    /// Allow `per_second` info lines per second.
+    pub fn new(per_second: u32) -> Self {
+        EnvelopeLog {
+            per_second,
+            window_start: Instant::now(),
+            logged: 0,
+            suppressed_envelopes: 0,
+            suppressed_messages: 0,
+            max_age: Duration::ZERO,
+        }
+    }
+
+    /// Close the current one-second window if it is over, logging its summary.
+    pub fn roll(&mut self, now: Instant) {
+        if now.duration_since(self.window_start) < Duration::from_secs(1) {
+            return;
+        }
+        if self.suppressed_envelopes > 0 {
+            tracing::info!(
+                message = "envelopes summary",
+                envelopes = self.suppressed_envelopes,
+                messages = self.suppressed_messages,
+                max_oldest_age_ms = self.max_age.as_millis() as u64,
+                window_ms = now.duration_since(self.window_start).as_millis() as u64,
+            );
+        }
+        self.window_start = now;
+        self.logged = 0;
+        self.suppressed_envelopes = 0;
+        self.suppressed_messages = 0;
+        self.max_age = Duration::ZERO;
+    }
+
+    /// Record envelopes that were committed: metrics, and a log line each within the limit.
+    pub fn envelopes_sent(
+        &mut self,
+        metrics: &Metrics,
+        envelopes: &[Envelope],
+        source: &str,
+        destination: &str,
+        now: Instant,
+    ) {
+        self.roll(now);
+        for e in envelopes {
+            let age = now.saturating_duration_since(e.oldest_seen);
+            metrics.messages.inc_by(e.size as u64);
+            metrics.batches.inc();
+            metrics.batch_size.observe(e.size as f64);
+            metrics.oldest_message_age.observe(age.as_secs_f64());
+            let age_ms = age.as_millis() as u64;
+            if self.logged < self.per_second {
+                self.logged += 1;
+                tracing::info!(
+                    message = "envelope sent",
+                    event_id = %e.event_id,
+                    size = e.size,
+                    source,
+                    destination,
+                    oldest_age_ms = age_ms
+                );
+            } else {
+                self.suppressed_envelopes += 1;
+                self.suppressed_messages += e.size as u64;
+                self.max_age = self.max_age.max(age);
+                tracing::debug!(
+                    message = "envelope sent",
+                    event_id = %e.event_id,
+                    size = e.size,
+                    source,
+                    destination,
+                    oldest_age_ms = age_ms
+                );
+            }
+        }
+    }
+}
+
+/// Dead letters were committed.
+pub fn dead_letters_written(metrics: &Metrics, count: usize, source: &str, dead_letter: &str) {
+    if count == 0 {
+        return;
+    }
+    metrics.dead_letters.inc_by(count as u64);
+    tracing::warn!(message = "dead letters written", count, source, dead_letter,);
+}
+
+/// The lease was taken.
+pub fn lease_acquired(metrics: &Metrics, source: &str, consumer: &str) {
+    metrics.lease_held.set(1);
+    tracing::info!(message = "lease acquired", source, consumer);
+}
+
+/// The lease was lost (another replica holds it, or it expired).
+pub fn lease_lost(metrics: &Metrics, source: &str, consumer: &str) {
+    metrics.lease_held.set(0);
+    tracing::warn!(message = "lease lost", source, consumer,);
+}
+
+/// An attempt to work with Redis failed; the mover retries after `next_delay`.
+pub fn redis_failed(
+    metrics: &Metrics,
+    kind: &'static str,
+    error: &dyn std::error::Error,
+    attempt: u32,
+    next_delay: Duration,
+) {
+    metrics.redis_error(kind);
+    metrics.lease_held.set(0);
+    let next_delay_ms = next_delay.as_millis() as u64;
+    match kind {
+        // Errors an operator must fix: no amount of waiting helps.
+        "auth" | "no_perm" | "wrong_type" | "oom" | "misconf" | "read_only" => tracing::error!(
+            message = "redis refused",
+            attempt,
+            next_delay_ms,
+            error_kind = kind,
+            error = %error
+        ),
+        _ => tracing::warn!(
+            message = "redis unavailable",
+            attempt,
+            next_delay_ms,
+            error_kind = kind,
+            error = %error
+        ),
+    }
+}

@@ -69,7 +69,11 @@ impl Metrics {
         let queue_length = Family::<QueueLabel, Gauge>::default();
         let redis_errors = Family::<ErrorKindLabel, Counter>::default();
         let lease_held = Gauge::default();
-        registry.register("messages", "Messages sent inside envelopes", messages.clone());
+        registry.register(
+            "messages",
+            "Messages sent inside envelopes",
+            messages.clone(),
+        );
         registry.register("batches", "Envelopes sent", batches.clone());
         registry.register(
             "dead_letters",
@@ -108,12 +112,16 @@ impl Metrics {
 
     /// Count one Redis error of class `kind`.
     pub fn redis_error(&self, kind: &'static str) {
-        self.redis_errors.get_or_create(&ErrorKindLabel { kind }).inc();
+        self.redis_errors
+            .get_or_create(&ErrorKindLabel { kind })
+            .inc();
     }
 
     /// Set the length gauge of `queue` (`source`, `processing` or `dead_letter`).
     pub fn set_queue_length(&self, queue: &'static str, len: i64) {
-        self.queue_length.get_or_create(&QueueLabel { queue }).set(len);
+        self.queue_length
+            .get_or_create(&QueueLabel { queue })
+            .set(len);
     }
 
     /// The Prometheus text exposition of every series.
@@ -138,8 +146,17 @@ mod tests {
         m.batch_size.observe(3.0);
         let text = m.encode();
         assert!(text.contains("batch_processor_messages_total 3"), "{text}");
-        assert!(text.contains("batch_processor_redis_errors_total{kind=\"io\"} 1"), "{text}");
-        assert!(text.contains("batch_processor_queue_length{queue=\"source\"} 7"), "{text}");
-        assert!(text.contains("batch_processor_batch_size_count 1"), "{text}");
+        assert!(
+            text.contains("batch_processor_redis_errors_total{kind=\"io\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("batch_processor_queue_length{queue=\"source\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("batch_processor_batch_size_count 1"),
+            "{text}"
+        );
     }
 }

@@ -523,7 +523,13 @@ pub fn validate(raw: &RawSettings, rust_log: Option<String>) -> Result<Settings,
     let log_format = match raw.required("log_format")? {
         "json" => LogFormat::Json,
         "pretty" => LogFormat::Pretty,
-        v => return Err(SettingsError::invalid("log_format", v, "\"json\" or \"pretty\"")),
+        v => {
+            return Err(SettingsError::invalid(
+                "log_format",
+                v,
+                "\"json\" or \"pretty\"",
+            ))
+        }
     };
     let log_filter = rust_log.unwrap_or_else(|| "info".to_string());
     if tracing_subscriber::EnvFilter::try_new(&log_filter).is_err() {
@@ -579,7 +585,10 @@ fn connection_info(raw: &RawSettings) -> Result<ConnectionInfo, SettingsError> {
         let info = url
             .into_connection_info()
             .map_err(|_| SettingsError::invalid("url", url, allowed))?;
-        let redis = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP2);
+        let redis = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP2);
         return Ok(info.set_redis_settings(redis));
     }
     let host = raw.name("host")?;
@@ -596,7 +605,13 @@ fn connection_info(raw: &RawSettings) -> Result<ConnectionInfo, SettingsError> {
     }
     let info = ConnectionAddr::Tcp(host, port)
         .into_connection_info()
-        .map_err(|_| SettingsError::invalid("host", raw.get("host").unwrap_or_default(), "a host name or address"))?;
+        .map_err(|_| {
+            SettingsError::invalid(
+                "host",
+                raw.get("host").unwrap_or_default(),
+                "a host name or address",
+            )
+        })?;
     Ok(info.set_redis_settings(redis))
 }
 
@@ -681,7 +696,10 @@ mod tests {
 
     #[test]
     fn url_redaction() {
-        assert_eq!(redact_url("redis://u:p@h:1/0"), "redis://u:<redacted>@h:1/0");
+        assert_eq!(
+            redact_url("redis://u:p@h:1/0"),
+            "redis://u:<redacted>@h:1/0"
+        );
         assert_eq!(redact_url("redis://p@h"), "redis://<redacted>@h");
         assert_eq!(redact_url("redis://h:1"), "redis://h:1");
     }
@@ -696,7 +714,11 @@ mod tests {
 
     #[test]
     fn beat_mode() {
-        let s = load_with(&[("REDIS_SCHEDULE", "60"), ("REDIS_MAX_BATCHES_PER_TICK", "3")]).unwrap();
+        let s = load_with(&[
+            ("REDIS_SCHEDULE", "60"),
+            ("REDIS_MAX_BATCHES_PER_TICK", "3"),
+        ])
+        .unwrap();
         assert_eq!(
             s.schedule,
             Schedule::Every {
@@ -704,6 +726,9 @@ mod tests {
                 max_batches: NonZeroUsize::new(3).unwrap()
             }
         );
-        assert!(load_with(&[("REDIS_HTTP_ADDR", "off")]).unwrap().http_addr.is_none());
+        assert!(load_with(&[("REDIS_HTTP_ADDR", "off")])
+            .unwrap()
+            .http_addr
+            .is_none());
     }
 }

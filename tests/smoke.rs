@@ -9,5 +9,8 @@ fn harness_starts_a_private_redis() {
     let n = Names::new();
     push_all(&mut c, &n.source, &[event(1, 100), event(2, 100)]);
     let all = read_all(&mut c, &n.source);
-    assert_eq!(all.iter().map(|m| seq_of(m)).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        all.iter().map(|m| seq_of(m)).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
 }

@@ -1,0 +1,43 @@
+-- Finish a commit. Runs inside MULTI/EXEC right after the LPUSHes of the envelopes and dead
+-- letters, so nothing can interleave: either the source is trimmed and the pushes stay, or
+-- the pushes are undone and the source is untouched.
+--
+-- KEYS[1] source list          KEYS[2] destination list    KEYS[3] dead-letter list
+-- KEYS[4] lease string         KEYS[5] stats hash
+-- ARGV[1] lease value "<consumer>/<token>" the commit was built under
+-- ARGV[2] items to trim from the source's tail
+-- ARGV[3] envelopes just pushed         ARGV[4] dead letters just pushed
+-- ARGV[5] messages inside the envelopes ARGV[6] now, ms since the epoch
+--
+-- Returns "ok", or the reason nothing happened: "fenced", "destination_not_list",
+-- "dead_letter_not_list", "source_too_short".
+local trim = tonumber(ARGV[2])
+local envelopes = tonumber(ARGV[3])
+local dead = tonumber(ARGV[4])
+
+-- A push that failed (WRONGTYPE) left no list behind; a push that ran left a list.
+local function is_list(key)
+  return redis.call('TYPE', key)['ok'] == 'list'
+end
+local dest_ok = envelopes == 0 or is_list(KEYS[2])
+local dead_ok = dead == 0 or is_list(KEYS[3])
+
+local function undo(reason)
+  if envelopes > 0 and dest_ok then redis.call('LPOP', KEYS[2], envelopes) end
+  if dead > 0 and dead_ok then redis.call('LPOP', KEYS[3], dead) end
+  return reason
+end
+
+if redis.call('GET', KEYS[4]) ~= ARGV[1] then return undo('fenced') end
+if not dest_ok then return undo('destination_not_list') end
+if not dead_ok then return undo('dead_letter_not_list') end
+if redis.call('LLEN', KEYS[1]) < trim then return undo('source_too_short') end
+
+redis.call('LTRIM', KEYS[1], 0, -trim - 1)
+if envelopes > 0 then
+  redis.call('HINCRBY', KEYS[5], 'messages', tonumber(ARGV[5]))
+  redis.call('HINCRBY', KEYS[5], 'batches', envelopes)
+  redis.call('HSET', KEYS[5], 'last_envelope_at_ms', ARGV[6])
+end
+if dead > 0 then redis.call('HINCRBY', KEYS[5], 'dead_letters', dead) end
+return 'ok'
