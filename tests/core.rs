@@ -292,8 +292,10 @@ fn unicode_and_escapes_are_unchanged_byte_for_byte() {
 
 #[test]
 fn sigkill_at_random_moments_during_a_drain_ends_exactly_once() {
-    const TOTAL: u64 = 30_000;
-    const PRELOADED: usize = 10_000;
+    const TOTAL: u64 = 60_000;
+    // Each daemon life starts with this many messages waiting and is killed at a random
+    // point of their drain.
+    const BACKLOG: usize = 8_000;
     const KILLS: usize = 8;
     let seed = fastrand::u64(..);
     println!("random seed {seed}");
@@ -302,29 +304,27 @@ fn sigkill_at_random_moments_during_a_drain_ends_exactly_once() {
     let names = Names::new();
     let mut c = server.conn();
     let w = workload(TOTAL, 500, 200);
-    push_all(&mut c, &names.source, &w.messages[..PRELOADED]);
-    // The rest arrives while the daemon is being killed and restarted.
-    let url = server.url();
-    let rest = w.messages[PRELOADED..].to_vec();
-    let source = names.source.clone();
-    let producer = std::thread::spawn(move || {
-        let mut c = connect(&url);
-        for chunk in rest.chunks(200) {
-            push_all(&mut c, &source, chunk);
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    });
+    let mut pushed = 0;
     let settings = [
         ("REDIS_CONSUMER_NAME", "core-kill-test"),
-        ("REDIS_BATCH_SIZE", "20"),
+        ("REDIS_BATCH_SIZE", "10"),
         ("REDIS_PROCESSING_TIMEOUT", "0.2"),
         ("REDIS_LEASE_TTL", "2"),
         ("REDIS_MAX_MESSAGE_BYTES", WORKLOAD_MAX_BYTES),
     ];
     for i in 0..KILLS {
+        top_up(&mut c, &names, &w, &mut pushed, BACKLOG);
         let mut d = start_daemon(&server, &names, &settings);
-        let delay = random_ms(50, 400);
-        std::thread::sleep(delay);
+        // Mostly a random point of the drain; sometimes a random early moment (start-up,
+        // taking the lease, the first read).
+        let when = if fastrand::u8(..4) == 0 {
+            let delay = random_ms(5, 150);
+            std::thread::sleep(delay);
+            format!("after {delay:?}")
+        } else {
+            let (pending, target) = wait_random_progress(&mut c, &names, Duration::from_secs(20));
+            format!("at {target} of {pending} left")
+        };
         assert!(
             d.is_running(),
             "daemon {i} exited by itself: {}",
@@ -332,12 +332,21 @@ fn sigkill_at_random_moments_during_a_drain_ends_exactly_once() {
         );
         d.kill();
         println!(
-            "kill {i} after {delay:?}: {} left in source",
-            llen(&mut c, &names.source)
+            "kill {i} {when}: {} left in source, {} pushed",
+            llen(&mut c, &names.source),
+            pushed
         );
     }
+    // The rest arrives while the last daemon drains.
+    let feed = spawn_producer(
+        server.url(),
+        names.source.clone(),
+        w.messages[pushed..].to_vec(),
+        500,
+        Duration::from_millis(10),
+    );
     let mut d = start_daemon(&server, &names, &settings);
-    producer.join().unwrap();
+    feed.join().unwrap();
     assert!(
         wait_drained(&mut c, &names, Duration::from_secs(60)),
         "source not drained after the kills: {} left",
@@ -498,4 +507,140 @@ fn json_logs_trace_every_envelope() {
         as_f64(&timed_out["oldest_age_ms"]).unwrap() >= 250.0,
         "timeout-closed envelope reports oldest_age_ms below the timeout: {timed_out}"
     );
+}
+
+/// The audit the tests above rely on catches loss, duplicates, reordering and wrong
+/// dead letters (checked on hand-made outcomes, no daemon involved).
+#[test]
+fn the_exactly_once_audit_catches_loss_duplicates_and_reordering() {
+    let names = Names::new();
+    let w = workload(20, 5, 100); // seqs 4, 9, 14, 19 are bad
+    let envelope = |seqs: &[u64]| -> Vec<u8> {
+        let msgs: Vec<String> = seqs
+            .iter()
+            .map(|s| String::from_utf8(w.good_bytes[s].clone()).unwrap())
+            .collect();
+        format!(
+            r#"{{"event_id":"{}","event_type":"batch_processing","payload":{{"batch":[{}],"size":{}}},"timestamp":"{}","service":"batch_processor"}}"#,
+            uuid::Uuid::new_v4(),
+            msgs.join(","),
+            seqs.len(),
+            chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+        )
+        .into_bytes()
+    };
+    let dead = |m: &[u8]| DeadRecord {
+        original: m.to_vec(),
+        base64: std::str::from_utf8(m).is_err(),
+        reason: "bad".into(),
+        source_queue: names.source.clone(),
+        failed_at: "2026-01-01T00:00:00.000000+00:00".into(),
+    };
+    let make = |batches: Vec<Vec<u64>>, dead_letters: Vec<DeadRecord>, source: Vec<Vec<u8>>| {
+        let envelopes: Vec<Vec<u8>> = batches.iter().map(|b| envelope(b)).collect();
+        Outcome {
+            batches: envelopes.iter().map(|e| batch_raw(e)).collect(),
+            envelopes,
+            dead: dead_letters,
+            source,
+        }
+    };
+    let good = w.good.clone();
+    let all_dead: Vec<DeadRecord> = w.bad.iter().map(|b| dead(b)).collect();
+    let check = |out: Outcome, ordered: bool, complete: bool| {
+        let names = names.clone();
+        let w = &w;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            assert_accounted(&out, w, &names, ordered, complete)
+        }))
+        .is_ok()
+    };
+    // Correct, complete.
+    assert!(check(
+        make(
+            vec![good[..10].to_vec(), good[10..].to_vec()],
+            all_dead.clone(),
+            vec![]
+        ),
+        true,
+        true
+    ));
+    // Correct, partway: the untouched tail still in the source.
+    let k = w.messages.len() - 3;
+    let in_env: Vec<u64> = good.iter().copied().filter(|s| (*s as usize) < k).collect();
+    let dead_so_far: Vec<DeadRecord> = w.bad[..w.bad.len() - 1].iter().map(|b| dead(b)).collect();
+    assert!(check(
+        make(
+            vec![in_env.clone()],
+            dead_so_far.clone(),
+            w.messages[k..].to_vec()
+        ),
+        true,
+        false
+    ));
+    // Partway is not complete.
+    assert!(!check(
+        make(vec![in_env], dead_so_far, w.messages[k..].to_vec()),
+        true,
+        true
+    ));
+    // A duplicate across envelopes.
+    assert!(!check(
+        make(vec![good.clone(), vec![good[3]]], all_dead.clone(), vec![]),
+        false,
+        true
+    ));
+    // A lost message.
+    assert!(!check(
+        make(vec![good[1..].to_vec()], all_dead.clone(), vec![]),
+        false,
+        true
+    ));
+    // Reordered.
+    let mut swapped = good.clone();
+    swapped.swap(2, 3);
+    assert!(check(
+        make(vec![swapped.clone()], all_dead.clone(), vec![]),
+        false,
+        true
+    ));
+    assert!(!check(
+        make(vec![swapped], all_dead.clone(), vec![]),
+        true,
+        true
+    ));
+    // A dead letter missing, doubled, or stored lossily.
+    assert!(!check(
+        make(vec![good.clone()], all_dead[1..].to_vec(), vec![]),
+        true,
+        true
+    ));
+    let mut doubled = all_dead.clone();
+    doubled.push(all_dead[0].clone());
+    assert!(!check(
+        make(vec![good.clone()], doubled, vec![]),
+        true,
+        true
+    ));
+    let mut lossy = all_dead.clone();
+    let binary = lossy
+        .iter_mut()
+        .find(|d| d.base64)
+        .expect("a binary bad message");
+    binary.original = String::from_utf8_lossy(&binary.original)
+        .into_owned()
+        .into_bytes();
+    binary.base64 = false;
+    assert!(!check(make(vec![good.clone()], lossy, vec![]), true, true));
+    // A good message both delivered and still in the source.
+    let first = w.messages[0].clone();
+    assert!(!check(
+        make(vec![good.clone()], all_dead.clone(), vec![first]),
+        false,
+        false
+    ));
+    // A wrong source_queue.
+    let mut wrong = all_dead.clone();
+    wrong[0].source_queue = "elsewhere".into();
+    assert!(!check(make(vec![good], wrong, vec![]), true, true));
 }

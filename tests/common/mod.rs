@@ -184,9 +184,14 @@ impl Names {
     }
 }
 
-/// The built daemon binary.
+/// The built daemon binary, or the one named by `BATCH_PROCESSOR_BIN` when set (a copy
+/// taken right after the build, when several worktrees share one target directory and
+/// overwrite each other's binary, or a release build for the benchmark script).
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_batch-processor"))
+    match std::env::var_os("BATCH_PROCESSOR_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_batch-processor")),
+    }
 }
 
 /// A running daemon process with its stdout captured line by line.
@@ -870,4 +875,65 @@ pub fn stats(
 /// A random duration between `lo` and `hi` milliseconds.
 pub fn random_ms(lo: u64, hi: u64) -> Duration {
     Duration::from_millis(fastrand::u64(lo..=hi))
+}
+
+/// Push from a thread: `messages` in chunks of `chunk`, sleeping `pause` between chunks.
+pub fn spawn_producer(
+    url: String,
+    list: String,
+    messages: Vec<Vec<u8>>,
+    chunk: usize,
+    pause: Duration,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut c = connect(&url);
+        for part in messages.chunks(chunk) {
+            push_all(&mut c, &list, part);
+            std::thread::sleep(pause);
+        }
+    })
+}
+
+/// Push the next messages of `w` (from `*pushed` on) until the source holds at least
+/// `backlog` messages or the workload is exhausted, so that a daemon started now has a
+/// drain in progress when it is killed.
+pub fn top_up(
+    conn: &mut redis::Connection,
+    names: &Names,
+    w: &Workload,
+    pushed: &mut usize,
+    backlog: usize,
+) {
+    let pending = llen(conn, &names.source);
+    if pending < backlog {
+        let n = (backlog - pending).min(w.messages.len() - *pushed);
+        push_all(conn, &names.source, &w.messages[*pushed..*pushed + n]);
+        *pushed += n;
+    }
+}
+
+/// Wait until the daemon has moved a random part (at least one message, not all) of what
+/// the source holds now, polling every millisecond: a random moment in the middle of a
+/// drain, whatever the daemon's speed. Returns how many were waiting and the target.
+/// With fewer than two messages waiting it returns at once.
+pub fn wait_random_progress(
+    conn: &mut redis::Connection,
+    names: &Names,
+    limit: Duration,
+) -> (usize, usize) {
+    let pending = llen(conn, &names.source);
+    if pending < 2 {
+        return (pending, pending);
+    }
+    let target = pending - fastrand::usize(1..pending);
+    let deadline = Instant::now() + limit;
+    while llen(conn, &names.source) > target {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not move {} of {pending} waiting messages within {limit:?}",
+            pending - target
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    (pending, target)
 }
