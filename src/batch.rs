@@ -6,7 +6,6 @@
 //! batch once its deadline has passed, and the bad messages in between, which never wait for
 //! good ones.
 
-use std::collections::VecDeque;
 use std::ops::Range;
 use std::time::Instant;
 
@@ -94,7 +93,7 @@ impl Plan {
 }
 
 /// When the oldest good message still waiting was first seen, if any.
-pub fn oldest_waiting(pending: &VecDeque<Peeked>) -> Option<Instant> {
+pub fn oldest_waiting(pending: &[Peeked]) -> Option<Instant> {
     pending.iter().find(|p| p.is_good()).map(|p| p.seen)
 }
 
@@ -102,12 +101,7 @@ pub fn oldest_waiting(pending: &VecDeque<Peeked>) -> Option<Instant> {
 ///
 /// Covers whole batches (up to `max_envelopes`), the trailing partial batch when
 /// `flush_partial`, and every bad message up to the first good message left behind.
-pub fn plan(
-    pending: &VecDeque<Peeked>,
-    limits: Limits,
-    source_queue: &str,
-    timestamp: &str,
-) -> Plan {
+pub fn plan(pending: &[Peeked], limits: Limits, source_queue: &str, timestamp: &str) -> Plan {
     let batch_size = limits.batch_size.max(1);
     let mut plan = Plan::default();
     // Indices (into `pending`) of the good messages of the batch being filled.
@@ -154,7 +148,7 @@ pub fn plan(
     plan
 }
 
-fn build(pending: &VecDeque<Peeked>, batch: &[usize], timestamp: &str) -> Envelope {
+fn build(pending: &[Peeked], batch: &[usize], timestamp: &str) -> Envelope {
     let event_id = Uuid::new_v4();
     let payload: usize = batch.iter().map(|&i| pending[i].bytes.len() + 1).sum();
     let mut bytes = Vec::with_capacity(payload + 200);
@@ -176,9 +170,9 @@ fn build(pending: &VecDeque<Peeked>, batch: &[usize], timestamp: &str) -> Envelo
 mod tests {
     use super::*;
 
-    fn run(items: &[&str], limits: Limits) -> (Plan, VecDeque<Peeked>) {
+    fn run(items: &[&str], limits: Limits) -> (Plan, Vec<Peeked>) {
         let now = Instant::now();
-        let pending: VecDeque<Peeked> = items
+        let pending: Vec<Peeked> = items
             .iter()
             .map(|s| Peeked::new(s.as_bytes().to_vec(), 1024, now))
             .collect();

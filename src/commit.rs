@@ -6,6 +6,9 @@
 //! counts. The script is sent with EVAL (not EVALSHA) so it can never fail with NOSCRIPT
 //! half-way through a transaction. The next read of the source rides in the same round trip,
 //! after EXEC, so it sees the source as the commit left it.
+//!
+//! The lease value moves one step with each commit (see [`crate::lease`]), so when several
+//! requests are in flight, a commit whose predecessor failed is refused too.
 
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
@@ -58,93 +61,142 @@ pub struct Read {
     pub count: usize,
 }
 
-/// Send `plan` (when not empty) and then `read` (when given) in one round trip. Returns the
-/// items read, oldest first.
-pub async fn commit_and_read(
-    conn: &mut MultiplexedConnection,
-    keys: &Keys,
-    queues: &Queues,
-    lease_value: &str,
-    plan: &Plan,
-    read: Option<Read>,
-    now_ms: i64,
-) -> Result<Vec<Vec<u8>>, CommitError> {
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors();
-    let committing = !plan.is_empty();
-    if committing {
-        pipe.cmd("MULTI");
-        if !plan.envelopes.is_empty() {
-            let lpush = pipe.cmd("LPUSH").arg(&queues.destination);
-            for e in &plan.envelopes {
-                lpush.arg(&e.bytes[..]);
-            }
-        }
-        if !plan.dead_letters.is_empty() {
-            let lpush = pipe.cmd("LPUSH").arg(&queues.dead_letter);
-            for d in &plan.dead_letters {
-                lpush.arg(&d[..]);
-            }
-        }
-        pipe.cmd("EVAL")
-            .arg(COMMIT)
-            .arg(5)
-            .arg(&queues.source)
-            .arg(&queues.destination)
-            .arg(&queues.dead_letter)
-            .arg(keys.lease())
-            .arg(keys.stats())
-            .arg(lease_value)
-            .arg(plan.trim)
-            .arg(plan.envelopes.len())
-            .arg(plan.dead_letters.len())
-            .arg(plan.messages)
-            .arg(now_ms);
-        pipe.cmd("EXEC");
-    }
-    if let Some(r) = read {
-        pipe.cmd("LRANGE")
-            .arg(&queues.source)
-            .arg(-((r.skip + r.count) as i64))
-            .arg(-(r.skip as i64) - 1);
-    }
-    let mut replies: Vec<Value> =
-        pipe.query_async(conn)
-            .await
-            .map_err(|source| CommitError::Redis {
-                source_queue: queues.source.clone(),
-                source,
-            })?;
-    let read_reply = if read.is_some() { replies.pop() } else { None };
-    if committing {
-        let exec = replies
-            .pop()
-            .ok_or_else(|| CommitError::Protocol("missing EXEC reply".into()))?;
-        check_exec(exec, plan, queues)?;
-    }
-    match read_reply {
-        None => Ok(Vec::new()),
-        Some(Value::Array(items)) => {
-            let mut out = Vec::with_capacity(items.len());
-            // LRANGE lists head to tail; the tail is the oldest.
-            for item in items.into_iter().rev() {
-                match item {
-                    Value::BulkString(b) => out.push(b),
-                    other => return Err(CommitError::Protocol(format!("LRANGE item {other:?}"))),
+/// One round trip, packed and ready: an optional commit, then an optional read.
+#[derive(Debug)]
+pub struct Request {
+    pipe: redis::Pipeline,
+    envelopes: usize,
+    dead_letters: usize,
+    committing: bool,
+    reading: bool,
+}
+
+/// What to commit: the plan and the lease values it moves between.
+#[derive(Debug, Clone, Copy)]
+pub struct Commit<'a> {
+    /// The plan.
+    pub plan: &'a Plan,
+    /// Lease value the commit must find.
+    pub lease_before: &'a str,
+    /// Lease value it leaves for the next commit.
+    pub lease_after: &'a str,
+    /// Now, in ms since the epoch, for the stats hash.
+    pub now_ms: i64,
+}
+
+impl Request {
+    /// Pack `commit` (skipped when its plan is empty) followed by `read`.
+    pub fn new(keys: &Keys, queues: &Queues, commit: Commit<'_>, read: Option<Read>) -> Self {
+        let plan = commit.plan;
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let committing = !plan.is_empty();
+        if committing {
+            pipe.cmd("MULTI");
+            if !plan.envelopes.is_empty() {
+                let lpush = pipe.cmd("LPUSH").arg(&queues.destination);
+                for e in &plan.envelopes {
+                    lpush.arg(&e.bytes[..]);
                 }
             }
-            Ok(out)
+            if !plan.dead_letters.is_empty() {
+                let lpush = pipe.cmd("LPUSH").arg(&queues.dead_letter);
+                for d in &plan.dead_letters {
+                    lpush.arg(&d[..]);
+                }
+            }
+            pipe.cmd("EVAL")
+                .arg(COMMIT)
+                .arg(5)
+                .arg(&queues.source)
+                .arg(&queues.destination)
+                .arg(&queues.dead_letter)
+                .arg(keys.lease())
+                .arg(keys.stats())
+                .arg(commit.lease_before)
+                .arg(plan.trim)
+                .arg(plan.envelopes.len())
+                .arg(plan.dead_letters.len())
+                .arg(plan.messages)
+                .arg(commit.now_ms)
+                .arg(commit.lease_after);
+            pipe.cmd("EXEC");
         }
-        Some(Value::ServerError(e)) => Err(CommitError::Refused {
-            command: "LRANGE",
-            key: queues.source.clone(),
-            detail: server_detail(&e),
-        }),
-        Some(other) => Err(CommitError::Protocol(format!("LRANGE reply {other:?}"))),
+        if let Some(r) = read {
+            pipe.cmd("LRANGE")
+                .arg(&queues.source)
+                .arg(-((r.skip + r.count) as i64))
+                .arg(-(r.skip as i64) - 1);
+        }
+        Request {
+            pipe,
+            envelopes: plan.envelopes.len(),
+            dead_letters: plan.dead_letters.len(),
+            committing,
+            reading: read.is_some(),
+        }
+    }
+
+    /// Whether the request does anything.
+    pub fn is_empty(&self) -> bool {
+        !self.committing && !self.reading
+    }
+
+    /// Send the request and check the replies. Returns the items read, oldest first.
+    ///
+    /// The request is handed to the connection on the first poll, so requests created and
+    /// polled one after another reach Redis in that order.
+    pub async fn send(
+        self,
+        mut conn: MultiplexedConnection,
+        queues: &Queues,
+    ) -> Result<Vec<Vec<u8>>, CommitError> {
+        let mut replies: Vec<Value> =
+            self.pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|source| CommitError::Redis {
+                    source_queue: queues.source.clone(),
+                    source,
+                })?;
+        let read_reply = if self.reading { replies.pop() } else { None };
+        if self.committing {
+            let exec = replies
+                .pop()
+                .ok_or_else(|| CommitError::Protocol("missing EXEC reply".into()))?;
+            check_exec(exec, self.envelopes, self.dead_letters, queues)?;
+        }
+        match read_reply {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                // LRANGE lists head to tail; the tail is the oldest.
+                for item in items.into_iter().rev() {
+                    match item {
+                        Value::BulkString(b) => out.push(b),
+                        other => {
+                            return Err(CommitError::Protocol(format!("LRANGE item {other:?}")))
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            Some(Value::ServerError(e)) => Err(CommitError::Refused {
+                command: "LRANGE",
+                key: queues.source.clone(),
+                detail: server_detail(&e),
+            }),
+            Some(other) => Err(CommitError::Protocol(format!("LRANGE reply {other:?}"))),
+        }
     }
 }
 
-fn check_exec(exec: Value, plan: &Plan, queues: &Queues) -> Result<(), CommitError> {
+fn check_exec(
+    exec: Value,
+    envelopes: usize,
+    dead_letters: usize,
+    queues: &Queues,
+) -> Result<(), CommitError> {
     let results = match exec {
         Value::Array(results) => results,
         Value::ServerError(e) => {
@@ -160,8 +212,8 @@ fn check_exec(exec: Value, plan: &Plan, queues: &Queues) -> Result<(), CommitErr
     let mut it = results.into_iter();
     let mut push_error = None;
     for (present, key) in [
-        (!plan.envelopes.is_empty(), &queues.destination),
-        (!plan.dead_letters.is_empty(), &queues.dead_letter),
+        (envelopes > 0, &queues.destination),
+        (dead_letters > 0, &queues.dead_letter),
     ] {
         if present {
             if let Some(Value::ServerError(e)) = it.next() {

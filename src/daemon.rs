@@ -13,6 +13,8 @@ use tracing::Instrument;
 use crate::beat::BeatPermits;
 use crate::connection::{self, Connector};
 use crate::health::Health;
+use crate::http;
+use crate::jobs::{self, JobContext};
 use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::mover::{Mover, MoverContext};
@@ -24,6 +26,9 @@ pub enum DaemonError {
     /// The Redis client could not be configured.
     #[error(transparent)]
     Connection(#[from] connection::ConfigError),
+    /// The HTTP listener could not be bound.
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
 }
 
 /// Run until `shutdown` is cancelled.
@@ -49,7 +54,38 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         version = env!("CARGO_PKG_VERSION"),
     );
 
+    // Bind first, so a taken port fails the start instead of a background task.
+    let listener = match settings.http_addr {
+        Some(addr) => Some(http::bind(addr).await?),
+        None => None,
+    };
+
     let tasks = TaskTracker::new();
+    if let Some(listener) = listener {
+        let (health, metrics, shutdown) = (health.clone(), metrics.clone(), shutdown.clone());
+        tasks.spawn(
+            async move {
+                if let Err(error) = http::serve(listener, health, metrics, shutdown).await {
+                    tracing::error!(message = "http server stopped", %error);
+                }
+            }
+            .instrument(tracing::info_span!("http")),
+        );
+    }
+    let scheduler = jobs::daemon_scheduler(JobContext {
+        settings: Arc::clone(&settings),
+        connector: connector.clone(),
+        keys: keys.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        beat: beat.clone(),
+        started_at: chrono::Utc::now(),
+    });
+    tasks.spawn(
+        scheduler
+            .run(shutdown.clone())
+            .instrument(tracing::info_span!("scheduler")),
+    );
     let mover = Mover::new(MoverContext {
         settings: Arc::clone(&settings),
         connector: connector.clone(),

@@ -1,10 +1,14 @@
 //! The fenced lease that makes one replica at a time the owner of a source list's tail.
 //!
-//! The lease is a Redis string `<consumer>/<token>` with a TTL. Every acquisition draws a new
-//! random token, and every commit carries the value it was built under; the commit script
-//! refuses a commit whose value no longer matches. So a replica that stalled past its TTL, or
-//! a commit still queued on a connection the daemon gave up on, can never trim what a newer
-//! holder has read.
+//! The lease is a Redis string `<consumer>/<token>.<seq>` with a TTL. Every acquisition draws
+//! a new random token, and every commit carries the value it was built under; the commit
+//! script refuses a commit whose value no longer matches. So a replica that stalled past its
+//! TTL, or a commit still queued on a connection the daemon gave up on, can never trim what a
+//! newer holder has read.
+//!
+//! Each successful commit also moves `<seq>` one step. Commits are pipelined, and each one
+//! trims a count of items off the tail, so commit N+1 is only right after commit N: the chain
+//! makes Redis refuse commit N+1 whenever commit N did not happen.
 
 use std::time::{Duration, Instant};
 
@@ -29,8 +33,17 @@ pub struct Lease {
 
 #[derive(Debug, Clone)]
 struct Held {
-    value: String,
+    /// `<consumer>/<token>`.
+    base: String,
+    /// Commits sent under this token so far.
+    seq: u64,
     renewed_at: Instant,
+}
+
+impl Held {
+    fn value(&self) -> String {
+        format!("{}.{}", self.base, self.seq)
+    }
 }
 
 impl Lease {
@@ -47,9 +60,17 @@ impl Lease {
         }
     }
 
-    /// The value commits must carry, while the lease is believed held.
-    pub fn value(&self) -> Option<&str> {
-        self.held.as_ref().map(|h| h.value.as_str())
+    /// The value the lease holds once every commit sent so far has run.
+    pub fn value(&self) -> Option<String> {
+        self.held.as_ref().map(Held::value)
+    }
+
+    /// For the next commit: the value it must find, and the value it leaves behind.
+    pub fn advance(&mut self) -> Option<(String, String)> {
+        let held = self.held.as_mut()?;
+        let before = held.value();
+        held.seq += 1;
+        Some((before, held.value()))
     }
 
     /// Whether the lease is believed held.
@@ -76,7 +97,8 @@ impl Lease {
 
     /// Try to take the lease with a fresh token. `Ok(true)` when this replica now holds it.
     pub async fn acquire(&mut self, conn: &mut MultiplexedConnection) -> Result<bool, RedisError> {
-        let value = format!("{}/{:016x}", self.consumer, fastrand::u64(..));
+        let base = format!("{}/{:016x}", self.consumer, fastrand::u64(..));
+        let value = format!("{base}.0");
         let sent_at = Instant::now();
         let won: i64 = self
             .acquire
@@ -87,13 +109,15 @@ impl Lease {
             .invoke_async(conn)
             .await?;
         self.held = (won == 1).then_some(Held {
-            value,
+            base,
+            seq: 0,
             renewed_at: sent_at,
         });
         Ok(self.held.is_some())
     }
 
-    /// Extend the lease. `Ok(false)` when it was lost (another replica holds it now).
+    /// Extend the lease. `Ok(false)` when it was lost (another replica holds it now). Call it
+    /// only when no commit is in flight, so the value it checks is the one Redis holds.
     pub async fn renew(&mut self, conn: &mut MultiplexedConnection) -> Result<bool, RedisError> {
         let Some(held) = self.held.as_mut() else {
             return Ok(false);
@@ -102,7 +126,7 @@ impl Lease {
         let kept: i64 = self
             .renew
             .key(&self.key)
-            .arg(&held.value)
+            .arg(held.value())
             .arg(ttl_ms(self.ttl))
             .invoke_async(conn)
             .await?;
@@ -120,7 +144,7 @@ impl Lease {
             let _: i64 = self
                 .release
                 .key(&self.key)
-                .arg(&held.value)
+                .arg(held.value())
                 .invoke_async(conn)
                 .await?;
         }

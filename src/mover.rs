@@ -9,7 +9,9 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
@@ -17,7 +19,7 @@ use redis::RedisError;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::batch::{self, Limits, Peeked};
+use crate::batch::{self, Limits, Peeked, Plan};
 use crate::beat::BeatPermits;
 use crate::commit::{self, CommitError, Read};
 use crate::connection::{self, Connector};
@@ -88,15 +90,50 @@ pub struct MoverContext {
     pub beat: Option<BeatPermits>,
 }
 
+/// Requests in flight at once. Two keep Redis busy while the mover builds the next one.
+const PIPELINE_DEPTH: usize = 2;
+
+type Reply = Pin<Box<dyn Future<Output = Result<Vec<Vec<u8>>, CommitError>> + Send>>;
+
+/// A request sent and not yet answered.
+struct InFlight {
+    reply: Option<Reply>,
+    /// Set when the first poll already produced the answer.
+    ready: Option<Result<Vec<Vec<u8>>, CommitError>>,
+    /// What it commits (envelope bytes already released).
+    plan: Plan,
+    /// Tail position of its first read item, and how many it asked for.
+    read: Option<(u64, usize)>,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight")
+            .field("trim", &self.plan.trim)
+            .field("read", &self.read)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The mover's state.
+///
+/// Positions are counted from the source's tail as it was when the lease was taken, so they
+/// do not move when commits trim the tail: `pending[0]` sits at `front`.
 #[derive(Debug)]
 pub struct Mover {
     ctx: MoverContext,
     lease: Lease,
     /// Copies of the source's tail, oldest first; all still in Redis.
-    pending: VecDeque<Peeked>,
+    pending: Vec<Peeked>,
+    /// Position of `pending[0]`.
+    front: u64,
+    /// Position up to which requests in flight commit.
+    planned: u64,
+    /// Position of the next item to ask for.
+    next_read: u64,
     /// The last read returned fewer items than asked: the source was drained then.
     drained: bool,
+    inflight: VecDeque<InFlight>,
     log: EnvelopeLog,
 }
 
@@ -118,8 +155,12 @@ impl Mover {
         Mover {
             ctx,
             lease,
-            pending: VecDeque::new(),
+            pending: Vec::new(),
+            front: 0,
+            planned: 0,
+            next_read: 0,
             drained: false,
+            inflight: VecDeque::new(),
             log,
         }
     }
@@ -154,10 +195,20 @@ impl Mover {
         self.ctx.health.set_mover_running(false);
     }
 
+    /// Drop every copy and every request in flight, and forget the lease: the next
+    /// acquisition draws a new token, which fences off whatever is still queued in Redis.
     fn reset(&mut self) {
-        self.pending.clear();
-        self.drained = false;
+        self.forget_tail();
         self.lease.forget();
+    }
+
+    fn forget_tail(&mut self) {
+        self.pending.clear();
+        self.inflight.clear();
+        self.front = 0;
+        self.planned = 0;
+        self.next_read = 0;
+        self.drained = false;
     }
 
     /// One connection's worth of work. `Ok` only on shutdown.
@@ -204,14 +255,13 @@ impl Mover {
             backoff.reset();
             if won {
                 events::lease_acquired(&self.ctx.metrics, source, consumer);
-                self.pending.clear();
-                self.drained = false;
+                self.forget_tail();
                 return Ok(Flow::Continue);
             }
             self.ctx.metrics.lease_held.set(0);
             return Ok(sleep(shutdown, self.lease.standby_interval()).await);
         }
-        if self.lease.renew_in() == Some(Duration::ZERO) {
+        if self.lease.renew_in() == Some(Duration::ZERO) && self.inflight.is_empty() {
             let Some(kept) = until(shutdown, self.lease.renew(conn)).await else {
                 return Ok(Flow::Stop);
             };
@@ -227,27 +277,74 @@ impl Mover {
         self.step(conn, blocking, shutdown).await
     }
 
-    /// Commit what is ready and read ahead in one round trip, or wait for something to do.
+    /// Send what is ready (up to [`PIPELINE_DEPTH`] requests in flight), then handle the
+    /// oldest reply; or, with nothing in flight and nothing to send, wait.
     async fn step(
         &mut self,
         conn: &mut MultiplexedConnection,
         blocking: &mut Option<MultiplexedConnection>,
         shutdown: &CancellationToken,
     ) -> Result<Flow, MoverError> {
+        // A renewal waits for the pipeline to empty, so it checks the value Redis holds.
+        let renew_due = self.lease.renew_in() == Some(Duration::ZERO);
+        while !renew_due && self.inflight.len() < PIPELINE_DEPTH {
+            if !self.send_next(conn).await {
+                break;
+            }
+        }
+        let Some(mut oldest) = self.inflight.pop_front() else {
+            let deadline = self.deadline();
+            self.log.roll(Instant::now());
+            return self.wait(blocking, shutdown, deadline).await;
+        };
+        let reply = match (oldest.ready.take(), oldest.reply.as_mut()) {
+            (Some(ready), _) => ready,
+            (None, Some(reply)) => match until(shutdown, reply).await {
+                Some(r) => r,
+                None => return Ok(Flow::Stop),
+            },
+            (None, None) => Err(CommitError::Protocol("request without reply".into())),
+        };
+        match reply {
+            Ok(items) => {
+                self.completed(oldest, items);
+                Ok(Flow::Continue)
+            }
+            Err(CommitError::Fenced { .. }) => {
+                let settings = &self.ctx.settings;
+                events::lease_lost(
+                    &self.ctx.metrics,
+                    &settings.queues.source,
+                    &settings.replica.consumer_name,
+                );
+                self.reset();
+                Ok(Flow::Continue)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// When the partial batch waiting now must leave.
+    fn deadline(&self) -> Option<Instant> {
+        let unplanned = (self.planned - self.front) as usize;
+        batch::oldest_waiting(&self.pending[unplanned..])
+            .map(|seen| seen + self.ctx.settings.batch.timeout)
+    }
+
+    /// Plan and send the next request, if there is anything to commit or to read.
+    async fn send_next(&mut self, conn: &MultiplexedConnection) -> bool {
         let settings = Arc::clone(&self.ctx.settings);
         let batch_size = settings.batch.size.get();
         let prefetch = settings.batch.prefetch;
-        let now = Instant::now();
-        let deadline =
-            batch::oldest_waiting(&self.pending).map(|seen| seen + settings.batch.timeout);
-        let flush_partial = deadline.is_some_and(|d| now >= d);
+        let unplanned = (self.planned - self.front) as usize;
+        let flush_partial = self.deadline().is_some_and(|d| Instant::now() >= d);
         let max_envelopes = match &self.ctx.beat {
             Some(permits) => permits.available(),
             None => (prefetch / batch_size).max(1),
         };
         let timestamp = format_timestamp(chrono::Utc::now());
-        let plan = batch::plan(
-            &self.pending,
+        let mut plan = batch::plan(
+            &self.pending[unplanned..],
             Limits {
                 batch_size,
                 max_envelopes,
@@ -256,83 +353,109 @@ impl Mover {
             &settings.queues.source,
             &timestamp,
         );
-        let remaining = self.pending.len() - plan.trim;
-        let remaining_good = self
-            .pending
-            .iter()
-            .skip(plan.trim)
-            .filter(|p| p.is_good())
-            .count();
-        // Read until `prefetch` good messages are held, and never hold more than four times
-        // that (a long run of bad messages behind a partial batch).
-        let want = prefetch
-            .saturating_sub(remaining_good)
-            .min((4 * prefetch).saturating_sub(remaining));
-        let read = (want > 0 && (!self.drained || !plan.is_empty())).then_some(Read {
-            skip: remaining,
+        // Where the tail will be once this request's commit has run.
+        let tail_after = self.planned + plan.trim as u64;
+        let want = (tail_after + 2 * prefetch as u64).saturating_sub(self.next_read) as usize;
+        let read = (want > 0 && (!self.drained || !plan.is_empty())).then(|| Read {
+            skip: (self.next_read - tail_after) as usize,
             count: want,
         });
-        if !plan.is_empty() || read.is_some() {
-            let Some(lease_value) = self.lease.value().map(str::to_owned) else {
-                return Ok(Flow::Continue);
-            };
-            let outcome = until(
-                shutdown,
-                commit::commit_and_read(
-                    conn,
-                    &self.ctx.keys,
-                    &settings.queues,
-                    &lease_value,
-                    &plan,
-                    read,
-                    chrono::Utc::now().timestamp_millis(),
-                ),
-            )
-            .await;
-            let items = match outcome {
-                None => return Ok(Flow::Stop),
-                Some(Err(CommitError::Fenced { .. })) => {
-                    events::lease_lost(
-                        &self.ctx.metrics,
-                        &settings.queues.source,
-                        &settings.replica.consumer_name,
-                    );
-                    self.reset();
-                    return Ok(Flow::Continue);
-                }
-                Some(Err(e)) => return Err(e.into()),
-                Some(Ok(items)) => items,
-            };
-            let done = Instant::now();
-            if !plan.is_empty() {
-                self.pending.drain(..plan.trim);
-                self.log.envelopes_sent(
-                    &self.ctx.metrics,
-                    &plan.envelopes,
-                    &settings.queues.source,
-                    &settings.queues.destination,
-                    done,
-                );
-                events::dead_letters_written(
-                    &self.ctx.metrics,
-                    plan.dead_letters.len(),
-                    &settings.queues.source,
-                    &settings.queues.dead_letter,
-                );
-                if let Some(permits) = &self.ctx.beat {
-                    permits.spend(plan.envelopes.len());
-                }
-            }
-            if let Some(r) = read {
-                self.drained = items.len() < r.count;
-                let max = settings.batch.max_message_bytes;
-                self.pending
-                    .extend(items.into_iter().map(|bytes| Peeked::new(bytes, max, done)));
-            }
-            return Ok(Flow::Continue);
+        if plan.is_empty() && read.is_none() {
+            return false;
         }
-        self.log.roll(now);
-        self.wait(blocking, shutdown, deadline).await
+        let (lease_before, lease_after) = if plan.is_empty() {
+            let value = self.lease.value().unwrap_or_default();
+            (value.clone(), value)
+        } else {
+            match self.lease.advance() {
+                Some(values) => values,
+                None => return false,
+            }
+        };
+        let request = commit::Request::new(
+            &self.ctx.keys,
+            &settings.queues,
+            commit::Commit {
+                plan: &plan,
+                lease_before: &lease_before,
+                lease_after: &lease_after,
+                now_ms: chrono::Utc::now().timestamp_millis(),
+            },
+            read,
+        );
+        // The request holds its own copy of the bytes now.
+        for e in &mut plan.envelopes {
+            e.bytes = Vec::new();
+        }
+        plan.dead_letters.shrink_to(0);
+        if let Some(permits) = &self.ctx.beat {
+            permits.spend(plan.envelopes.len());
+        }
+        let read_at = read.map(|r| (self.next_read, r.count));
+        self.planned = tail_after;
+        self.next_read += read.map_or(0, |r| r.count as u64);
+        let conn = conn.clone();
+        // Unconstrained: tokio's cooperative budget must not turn the first poll into a no-op.
+        let mut reply: Reply = Box::pin(tokio::task::unconstrained(async move {
+            request.send(conn, &settings.queues).await
+        }));
+        // Poll once so the request is handed to the connection now: requests reach Redis in
+        // the order they were made, which the positions above rely on. (Were that ever not so,
+        // the lease chain would make Redis refuse the commits out of order; nothing is lost.)
+        let ready = std::future::poll_fn(|cx| Poll::Ready(reply.as_mut().poll(cx))).await;
+        let (reply, ready) = match ready {
+            Poll::Ready(out) => (None, Some(out)),
+            Poll::Pending => (Some(reply), None),
+        };
+        self.inflight.push_back(InFlight {
+            reply,
+            ready,
+            plan,
+            read: read_at,
+        });
+        true
+    }
+
+    /// A request succeeded: drop what it committed, keep what it read.
+    fn completed(&mut self, done: InFlight, items: Vec<Vec<u8>>) {
+        let settings = Arc::clone(&self.ctx.settings);
+        let now = Instant::now();
+        let plan = done.plan;
+        if !plan.is_empty() {
+            self.pending.drain(..plan.trim);
+            self.front += plan.trim as u64;
+            self.log.envelopes_sent(
+                &self.ctx.metrics,
+                &plan.envelopes,
+                &settings.queues.source,
+                &settings.queues.destination,
+                now,
+            );
+            events::dead_letters_written(
+                &self.ctx.metrics,
+                plan.dead_letters.len(),
+                &settings.queues.source,
+                &settings.queues.dead_letter,
+            );
+        }
+        let Some((start, count)) = done.read else {
+            return;
+        };
+        let known_end = self.front + self.pending.len() as u64;
+        if start != known_end {
+            // An earlier read came back short, so this one may have skipped items: drop it.
+            return;
+        }
+        let got = items.len();
+        let max = settings.batch.max_message_bytes;
+        self.pending
+            .extend(items.into_iter().map(|bytes| Peeked::new(bytes, max, now)));
+        if got < count {
+            self.drained = true;
+            self.next_read = start + got as u64;
+        } else {
+            self.drained = false;
+        }
     }
 
     /// Nothing to do right now: wait for new messages, a deadline, a beat or a renewal.

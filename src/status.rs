@@ -1,16 +1,455 @@
-//! `batch-processor status` (stub; replaced by the full implementation).
+//! `batch-processor status`: the state of one source, read from Redis alone.
+//!
+//! Everything shown comes from keys the daemons keep up to date (list lengths, the stats
+//! hash, the lease, the replica heartbeats), so status works from any machine that reaches
+//! Redis, whether or not a daemon runs. The reads go in one MULTI/EXEC so the numbers are one
+//! consistent snapshot, then one more round trip fetches the replica hashes. Every call is
+//! bounded by the connect and command timeouts, so status never hangs.
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, Utc};
+use redis::aio::MultiplexedConnection;
+use redis::RedisError;
+use serde::Serialize;
+
+use crate::connection::{self, Connector};
+use crate::envelope::format_timestamp;
+use crate::keys::Keys;
 use crate::settings::Settings;
 
 /// Why status could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    /// Not implemented yet.
-    #[error("status is not implemented yet")]
-    Unimplemented,
+    /// The Redis client could not be configured from the settings.
+    #[error(transparent)]
+    Config(#[from] connection::ConfigError),
+    /// Redis refused the configured credentials.
+    #[error("Redis at {addr} refused the credentials: {source}")]
+    Auth {
+        /// Address of the server.
+        addr: String,
+        /// What the client said.
+        #[source]
+        source: RedisError,
+    },
+    /// No connection could be made (refused, timed out, TLS failure...).
+    #[error("cannot connect to Redis at {addr} ({kind}): {source}")]
+    Connect {
+        /// Address of the server.
+        addr: String,
+        /// Short error class, as in the daemon's logs.
+        kind: &'static str,
+        /// What the client said.
+        #[source]
+        source: RedisError,
+    },
+    /// A read failed once connected.
+    #[error("cannot read {what} from Redis at {addr} ({kind}): {source}")]
+    Read {
+        /// What was being read.
+        what: &'static str,
+        /// Address of the server.
+        addr: String,
+        /// Short error class, as in the daemon's logs.
+        kind: &'static str,
+        /// What the client said.
+        #[source]
+        source: RedisError,
+    },
+}
+
+/// One list and its length.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct QueueStatus {
+    /// The list's key.
+    pub name: String,
+    /// LLEN at the time of the snapshot.
+    pub length: u64,
+}
+
+/// The three lists.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Queues {
+    /// The source list producers push onto.
+    pub source: QueueStatus,
+    /// The list envelopes go to.
+    pub processing: QueueStatus,
+    /// The dead-letter list.
+    pub dead_letter: QueueStatus,
+}
+
+/// Totals over all replicas since the stats hash was created.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Totals {
+    /// Messages sent inside envelopes.
+    pub messages: u64,
+    /// Envelopes sent.
+    pub batches: u64,
+    /// Messages dead-lettered.
+    pub dead_letters: u64,
+}
+
+/// Who holds the lease on the source.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Lease {
+    /// The holder's consumer name.
+    pub holder: String,
+    /// Milliseconds the lease still lives (PTTL; -1 means it has no TTL).
+    pub ttl_ms: i64,
+}
+
+/// One live replica, from its heartbeat hash.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Replica {
+    /// Consumer name.
+    pub consumer: String,
+    /// Host name it runs on.
+    pub host: String,
+    /// Process id on that host.
+    pub pid: Option<u64>,
+    /// When the process started (RFC 3339).
+    pub started_at: String,
+    /// Time of its last heartbeat (RFC 3339), when known.
+    pub heartbeat_at: Option<String>,
+    /// Milliseconds since its last heartbeat, by this machine's clock.
+    pub heartbeat_age_ms: Option<i64>,
+    /// Whether it held the lease at its last heartbeat.
+    pub holds_lease: bool,
+    /// Messages this process sent inside envelopes.
+    pub messages: u64,
+    /// Envelopes this process sent.
+    pub batches: u64,
+    /// Messages this process dead-lettered.
+    pub dead_letters: u64,
+    /// Messages per second it moved between its last two heartbeats.
+    pub rate_per_s: f64,
+}
+
+/// Everything `status` reports. Serialised as the `--json` document.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Status {
+    /// The Redis address read from (never contains credentials).
+    pub redis: String,
+    /// List names and lengths.
+    pub queues: Queues,
+    /// Running totals from the stats hash.
+    pub totals: Totals,
+    /// Time of the last envelope (RFC 3339), `null` when none was ever sent.
+    pub last_envelope_at: Option<String>,
+    /// Milliseconds since the last envelope, by this machine's clock.
+    pub last_envelope_age_ms: Option<i64>,
+    /// The lease holder, `null` when nobody holds it.
+    pub lease: Option<Lease>,
+    /// Replicas whose heartbeat hash still exists, by consumer name.
+    pub replicas: Vec<Replica>,
+    /// Sum of the live replicas' rates, messages per second.
+    pub rate_per_s: f64,
 }
 
 /// Read the state from Redis and render it as text, or as one JSON document with `json`.
-pub async fn run(_settings: &Settings, _json: bool) -> Result<String, StatusError> {
-    Err(StatusError::Unimplemented)
+pub async fn run(settings: &Settings, json: bool) -> Result<String, StatusError> {
+    let status = read(settings).await?;
+    if json {
+        // A struct of strings and numbers always serialises; rates are finite (see `parse_f64`).
+        Ok(serde_json::to_string_pretty(&status).unwrap_or_default())
+    } else {
+        Ok(render_text(&status))
+    }
+}
+
+/// Read a [`Status`] snapshot from Redis.
+pub async fn read(settings: &Settings) -> Result<Status, StatusError> {
+    let connector = Connector::new(&settings.redis)?;
+    let addr = connector.addr();
+    let mut conn = connect(&connector).await?;
+    let keys = Keys::new(&settings.replica.key_prefix, &settings.queues.source);
+    let q = &settings.queues;
+    let read_err = |what: &'static str| {
+        let addr = addr.clone();
+        move |source: RedisError| StatusError::Read {
+            what,
+            addr,
+            kind: connection::error_kind(&source),
+            source,
+        }
+    };
+
+    type Snapshot = (
+        u64,
+        u64,
+        u64,
+        HashMap<String, String>,
+        Option<String>,
+        i64,
+        Vec<(String, f64)>,
+    );
+    let (source_len, processing_len, dead_len, stats, lease, lease_ttl, members): Snapshot =
+        redis::pipe()
+            .atomic()
+            .cmd("LLEN")
+            .arg(&q.source)
+            .cmd("LLEN")
+            .arg(&q.destination)
+            .cmd("LLEN")
+            .arg(&q.dead_letter)
+            .cmd("HGETALL")
+            .arg(keys.stats())
+            .cmd("GET")
+            .arg(keys.lease())
+            .cmd("PTTL")
+            .arg(keys.lease())
+            .cmd("ZRANGE")
+            .arg(keys.replicas())
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .map_err(read_err("list lengths, stats, lease and replica set"))?;
+
+    let hashes: Vec<HashMap<String, String>> = if members.is_empty() {
+        Vec::new()
+    } else {
+        let mut pipe = redis::pipe();
+        for (name, _) in &members {
+            pipe.cmd("HGETALL").arg(keys.replica(name));
+        }
+        pipe.query_async(&mut conn)
+            .await
+            .map_err(read_err("replica heartbeats"))?
+    };
+
+    let now_ms = now_ms();
+    let replicas: Vec<Replica> = members
+        .iter()
+        .zip(hashes)
+        // A member whose hash expired stopped heartbeating: it is not alive.
+        .filter(|(_, h)| !h.is_empty())
+        .map(|((name, score), h)| replica_from_hash(name, *score, &h, now_ms))
+        .collect();
+    let rate_per_s = replicas.iter().map(|r| r.rate_per_s).sum();
+    let last_ms = stats
+        .get("last_envelope_at_ms")
+        .and_then(|v| v.trim().parse::<i64>().ok());
+
+    Ok(Status {
+        redis: addr,
+        queues: Queues {
+            source: QueueStatus {
+                name: q.source.clone(),
+                length: source_len,
+            },
+            processing: QueueStatus {
+                name: q.destination.clone(),
+                length: processing_len,
+            },
+            dead_letter: QueueStatus {
+                name: q.dead_letter.clone(),
+                length: dead_len,
+            },
+        },
+        totals: Totals {
+            messages: parse_u64(stats.get("messages")),
+            batches: parse_u64(stats.get("batches")),
+            dead_letters: parse_u64(stats.get("dead_letters")),
+        },
+        last_envelope_at: last_ms.and_then(rfc3339_ms),
+        last_envelope_age_ms: last_ms.map(|t| now_ms - t),
+        lease: lease.map(|value| Lease {
+            holder: lease_holder(&value).to_string(),
+            ttl_ms: lease_ttl,
+        }),
+        replicas,
+        rate_per_s,
+    })
+}
+
+/// Connect with the bounded timeouts of [`Connector`], classifying the failure.
+async fn connect(connector: &Connector) -> Result<MultiplexedConnection, StatusError> {
+    connector.command_connection().await.map_err(|source| {
+        let addr = connector.addr();
+        match connection::error_kind(&source) {
+            "auth" => StatusError::Auth { addr, source },
+            kind => StatusError::Connect { addr, kind, source },
+        }
+    })
+}
+
+/// The consumer name in a lease value `<consumer>/<token>`: everything before the last `/`
+/// (consumer names may themselves contain `/`). A value without `/` is shown whole.
+pub fn lease_holder(value: &str) -> &str {
+    value
+        .rsplit_once('/')
+        .map_or(value, |(consumer, _)| consumer)
+}
+
+fn replica_from_hash(name: &str, score: f64, h: &HashMap<String, String>, now_ms: i64) -> Replica {
+    let text = |k: &str| h.get(k).cloned().unwrap_or_default();
+    // The hash's own field is the reference; the set's score is the same instant.
+    let heartbeat_ms = h
+        .get("heartbeat_at_ms")
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .or_else(|| score.is_finite().then_some(score as i64));
+    Replica {
+        consumer: h
+            .get("consumer")
+            .cloned()
+            .unwrap_or_else(|| name.to_string()),
+        host: text("host"),
+        pid: h.get("pid").and_then(|v| v.trim().parse().ok()),
+        started_at: text("started_at"),
+        heartbeat_at: heartbeat_ms.and_then(rfc3339_ms),
+        heartbeat_age_ms: heartbeat_ms.map(|t| now_ms - t),
+        holds_lease: h.get("holds_lease").is_some_and(|v| v == "1"),
+        messages: parse_u64(h.get("messages")),
+        batches: parse_u64(h.get("batches")),
+        dead_letters: parse_u64(h.get("dead_letters")),
+        rate_per_s: parse_f64(h.get("rate")),
+    }
+}
+
+fn parse_u64(v: Option<&String>) -> u64 {
+    v.and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// A finite, non-negative rate; anything else reads as 0 (JSON cannot carry NaN).
+fn parse_f64(v: Option<&String>) -> f64 {
+    v.and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|r| r.is_finite() && *r >= 0.0)
+        .unwrap_or(0.0)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn rfc3339_ms(ms: i64) -> Option<String> {
+    DateTime::<Utc>::from_timestamp_millis(ms).map(format_timestamp)
+}
+
+/// "3.2 s ago" for a millisecond age; "in the future" for clock skew.
+fn ago(age_ms: i64) -> String {
+    if age_ms < 0 {
+        format!(
+            "{:.1} s in the future (clock skew)",
+            -age_ms as f64 / 1000.0
+        )
+    } else {
+        format!("{:.1} s ago", age_ms as f64 / 1000.0)
+    }
+}
+
+/// The human-readable table.
+pub fn render_text(s: &Status) -> String {
+    let mut out = String::new();
+    let q = &s.queues;
+    let width = [&q.source.name, &q.processing.name, &q.dead_letter.name]
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    // Writing into a String cannot fail.
+    let _ = writeln!(out, "redis          {}", s.redis);
+    let _ = writeln!(out, "{:<14} {:<width$}  {:>10}", "queue", "name", "length");
+    for (label, queue) in [
+        ("source", &q.source),
+        ("processing", &q.processing),
+        ("dead letters", &q.dead_letter),
+    ] {
+        let _ = writeln!(
+            out,
+            "{label:<14} {:<width$}  {:>10}",
+            queue.name, queue.length
+        );
+    }
+    let _ = writeln!(
+        out,
+        "totals         messages {}  batches {}  dead letters {}",
+        s.totals.messages, s.totals.batches, s.totals.dead_letters
+    );
+    let last = match (&s.last_envelope_at, s.last_envelope_age_ms) {
+        (Some(at), Some(age)) => format!("{at} ({})", ago(age)),
+        _ => "never".to_string(),
+    };
+    let _ = writeln!(out, "last envelope  {last}");
+    let lease = match &s.lease {
+        Some(l) if l.ttl_ms >= 0 => format!("held by {} (expires in {} ms)", l.holder, l.ttl_ms),
+        Some(l) => format!("held by {} (no expiry)", l.holder),
+        None => "free (no replica holds it)".to_string(),
+    };
+    let _ = writeln!(out, "lease          {lease}");
+    let _ = writeln!(out, "rate           {:.1} messages/s", s.rate_per_s);
+    let _ = write!(out, "replicas       {} alive", s.replicas.len());
+    for r in &s.replicas {
+        let pid = r.pid.map_or_else(|| "?".to_string(), |p| p.to_string());
+        let beat = r
+            .heartbeat_age_ms
+            .map_or_else(|| "unknown".to_string(), ago);
+        let _ = write!(
+            out,
+            "\n  {}{}  host {} pid {}  started {}  heartbeat {}  messages {} batches {} dead letters {}  rate {:.1}/s",
+            r.consumer,
+            if r.holds_lease { " [lease]" } else { "" },
+            r.host,
+            pid,
+            r.started_at,
+            beat,
+            r.messages,
+            r.batches,
+            r.dead_letters,
+            r.rate_per_s
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_holder_is_everything_before_the_last_slash() {
+        assert_eq!(lease_holder("host-1/abc"), "host-1");
+        assert_eq!(lease_holder("pod/a/b/tok"), "pod/a/b");
+        assert_eq!(lease_holder("plain"), "plain");
+    }
+
+    #[test]
+    fn replica_fields_are_parsed_and_missing_ones_default() {
+        let h: HashMap<String, String> = [
+            ("consumer", "c1"),
+            ("host", "h"),
+            ("pid", "42"),
+            ("started_at", "2026-01-01T00:00:00.000000+00:00"),
+            ("heartbeat_at_ms", "1000"),
+            ("holds_lease", "1"),
+            ("messages", "7"),
+            ("rate", "2.5"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let r = replica_from_hash("c1", 999.0, &h, 3000);
+        assert_eq!(r.pid, Some(42));
+        assert_eq!(r.heartbeat_age_ms, Some(2000));
+        assert_eq!(
+            r.heartbeat_at.as_deref(),
+            Some("1970-01-01T00:00:01.000000+00:00")
+        );
+        assert!(r.holds_lease);
+        assert_eq!((r.messages, r.batches), (7, 0));
+        assert_eq!(r.rate_per_s, 2.5);
+        let nan: HashMap<String, String> = [("rate".to_string(), "NaN".to_string())].into();
+        assert_eq!(replica_from_hash("c2", 5.0, &nan, 10).rate_per_s, 0.0);
+        assert_eq!(
+            replica_from_hash("c2", 5.0, &nan, 10).heartbeat_age_ms,
+            Some(5)
+        );
+    }
 }

@@ -8,6 +8,8 @@
 -- ARGV[2] items to trim from the source's tail
 -- ARGV[3] envelopes just pushed         ARGV[4] dead letters just pushed
 -- ARGV[5] messages inside the envelopes ARGV[6] now, ms since the epoch
+-- ARGV[7] the lease value the next commit will carry (the lease value is a chain: each
+--         commit moves it one step, so a commit can only follow the one it was built after)
 --
 -- Returns "ok", or the reason nothing happened: "fenced", "destination_not_list",
 -- "dead_letter_not_list", "source_too_short".
@@ -34,6 +36,7 @@ if not dead_ok then return undo('dead_letter_not_list') end
 if redis.call('LLEN', KEYS[1]) < trim then return undo('source_too_short') end
 
 redis.call('LTRIM', KEYS[1], 0, -trim - 1)
+redis.call('SET', KEYS[4], ARGV[7], 'KEEPTTL')
 if envelopes > 0 then
   redis.call('HINCRBY', KEYS[5], 'messages', tonumber(ARGV[5]))
   redis.call('HINCRBY', KEYS[5], 'batches', envelopes)

@@ -1,0 +1,27 @@
+-- Move one dead-letter record back onto the queue its message came from.
+--
+-- KEYS[1]  the dead-letter list
+-- KEYS[2]  the record's source_queue: where the original message goes back to
+-- ARGV[1]  the record, byte for byte as the caller read it at index ARGV[3]
+-- ARGV[2]  the original message bytes, decoded from the record by the caller
+-- ARGV[3]  the record's index in KEYS[1], counted from the tail (-1 = the oldest record)
+-- ARGV[4]  a placeholder unique to this call, used to remove a record that is not at the
+--          tail (records the caller could not decode stay in place behind it)
+--
+-- Returns 1 when the record was still at that index and was moved: the message is LPUSHed
+-- (like a new message from a producer) and the record removed. Returns 0, changing nothing,
+-- when the record is no longer there (another replay moved it, or the list was purged); the
+-- caller then reads the list again.
+local index = tonumber(ARGV[3])
+if redis.call('LINDEX', KEYS[1], index) ~= ARGV[1] then
+  return 0
+end
+-- Push first: if the target is not a list this fails before anything has changed.
+redis.call('LPUSH', KEYS[2], ARGV[2])
+if index == -1 then
+  redis.call('RPOP', KEYS[1])
+else
+  redis.call('LSET', KEYS[1], index, ARGV[4])
+  redis.call('LREM', KEYS[1], -1, ARGV[4])
+end
+return 1

@@ -1,0 +1,387 @@
+//! `batch-processor status`, run as the built binary against a real redis-server. The state
+//! is written directly in the daemon's key layout; no daemon runs.
+mod common;
+use common::*;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use batch_processor::envelope::format_timestamp;
+use batch_processor::keys::Keys;
+
+/// What one CLI run printed.
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+/// Run the binary with exactly `env` (plus PATH), killing it after `limit`.
+fn run_cli(env: &[(String, String)], args: &[&str], limit: Duration) -> Out {
+    let started = Instant::now();
+    let mut cmd = Command::new(binary());
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn batch-processor");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        out.read_to_string(&mut s).unwrap();
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        err.read_to_string(&mut s).unwrap();
+        s
+    });
+    let mut code = None;
+    while started.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            code = status.code();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let elapsed = started.elapsed();
+    if code.is_none() {
+        let _ = child.kill();
+    }
+    // Reaps the killed child; returns at once for one that already exited.
+    let _ = child.wait();
+    Out {
+        code,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+        elapsed,
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn hset(c: &mut redis::Connection, key: &str, fields: &[(&str, String)]) {
+    let mut cmd = redis::cmd("HSET");
+    cmd.arg(key);
+    for (k, v) in fields {
+        cmd.arg(*k).arg(v);
+    }
+    let _: i64 = cmd.query(c).unwrap();
+}
+
+fn replica_fields(
+    consumer: &str,
+    pid: u32,
+    beat_ms: i64,
+    lease: bool,
+    rate: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("consumer", consumer.to_string()),
+        ("host", format!("host-{consumer}")),
+        ("pid", pid.to_string()),
+        ("started_at", "2026-01-02T03:04:05.000000+00:00".to_string()),
+        ("heartbeat_at_ms", beat_ms.to_string()),
+        ("holds_lease", if lease { "1" } else { "0" }.to_string()),
+        ("messages", (pid * 10).to_string()),
+        ("batches", pid.to_string()),
+        ("dead_letters", "1".to_string()),
+        ("rate", rate.to_string()),
+    ]
+}
+
+/// Lists, stats, a lease and three replicas (one whose hash expired), as daemons leave them.
+fn populate(server: &RedisServer, names: &Names) -> i64 {
+    let mut c = server.conn();
+    let keys = Keys::new(&names.key_prefix, &names.source);
+    push_all(
+        &mut c,
+        &names.source,
+        &(0..7).map(|i| event(i, 50)).collect::<Vec<_>>(),
+    );
+    push_all(
+        &mut c,
+        &names.destination,
+        &(0..3).map(|i| event(i, 50)).collect::<Vec<_>>(),
+    );
+    push_all(
+        &mut c,
+        &names.dead_letter,
+        &[b"{}".to_vec(), b"{}".to_vec()],
+    );
+    let last = now_ms() - 3_000;
+    hset(
+        &mut c,
+        &keys.stats(),
+        &[
+            ("messages", "1234".into()),
+            ("batches", "125".into()),
+            ("dead_letters", "2".into()),
+            ("last_envelope_at_ms", last.to_string()),
+        ],
+    );
+    let _: () = redis::cmd("SET")
+        .arg(keys.lease())
+        .arg("pod/a-1/3f2c9d")
+        .arg("PX")
+        .arg(60_000)
+        .query(&mut c)
+        .unwrap();
+    let beat = now_ms() - 500;
+    let _: i64 = redis::cmd("ZADD")
+        .arg(keys.replicas())
+        .arg(beat)
+        .arg("pod/a-1")
+        .arg(beat + 1)
+        .arg("b-2")
+        .arg(beat - 600_000)
+        .arg("gone-3")
+        .query(&mut c)
+        .unwrap();
+    hset(
+        &mut c,
+        &keys.replica("pod/a-1"),
+        &replica_fields("pod/a-1", 11, beat, true, "10.5"),
+    );
+    hset(
+        &mut c,
+        &keys.replica("b-2"),
+        &replica_fields("b-2", 22, beat + 1, false, "2.25"),
+    );
+    last
+}
+
+#[test]
+fn json_numbers_match_the_lists_and_hashes() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let last = populate(&server, &names);
+    let out = run_cli(
+        &daemon_env(&server, &names),
+        &["status", "--json"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    // stdout holds the JSON document and nothing else.
+    let v: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document: {e}: {:?}", out.stdout));
+
+    let q = &v["queues"];
+    assert_eq!(q["source"]["name"], names.source.as_str());
+    assert_eq!(q["source"]["length"], 7);
+    assert_eq!(q["processing"]["name"], names.destination.as_str());
+    assert_eq!(q["processing"]["length"], 3);
+    assert_eq!(q["dead_letter"]["name"], names.dead_letter.as_str());
+    assert_eq!(q["dead_letter"]["length"], 2);
+    assert_eq!(
+        v["totals"],
+        serde_json::json!({"messages":1234,"batches":125,"dead_letters":2})
+    );
+    let last_at = chrono::DateTime::from_timestamp_millis(last).unwrap();
+    assert_eq!(v["last_envelope_at"], format_timestamp(last_at).as_str());
+    let age = v["last_envelope_age_ms"].as_i64().unwrap();
+    assert!((3_000..60_000).contains(&age), "{age}");
+
+    assert_eq!(v["lease"]["holder"], "pod/a-1");
+    let ttl = v["lease"]["ttl_ms"].as_i64().unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
+
+    let replicas = v["replicas"].as_array().unwrap();
+    let consumers: Vec<&str> = replicas
+        .iter()
+        .map(|r| r["consumer"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        consumers,
+        ["pod/a-1", "b-2"],
+        "the replica whose hash expired is not alive"
+    );
+    let a = &replicas[0];
+    assert_eq!(a["host"], "host-pod/a-1");
+    assert_eq!(a["pid"], 11);
+    assert_eq!(a["started_at"], "2026-01-02T03:04:05.000000+00:00");
+    assert_eq!(a["holds_lease"], true);
+    assert_eq!(replicas[1]["holds_lease"], false);
+    assert_eq!(
+        (
+            a["messages"].clone(),
+            a["batches"].clone(),
+            a["dead_letters"].clone()
+        ),
+        (110.into(), 11.into(), 1.into())
+    );
+    assert_eq!(a["rate_per_s"], 10.5);
+    assert!(a["heartbeat_age_ms"].as_i64().unwrap() >= 500);
+    assert_eq!(v["rate_per_s"], 12.75);
+}
+
+#[test]
+fn empty_redis_gives_zeros_and_no_lease() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let out = run_cli(
+        &daemon_env(&server, &names),
+        &["status", "--json"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    for q in ["source", "processing", "dead_letter"] {
+        assert_eq!(v["queues"][q]["length"], 0);
+    }
+    assert_eq!(
+        v["totals"],
+        serde_json::json!({"messages":0,"batches":0,"dead_letters":0})
+    );
+    assert!(v["last_envelope_at"].is_null());
+    assert!(v["lease"].is_null());
+    assert_eq!(v["replicas"], serde_json::json!([]));
+    assert_eq!(v["rate_per_s"], 0.0);
+}
+
+#[test]
+fn text_mode_shows_queue_names_lengths_and_replicas() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    populate(&server, &names);
+    let out = run_cli(
+        &daemon_env(&server, &names),
+        &["status"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let line = |label: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in {}", out.stdout))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(line("source"), ["source", names.source.as_str(), "7"]);
+    assert_eq!(
+        line("processing"),
+        ["processing", names.destination.as_str(), "3"]
+    );
+    assert_eq!(
+        line("dead letters"),
+        ["dead", "letters", names.dead_letter.as_str(), "2"]
+    );
+    assert!(line("totals")
+        .join(" ")
+        .contains("messages 1234 batches 125 dead letters 2"));
+    assert!(line("lease").join(" ").starts_with("lease held by pod/a-1"));
+    assert_eq!(line("replicas")[..3], ["replicas", "2", "alive"]);
+    assert!(
+        out.stdout
+            .contains("pod/a-1 [lease]  host host-pod/a-1 pid 11"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("gone-3"));
+    assert!(serde_json::from_str::<serde_json::Value>(&out.stdout).is_err());
+}
+
+#[test]
+fn nothing_listening_fails_fast_with_one_clear_line() {
+    let port = free_port();
+    let env: Vec<(String, String)> = vec![
+        ("REDIS_PORT".into(), port.to_string()),
+        ("REDIS_CONNECT_TIMEOUT".into(), "2".into()),
+        ("REDIS_HTTP_ADDR".into(), "off".into()),
+    ];
+    for args in [&["status", "--json"][..], &["status"]] {
+        let out = run_cli(&env, args, Duration::from_secs(10));
+        assert_eq!(
+            out.code,
+            Some(1),
+            "{args:?}: exit code; stderr: {}",
+            out.stderr
+        );
+        assert!(
+            out.elapsed < Duration::from_secs(5),
+            "took {:?}",
+            out.elapsed
+        );
+        assert_eq!(out.stdout, "", "nothing on stdout");
+        let expected = format!("batch-processor: cannot connect to Redis at 127.0.0.1:{port}");
+        assert!(
+            out.stderr.lines().any(|l| l.starts_with(&expected)),
+            "stderr: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn wrong_password_is_reported_without_the_password() {
+    let server = RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--requirepass",
+        "right-one",
+    ]);
+    let names = Names::new();
+    let mut env = daemon_env(&server, &names);
+    env.push(("REDIS_PASSWORD".into(), "wrong-secret".into()));
+    let out = run_cli(&env, &["status", "--json"], Duration::from_secs(10));
+    assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
+    assert_eq!(out.stdout, "");
+    let expected = format!(
+        "batch-processor: Redis at 127.0.0.1:{} refused the credentials",
+        server.port
+    );
+    assert!(
+        out.stderr.lines().any(|l| l.starts_with(&expected)),
+        "stderr: {}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("wrong-secret"),
+        "stderr: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_server_that_stops_answering_cannot_hang_status() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let mut env = daemon_env(&server, &names);
+    env.push(("REDIS_CONNECT_TIMEOUT".into(), "1".into()));
+    env.push(("REDIS_COMMAND_TIMEOUT".into(), "1".into()));
+    server.pause();
+    let out = run_cli(&env, &["status", "--json"], Duration::from_secs(15));
+    server.resume();
+    assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
+    assert!(
+        out.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        out.elapsed
+    );
+    assert_eq!(out.stdout, "");
+    let expected = format!(
+        "batch-processor: cannot connect to Redis at 127.0.0.1:{}",
+        server.port
+    );
+    assert!(
+        out.stderr.lines().any(|l| l.starts_with(&expected)),
+        "stderr: {}",
+        out.stderr
+    );
+}
