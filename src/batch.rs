@@ -288,14 +288,13 @@ mod tests {
 
     #[test]
     fn envelopes_splice_messages_in_order() {
-        let (p, _) = run(
+        let (p, pending) = run(
             &[" {\"a\":1} ", "[2]", "bad"],
             Limits {
                 flush_partial: true,
                 ..FULL_ONLY
             },
         );
-        let pending = _pending;
         let mut bytes = Vec::new();
         p.envelopes[0]
             .write(&pending, &p.timestamp, &mut bytes)
