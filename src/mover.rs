@@ -46,12 +46,14 @@ pub enum MoverError {
         source: RedisError,
     },
     /// A command failed.
-    #[error("{command} on {key} failed: {source}")]
+    #[error("{command} on {key} as user {user} failed: {source}")]
     Command {
         /// The command.
         command: &'static str,
         /// The key it worked on.
         key: String,
+        /// ACL user (`default` when none is configured).
+        user: String,
         /// What Redis said.
         #[source]
         source: RedisError,
@@ -540,10 +542,9 @@ impl Mover {
     }
 
     fn connect_error(&self, source: RedisError) -> MoverError {
-        let info = self.ctx.settings.redis.connection.redis_settings();
         MoverError::Connect {
             addr: self.ctx.connector.addr(),
-            user: info.username().unwrap_or("default").to_string(),
+            user: self.user().to_string(),
             source,
         }
     }
@@ -552,8 +553,19 @@ impl Mover {
         MoverError::Command {
             command,
             key,
+            user: self.user().to_string(),
             source,
         }
+    }
+
+    fn user(&self) -> &str {
+        self.ctx
+            .settings
+            .redis
+            .connection
+            .redis_settings()
+            .username()
+            .unwrap_or("default")
     }
 }
 
