@@ -117,7 +117,7 @@ async fn dispatch(command: Command, settings: Settings) -> ExitCode {
     match command {
         Command::Run => run_daemon(settings).await,
         Command::CheckConfig => {
-            println!("{}", render_effective(&settings));
+            print_stdout(&render_effective(&settings));
             ExitCode::SUCCESS
         }
         Command::Status { json } => report(crate::status::run(&settings, json).await),
@@ -148,7 +148,7 @@ async fn dispatch(command: Command, settings: Settings) -> ExitCode {
 fn report<E: std::fmt::Display>(outcome: Result<String, E>) -> ExitCode {
     match outcome {
         Ok(text) => {
-            println!("{text}");
+            print_stdout(&text);
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -157,6 +157,13 @@ fn report<E: std::fmt::Display>(outcome: Result<String, E>) -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// Print a command's output. A closed pipe (`status | head`) is not an error worth a panic.
+fn print_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
 async fn run_daemon(settings: Settings) -> ExitCode {

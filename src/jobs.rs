@@ -363,7 +363,7 @@ impl Heartbeat {
             consumer: ctx.settings.replica.consumer_name.clone(),
             host: gethostname::gethostname().to_string_lossy().into_owned(),
             pid: std::process::id(),
-            started_at: ctx.started_at.to_rfc3339(),
+            started_at: crate::envelope::format_timestamp(ctx.started_at),
             lease_ttl: ctx.settings.replica.lease_ttl,
             metrics: ctx.metrics.clone(),
             last: Snapshot::now(&ctx.metrics),

@@ -97,6 +97,19 @@ impl Metrics {
             "1 while this replica holds the source lease",
             lease_held.clone(),
         );
+        // Series for the common error kinds exist from the start, at zero, so dashboards and
+        // alerts see them before the first error.
+        for kind in [
+            "io",
+            "timeout",
+            "auth",
+            "no_perm",
+            "wrong_type",
+            "oom",
+            "fenced",
+        ] {
+            let _ = redis_errors.get_or_create(&ErrorKindLabel { kind });
+        }
         Metrics {
             messages,
             batches,
