@@ -138,7 +138,7 @@ async fn dispatch(command: Command, settings: Settings) -> ExitCode {
                 report(
                     crate::dlq::purge(&settings)
                         .await
-                        .map(|n| format!("purged {n} dead letters")),
+                        .map(|n| format!("purged {}", crate::dlq::dead_letters(n))),
                 )
             }
         },

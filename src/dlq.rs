@@ -104,7 +104,7 @@ pub struct ReplayReport {
 
 impl std::fmt::Display for ReplayReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "replayed {} dead letters", self.replayed)?;
+        write!(f, "replayed {}", dead_letters(self.replayed))?;
         if !self.queues.is_empty() {
             let per: Vec<String> = self
                 .queues
@@ -253,11 +253,12 @@ fn render_text(list: &str, total: u64, records: &[Vec<u8>]) -> String {
         format!("{list}: no dead letters")
     } else if (records.len() as u64) < total {
         format!(
-            "{list}: {total} dead letters, showing the oldest {}",
+            "{list}: {}, showing the oldest {}",
+            dead_letters(total),
             records.len()
         )
     } else {
-        format!("{list}: {total} dead letters")
+        format!("{list}: {}", dead_letters(total))
     };
     for record in records {
         // Writing into a String cannot fail.
@@ -436,6 +437,15 @@ pub async fn purge(s: &Settings) -> Result<u64, DlqError> {
         .map_err(session.error("purge"))?;
     tracing::info!(list = %session.list, count, "dead letters purged");
     Ok(count)
+}
+
+/// "1 dead letter", "2 dead letters".
+pub fn dead_letters(n: u64) -> String {
+    if n == 1 {
+        "1 dead letter".to_string()
+    } else {
+        format!("{n} dead letters")
+    }
 }
 
 #[cfg(test)]
