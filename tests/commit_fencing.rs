@@ -1,0 +1,196 @@
+//! The commit transaction against a real Redis: it hands messages over whole or not at all,
+//! refuses a stale lease value (fencing), refuses a commit whose predecessor did not run
+//! (the lease chain), and undoes its pushes when one of them failed.
+
+mod common;
+
+use std::time::Instant;
+
+use batch_processor::batch::{self, Limits, Peeked};
+use batch_processor::commit::{Commit, CommitError, Request};
+use batch_processor::keys::Keys;
+use batch_processor::settings::Queues;
+use common::*;
+
+struct Fixture {
+    server: RedisServer,
+    queues: Queues,
+    keys: Keys,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let server = RedisServer::start();
+        let n = Names::new();
+        Fixture {
+            keys: Keys::new(&n.key_prefix, &n.source),
+            queues: Queues {
+                source: n.source,
+                destination: n.destination,
+                dead_letter: n.dead_letter,
+            },
+            server,
+        }
+    }
+
+    async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// Peek `count` items at the tail, plan whole batches of 2 (partial flushed), and send
+    /// the commit carrying `before` → `after`.
+    async fn commit(
+        &self,
+        count: usize,
+        before: &str,
+        after: &str,
+    ) -> Result<Vec<Vec<u8>>, CommitError> {
+        let mut sync = self.server.conn();
+        let tail: Vec<Peeked> = read_all(&mut sync, &self.queues.source)
+            .into_iter()
+            .take(count)
+            .map(|b| Peeked::new(b, 1 << 20, Instant::now()))
+            .collect();
+        let plan = batch::plan(
+            &tail,
+            Limits {
+                batch_size: 2,
+                max_envelopes: 100,
+                flush_partial: true,
+            },
+            &self.queues.source,
+            "2026-01-01T00:00:00.000000+00:00",
+        );
+        let request = Request::new(
+            &self.keys,
+            &self.queues,
+            Commit {
+                plan: &plan,
+                pending: &tail,
+                lease_before: before,
+                lease_after: after,
+                now_ms: 1,
+            },
+            None,
+        );
+        request.send(self.conn().await, &self.queues).await
+    }
+
+    fn set_lease(&self, value: &str) {
+        let _: () = redis::cmd("SET")
+            .arg(self.keys.lease())
+            .arg(value)
+            .query(&mut self.server.conn())
+            .unwrap();
+    }
+
+    fn lease(&self) -> Option<String> {
+        redis::cmd("GET")
+            .arg(self.keys.lease())
+            .query(&mut self.server.conn())
+            .unwrap()
+    }
+}
+
+fn seed(f: &Fixture) {
+    let mut c = f.server.conn();
+    let msgs = vec![
+        event(0, 80),
+        b"bad".to_vec(),
+        event(1, 80),
+        event(2, 80),
+        event(3, 80),
+    ];
+    push_all(&mut c, &f.queues.source, &msgs);
+}
+
+#[tokio::test]
+async fn a_commit_hands_over_whole_and_moves_the_lease_chain() {
+    let f = Fixture::new();
+    seed(&f);
+    f.set_lease("me/t.0");
+    f.commit(5, "me/t.0", "me/t.1").await.expect("commit");
+    let mut c = f.server.conn();
+    assert_eq!(llen(&mut c, &f.queues.source), 0);
+    let seqs: Vec<u64> = read_all(&mut c, &f.queues.destination)
+        .iter()
+        .flat_map(|e| batch_raw(e))
+        .map(|m| seq_of(&m))
+        .collect();
+    assert_eq!(seqs, vec![0, 1, 2, 3]);
+    assert_eq!(read_all(&mut c, &f.queues.dead_letter).len(), 1);
+    assert_eq!(f.lease().as_deref(), Some("me/t.1"));
+    let stats: std::collections::HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg(f.keys.stats())
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(stats["messages"], 4);
+    assert_eq!(stats["batches"], 2);
+    assert_eq!(stats["dead_letters"], 1);
+}
+
+#[tokio::test]
+async fn a_stale_lease_value_is_refused_and_nothing_changes() {
+    let f = Fixture::new();
+    seed(&f);
+    // Another replica took over since this commit was built.
+    f.set_lease("other/x.0");
+    let err = f.commit(5, "me/t.0", "me/t.1").await.unwrap_err();
+    assert!(matches!(err, CommitError::Fenced { .. }), "{err:?}");
+    let mut c = f.server.conn();
+    assert_eq!(llen(&mut c, &f.queues.source), 5);
+    assert_eq!(llen(&mut c, &f.queues.destination), 0);
+    assert_eq!(llen(&mut c, &f.queues.dead_letter), 0);
+    assert_eq!(f.lease().as_deref(), Some("other/x.0"));
+    // No lease at all (it expired) is refused the same way.
+    let _: () = redis::cmd("DEL").arg(f.keys.lease()).query(&mut c).unwrap();
+    assert!(matches!(
+        f.commit(5, "me/t.0", "me/t.1").await,
+        Err(CommitError::Fenced { .. })
+    ));
+    assert_eq!(llen(&mut c, &f.queues.source), 5);
+    assert_eq!(llen(&mut c, &f.queues.destination), 0);
+}
+
+#[tokio::test]
+async fn a_commit_whose_predecessor_did_not_run_is_refused() {
+    let f = Fixture::new();
+    seed(&f);
+    f.set_lease("me/t.0");
+    // The commit built after one that never ran expects the value that one would have left.
+    let err = f.commit(2, "me/t.1", "me/t.2").await.unwrap_err();
+    assert!(matches!(err, CommitError::Fenced { .. }), "{err:?}");
+    let mut c = f.server.conn();
+    assert_eq!(llen(&mut c, &f.queues.source), 5);
+    assert_eq!(llen(&mut c, &f.queues.destination), 0);
+}
+
+#[tokio::test]
+async fn a_failed_push_undoes_the_other_and_keeps_the_source() {
+    let f = Fixture::new();
+    seed(&f);
+    f.set_lease("me/t.0");
+    let mut c = f.server.conn();
+    // The destination is not a list: its LPUSH fails inside the transaction.
+    let _: () = redis::cmd("SET")
+        .arg(&f.queues.destination)
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
+    let err = f.commit(5, "me/t.0", "me/t.1").await.unwrap_err();
+    match &err {
+        CommitError::Refused { key, detail, .. } => {
+            assert_eq!(key, &f.queues.destination);
+            assert!(detail.starts_with("WRONGTYPE"), "{detail}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(llen(&mut c, &f.queues.source), 5);
+    // The dead letter pushed in the same transaction was taken back.
+    assert_eq!(llen(&mut c, &f.queues.dead_letter), 0);
+    assert_eq!(f.lease().as_deref(), Some("me/t.0"));
+}
