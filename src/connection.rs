@@ -82,6 +82,52 @@ impl Connector {
     }
 }
 
+/// Why a command-line tool could not open its connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The Redis client could not be configured from the settings.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Redis refused the configured credentials.
+    #[error("Redis at {addr} refused the credentials: {source}")]
+    Auth {
+        /// Address of the server.
+        addr: String,
+        /// What the client said.
+        #[source]
+        source: RedisError,
+    },
+    /// No connection could be made (refused, timed out, TLS failure...).
+    #[error("cannot connect to Redis at {addr} ({kind}): {source}")]
+    Unreachable {
+        /// Address of the server.
+        addr: String,
+        /// Short error class, as in the daemon's logs.
+        kind: &'static str,
+        /// What the client said.
+        #[source]
+        source: RedisError,
+    },
+}
+
+/// One connection for a command-line tool, with the bounded timeouts of [`Connector`] and
+/// the failure classified for a one-line message.
+pub async fn connect_once(
+    settings: &RedisSettings,
+) -> Result<(MultiplexedConnection, Connector), ConnectError> {
+    let connector = Connector::new(settings)?;
+    match connector.command_connection().await {
+        Ok(conn) => Ok((conn, connector)),
+        Err(source) => {
+            let addr = connector.addr();
+            Err(match error_kind(&source) {
+                "auth" => ConnectError::Auth { addr, source },
+                kind => ConnectError::Unreachable { addr, kind, source },
+            })
+        }
+    }
+}
+
 /// A short, stable class for an error: the metrics label and the `error_kind` log field.
 pub fn error_kind(e: &RedisError) -> &'static str {
     if e.is_timeout() {

@@ -18,7 +18,7 @@ use redis::{RedisError, Script};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::connection::{self, Connector};
+use crate::connection;
 use crate::envelope::{DeadLetter, DeadLetterError};
 use crate::settings::Settings;
 
@@ -34,29 +34,9 @@ const PREVIEW_CHARS: usize = 80;
 /// Why a dead-letter command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
-    /// The Redis client could not be configured from the settings.
+    /// No connection could be opened.
     #[error(transparent)]
-    Config(#[from] connection::ConfigError),
-    /// Redis refused the configured credentials.
-    #[error("Redis at {addr} refused the credentials: {source}")]
-    Auth {
-        /// Address of the server.
-        addr: String,
-        /// What the client said.
-        #[source]
-        source: RedisError,
-    },
-    /// No connection could be made (refused, timed out, TLS failure...).
-    #[error("cannot connect to Redis at {addr} ({kind}): {source}")]
-    Connect {
-        /// Address of the server.
-        addr: String,
-        /// Short error class, as in the daemon's logs.
-        kind: &'static str,
-        /// What the client said.
-        #[source]
-        source: RedisError,
-    },
+    Connect(#[from] connection::ConnectError),
     /// A command on the dead-letter list failed.
     #[error("cannot {what} {list} on Redis at {addr} ({kind}): {source}")]
     Redis {
@@ -157,18 +137,10 @@ struct Session {
 
 impl Session {
     async fn open(settings: &Settings) -> Result<Self, DlqError> {
-        let connector = Connector::new(&settings.redis)?;
-        let addr = connector.addr();
-        let conn = connector.command_connection().await.map_err(|source| {
-            let addr = addr.clone();
-            match connection::error_kind(&source) {
-                "auth" => DlqError::Auth { addr, source },
-                kind => DlqError::Connect { addr, kind, source },
-            }
-        })?;
+        let (conn, connector) = connection::connect_once(&settings.redis).await?;
         Ok(Session {
             conn,
-            addr,
+            addr: connector.addr(),
             list: settings.queues.dead_letter.clone(),
         })
     }

@@ -11,11 +11,10 @@ use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
-use redis::aio::MultiplexedConnection;
 use redis::RedisError;
 use serde::Serialize;
 
-use crate::connection::{self, Connector};
+use crate::connection;
 use crate::envelope::format_timestamp;
 use crate::keys::Keys;
 use crate::settings::Settings;
@@ -23,29 +22,9 @@ use crate::settings::Settings;
 /// Why status could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    /// The Redis client could not be configured from the settings.
+    /// No connection could be opened.
     #[error(transparent)]
-    Config(#[from] connection::ConfigError),
-    /// Redis refused the configured credentials.
-    #[error("Redis at {addr} refused the credentials: {source}")]
-    Auth {
-        /// Address of the server.
-        addr: String,
-        /// What the client said.
-        #[source]
-        source: RedisError,
-    },
-    /// No connection could be made (refused, timed out, TLS failure...).
-    #[error("cannot connect to Redis at {addr} ({kind}): {source}")]
-    Connect {
-        /// Address of the server.
-        addr: String,
-        /// Short error class, as in the daemon's logs.
-        kind: &'static str,
-        /// What the client said.
-        #[source]
-        source: RedisError,
-    },
+    Connect(#[from] connection::ConnectError),
     /// A read failed once connected.
     #[error("cannot read {what} from Redis at {addr} ({kind}): {source}")]
     Read {
@@ -162,9 +141,8 @@ pub async fn run(settings: &Settings, json: bool) -> Result<String, StatusError>
 
 /// Read a [`Status`] snapshot from Redis.
 pub async fn read(settings: &Settings) -> Result<Status, StatusError> {
-    let connector = Connector::new(&settings.redis)?;
+    let (mut conn, connector) = connection::connect_once(&settings.redis).await?;
     let addr = connector.addr();
-    let mut conn = connect(&connector).await?;
     let keys = Keys::new(&settings.replica.key_prefix, &settings.queues.source);
     let q = &settings.queues;
     let read_err = |what: &'static str| {
@@ -264,17 +242,6 @@ pub async fn read(settings: &Settings) -> Result<Status, StatusError> {
         }),
         replicas,
         rate_per_s,
-    })
-}
-
-/// Connect with the bounded timeouts of [`Connector`], classifying the failure.
-async fn connect(connector: &Connector) -> Result<MultiplexedConnection, StatusError> {
-    connector.command_connection().await.map_err(|source| {
-        let addr = connector.addr();
-        match connection::error_kind(&source) {
-            "auth" => StatusError::Auth { addr, source },
-            kind => StatusError::Connect { addr, kind, source },
-        }
     })
 }
 

@@ -5,80 +5,9 @@ mod common;
 use common::*;
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use batch_processor::envelope::{check_message, DeadLetter};
-
-/// What one CLI run printed.
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// A CLI process started but not yet waited for.
-struct Running {
-    child: Child,
-    out: JoinHandle<String>,
-    err: JoinHandle<String>,
-}
-
-fn read_all_text<R: Read + Send + 'static>(mut r: R) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        r.read_to_string(&mut s).unwrap();
-        s
-    })
-}
-
-/// Start the binary with exactly `env` (plus PATH).
-fn start_cli(env: &[(String, String)], args: &[&str]) -> Running {
-    let mut cmd = Command::new(binary());
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn batch-processor");
-    let out = read_all_text(child.stdout.take().unwrap());
-    let err = read_all_text(child.stderr.take().unwrap());
-    Running { child, out, err }
-}
-
-impl Running {
-    /// Wait up to `limit` for exit (killed past it: code `None`).
-    fn finish(mut self, limit: Duration) -> Out {
-        let deadline = Instant::now() + limit;
-        let mut code = None;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                code = status.code();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if code.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        Out {
-            code,
-            stdout: self.out.join().unwrap(),
-            stderr: self.err.join().unwrap(),
-        }
-    }
-}
-
-fn run_cli(env: &[(String, String)], args: &[&str]) -> Out {
-    start_cli(env, args).finish(Duration::from_secs(30))
-}
 
 /// The record a daemon writes for `raw` taken from `source`.
 fn record(raw: &[u8], source: &str, failed_at: &str) -> Vec<u8> {
@@ -353,7 +282,7 @@ fn two_concurrent_replays_move_each_record_exactly_once() {
     );
     assert_eq!(a.code, Some(0), "stderr: {}", a.stderr);
     assert_eq!(b.code, Some(0), "stderr: {}", b.stderr);
-    let count = |o: &Out| -> u64 {
+    let count = |o: &CliOutput| -> u64 {
         o.stdout
             .split_whitespace()
             .nth(1)

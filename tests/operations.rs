@@ -87,9 +87,9 @@ fn metrics_and_status_match_what_was_moved() {
     assert_eq!(http_get(http_port, "/readyz").0, 200);
 
     // status reads the same numbers from Redis alone.
-    let (code, stdout, _) = run_cli(&env, &["status", "--json"]);
-    assert_eq!(code, Some(0));
-    let s: serde_json::Value = serde_json::from_str(&stdout).expect("status --json");
+    let out = run_cli(&env, &["status", "--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let s: serde_json::Value = serde_json::from_str(&out.stdout).expect("status --json");
     assert_eq!(s["queues"]["source"]["length"], 0);
     assert_eq!(s["queues"]["processing"]["length"], 10);
     assert_eq!(s["queues"]["dead_letter"]["length"], 5);
@@ -99,8 +99,8 @@ fn metrics_and_status_match_what_was_moved() {
     assert_eq!(s["lease"]["holder"], "ops-1");
     let replicas = s["replicas"].as_array().expect("replicas");
     assert!(wait_until(Duration::from_secs(5), || {
-        let (_, out, _) = run_cli(&env, &["status", "--json"]);
-        let s: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        let out = run_cli(&env, &["status", "--json"]);
+        let s: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
         s["replicas"][0]["messages"] == 95
     }));
     assert_eq!(replicas.len(), 1);

@@ -3,67 +3,14 @@
 mod common;
 use common::*;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use batch_processor::envelope::format_timestamp;
 use batch_processor::keys::Keys;
 
-/// What one CLI run printed.
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
 /// Run the binary with exactly `env` (plus PATH), killing it after `limit`.
-fn run_cli(env: &[(String, String)], args: &[&str], limit: Duration) -> Out {
-    let started = Instant::now();
-    let mut cmd = Command::new(binary());
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn batch-processor");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        out.read_to_string(&mut s).unwrap();
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        err.read_to_string(&mut s).unwrap();
-        s
-    });
-    let mut code = None;
-    while started.elapsed() < limit {
-        if let Some(status) = child.try_wait().unwrap() {
-            code = status.code();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let elapsed = started.elapsed();
-    if code.is_none() {
-        let _ = child.kill();
-    }
-    // Reaps the killed child; returns at once for one that already exited.
-    let _ = child.wait();
-    Out {
-        code,
-        stdout: out_t.join().unwrap(),
-        stderr: err_t.join().unwrap(),
-        elapsed,
-    }
+fn run_cli(env: &[(String, String)], args: &[&str], limit: Duration) -> CliOutput {
+    start_cli(env, args).finish(limit)
 }
 
 fn now_ms() -> i64 {

@@ -970,20 +970,82 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// Run the CLI to completion with `env` and `args`; returns (exit code, stdout, stderr).
-pub fn run_cli(env: &[(String, String)], args: &[&str]) -> (Option<i32>, String, String) {
+/// What one CLI run printed.
+pub struct CliOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// A CLI process started but not yet waited for.
+pub struct CliRun {
+    child: Child,
+    started: Instant,
+    out: std::thread::JoinHandle<String>,
+    err: std::thread::JoinHandle<String>,
+}
+
+fn read_to_string_thread<R: std::io::Read + Send + 'static>(
+    mut r: R,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        r.read_to_string(&mut s).unwrap();
+        s
+    })
+}
+
+/// Start the binary with exactly `env` (plus PATH) and `args`.
+pub fn start_cli(env: &[(String, String)], args: &[&str]) -> CliRun {
     let mut cmd = Command::new(binary());
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .args(args)
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run batch-processor");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("spawn batch-processor");
+    let out = read_to_string_thread(child.stdout.take().expect("stdout"));
+    let err = read_to_string_thread(child.stderr.take().expect("stderr"));
+    CliRun {
+        child,
+        started,
+        out,
+        err,
+    }
+}
+
+impl CliRun {
+    /// Wait up to `limit` for exit; past it the process is killed and `code` is `None`.
+    pub fn finish(mut self, limit: Duration) -> CliOutput {
+        let mut code = None;
+        while self.started.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                code = status.code();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let elapsed = self.started.elapsed();
+        if code.is_none() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        CliOutput {
+            code,
+            stdout: self.out.join().unwrap(),
+            stderr: self.err.join().unwrap(),
+            elapsed,
+        }
+    }
+}
+
+/// Run the CLI to completion (30 s at most).
+pub fn run_cli(env: &[(String, String)], args: &[&str]) -> CliOutput {
+    start_cli(env, args).finish(Duration::from_secs(30))
 }
