@@ -186,7 +186,7 @@ fn run(args: &Args) -> Result<bool> {
         machine.cpu,
         machine.load_at_start,
     );
-    if machine.load_at_start > 0.5 {
+    if machine.load_at_start > 1.0 {
         eprintln!("bench: warning: the machine is busy (load average {:.2}); figures will be low and noisy", machine.load_at_start);
     }
 
