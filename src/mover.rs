@@ -92,6 +92,9 @@ pub struct MoverContext {
     pub beat: Option<BeatPermits>,
 }
 
+/// Shortest pause between checks for new messages while a partial batch waits.
+const MIN_POLL_DELAY: Duration = Duration::from_millis(1);
+
 /// Requests in flight at once. Two keep Redis busy while the mover builds the next one.
 const PIPELINE_DEPTH: usize = 2;
 
@@ -135,6 +138,9 @@ pub struct Mover {
     next_read: u64,
     /// The last read returned fewer items than asked: the source was drained then.
     drained: bool,
+    /// Next pause between checks while a partial batch waits: short right after new
+    /// messages arrived, doubling up to `poll_interval` while none do.
+    poll_delay: Duration,
     inflight: VecDeque<InFlight>,
     log: EnvelopeLog,
 }
@@ -162,6 +168,7 @@ impl Mover {
             planned: 0,
             next_read: 0,
             drained: false,
+            poll_delay: MIN_POLL_DELAY,
             inflight: VecDeque::new(),
             log,
         }
@@ -445,6 +452,9 @@ impl Mover {
             return;
         }
         let got = items.len();
+        if got > 0 {
+            self.poll_delay = MIN_POLL_DELAY;
+        }
         let max = settings.batch.max_message_bytes;
         self.pending
             .extend(items.into_iter().map(|bytes| Peeked::new(bytes, max, now)));
@@ -509,7 +519,12 @@ impl Mover {
             };
         }
         let now = Instant::now();
-        let mut wake = now + settings.batch.poll_interval.min(renew_in);
+        let mut wake = now
+            + self
+                .poll_delay
+                .min(settings.batch.poll_interval)
+                .min(renew_in);
+        self.poll_delay = (self.poll_delay * 2).min(settings.batch.poll_interval);
         if let Some(d) = deadline {
             wake = wake.min(d.max(now));
         }
