@@ -1,5 +1,7 @@
 //! The tracing subscriber. Only the binary calls [`init`]; the library just emits events.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::settings::LogFormat;
@@ -32,7 +34,12 @@ pub fn init(format: LogFormat, filter: &str, target: Target) {
             .with_span_list(false)
             .with_writer(std::io::stderr)
             .try_init(),
-        (LogFormat::Pretty, Target::Stdout) => builder.try_init(),
-        (LogFormat::Pretty, Target::Stderr) => builder.with_writer(std::io::stderr).try_init(),
+        (LogFormat::Pretty, Target::Stdout) => builder
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init(),
+        (LogFormat::Pretty, Target::Stderr) => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .try_init(),
     };
 }
