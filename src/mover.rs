@@ -233,7 +233,7 @@ impl Mover {
         let mut blocking = None;
         loop {
             let flow = self
-                .tick(&mut conn, &mut blocking, shutdown, backoff)
+                .turn(&mut conn, &mut blocking, shutdown, backoff)
                 .await?;
             if let Flow::Stop = flow {
                 self.release(&mut conn).await;
@@ -242,7 +242,8 @@ impl Mover {
         }
     }
 
-    async fn tick(
+    /// One turn of the loop: take or renew the lease, then move or wait.
+    async fn turn(
         &mut self,
         conn: &mut MultiplexedConnection,
         blocking: &mut Option<MultiplexedConnection>,
