@@ -7,13 +7,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn env_with(server: &RedisServer, names: &Names, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env = daemon_env(server, names);
-    env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    env
-}
-
 #[test]
 fn metrics_and_status_match_what_was_moved() {
     let server = RedisServer::start();

@@ -218,8 +218,8 @@ pub fn daemon_env(server: &RedisServer, names: &Names) -> Vec<(String, String)> 
     .collect()
 }
 
-/// Run the binary with exactly `env` (plus PATH) and `args`, capturing output.
-pub fn spawn_daemon(env: &[(String, String)], args: &[&str]) -> Daemon {
+/// The binary with exactly `env` (plus PATH) and `args`, stdout and stderr piped.
+pub fn binary_command(env: &[(String, String)], args: &[&str]) -> Command {
     let mut cmd = Command::new(binary());
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -230,7 +230,14 @@ pub fn spawn_daemon(env: &[(String, String)], args: &[&str]) -> Daemon {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawn batch-processor");
+    cmd
+}
+
+/// Run the binary with exactly `env` (plus PATH) and `args`, capturing output.
+pub fn spawn_daemon(env: &[(String, String)], args: &[&str]) -> Daemon {
+    let mut child = binary_command(env, args)
+        .spawn()
+        .expect("spawn batch-processor");
     let lines = Arc::new(Mutex::new(Vec::new()));
     let stderr = Arc::new(Mutex::new(Vec::new()));
     pump(child.stdout.take().expect("stdout"), lines.clone());
@@ -998,18 +1005,10 @@ fn read_to_string_thread<R: std::io::Read + Send + 'static>(
 
 /// Start the binary with exactly `env` (plus PATH) and `args`.
 pub fn start_cli(env: &[(String, String)], args: &[&str]) -> CliRun {
-    let mut cmd = Command::new(binary());
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
     let started = Instant::now();
-    let mut child = cmd.spawn().expect("spawn batch-processor");
+    let mut child = binary_command(env, args)
+        .spawn()
+        .expect("spawn batch-processor");
     let out = read_to_string_thread(child.stdout.take().expect("stdout"));
     let err = read_to_string_thread(child.stderr.take().expect("stderr"));
     CliRun {
