@@ -720,3 +720,43 @@ fn memory_stays_bounded_draining_a_million_messages() {
         "peak resident memory {peak_kb} kB is not under 64 MB"
     );
 }
+
+#[test]
+fn sigterm_while_redis_is_paused_exits_0_within_5_seconds_and_loses_nothing() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let mut c = server.conn();
+    let w = workload(20_000, 0, 200);
+    push_all(&mut c, &names.source, &w.messages);
+    let mut d = start_daemon(
+        &server,
+        &names,
+        &[
+            ("REDIS_BATCH_SIZE", "100"),
+            ("REDIS_PROCESSING_TIMEOUT", "0.2"),
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(10), || llen(
+        &mut c,
+        &names.destination
+    ) > 0));
+    // Redis stops answering mid-drain; the daemon is told to stop while it waits on Redis.
+    server.pause();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, took) = d.terminate();
+    server.resume();
+    assert_eq!(code, Some(0), "{}", d.all_output());
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    // Whatever was in flight either happened or not: a new daemon finishes exactly once.
+    let mut d = start_daemon(
+        &server,
+        &names,
+        &[
+            ("REDIS_BATCH_SIZE", "100"),
+            ("REDIS_PROCESSING_TIMEOUT", "0.2"),
+        ],
+    );
+    assert!(wait_drained(&mut c, &names, Duration::from_secs(60)));
+    d.terminate_ok();
+    assert_accounted(&outcome(&mut c, &names), &w, &names, true, true);
+}
