@@ -55,8 +55,9 @@ pub struct Limits {
     pub batch_size: usize,
     /// Most envelopes in one commit.
     pub max_envelopes: usize,
-    /// Send the trailing partial batch too (its deadline has passed).
-    pub flush_partial: bool,
+    /// Send the trailing partial batch too if its first message was seen at or before this
+    /// instant (now minus the batch timeout): its deadline has passed.
+    pub flush_seen_by: Option<Instant>,
 }
 
 /// One planned envelope. Its bytes are written straight into the Redis command that pushes
@@ -132,7 +133,8 @@ pub fn oldest_waiting(pending: &[Peeked]) -> Option<Instant> {
 /// Plan the next commit over `pending` (oldest first).
 ///
 /// Covers whole batches (up to `max_envelopes`), the trailing partial batch when
-/// `flush_partial`, and every bad message up to the first good message left behind.
+/// its deadline has passed (see [`Limits::flush_seen_by`]), and every bad message up to the
+/// first good message left behind.
 pub fn plan(pending: &[Peeked], limits: Limits, source_queue: &str, timestamp: &str) -> Plan {
     let batch_size = limits.batch_size.max(1);
     let mut plan = Plan {
@@ -158,7 +160,12 @@ pub fn plan(pending: &[Peeked], limits: Limits, source_queue: &str, timestamp: &
             covered = i + 1;
         }
     }
-    if limits.flush_partial && !batch.is_empty() && plan.envelopes.len() < limits.max_envelopes {
+    let expired = |first: usize| {
+        limits
+            .flush_seen_by
+            .is_some_and(|by| pending[first].seen <= by)
+    };
+    if !batch.is_empty() && expired(batch[0]) && plan.envelopes.len() < limits.max_envelopes {
         plan.envelopes.push(build(pending, &batch));
         covered = batch[batch.len() - 1] + 1;
         // Bad messages right after the partial batch go too.
@@ -196,8 +203,14 @@ fn build(pending: &[Peeked], batch: &[usize]) -> Envelope {
 mod tests {
     use super::*;
 
+    /// Plan over `items`, all seen at one instant; a `flush_seen_by` in `limits` means "their
+    /// deadline has passed".
     fn run(items: &[&str], limits: Limits) -> (Plan, Vec<Peeked>) {
         let now = Instant::now();
+        let limits = Limits {
+            flush_seen_by: limits.flush_seen_by.map(|_| now),
+            ..limits
+        };
         let pending: Vec<Peeked> = items
             .iter()
             .map(|s| Peeked::new(s.as_bytes().to_vec(), 1024, now))
@@ -212,7 +225,7 @@ mod tests {
     const FULL_ONLY: Limits = Limits {
         batch_size: 2,
         max_envelopes: 10,
-        flush_partial: false,
+        flush_seen_by: None,
     };
 
     #[test]
@@ -224,12 +237,38 @@ mod tests {
         let (p, _) = run(
             &["1", "2", "3"],
             Limits {
-                flush_partial: true,
+                flush_seen_by: Some(Instant::now()),
                 ..FULL_ONLY
             },
         );
         assert_eq!(sizes(&p), vec![2, 1]);
         assert_eq!(p.trim, 3);
+    }
+
+    #[test]
+    fn only_the_trailing_batch_s_own_age_decides_its_flush() {
+        let old = Instant::now();
+        let young = old + std::time::Duration::from_secs(10);
+        // Three old messages, then three young ones; batches of 4.
+        let pending: Vec<Peeked> = (0..6)
+            .map(|i| {
+                let seen = if i < 3 { old } else { young };
+                Peeked::new(format!("{i}").into_bytes(), 1024, seen)
+            })
+            .collect();
+        let limits = |by| Limits {
+            batch_size: 4,
+            max_envelopes: 10,
+            flush_seen_by: Some(by),
+        };
+        // The old messages' deadline has passed: they fill one batch with a young one, and
+        // the trailing two young messages wait for their own deadline.
+        let p = plan(&pending, limits(old), "src", "ts");
+        assert_eq!(sizes(&p), vec![4]);
+        assert_eq!(p.trim, 4);
+        // Once the young ones' deadline has passed too, they go.
+        let p = plan(&pending, limits(young), "src", "ts");
+        assert_eq!(sizes(&p), vec![4, 2]);
     }
 
     #[test]
@@ -256,7 +295,7 @@ mod tests {
         let (p, _) = run(
             &["1", "bad"],
             Limits {
-                flush_partial: true,
+                flush_seen_by: Some(Instant::now()),
                 ..FULL_ONLY
             },
         );
@@ -278,7 +317,7 @@ mod tests {
             &["1", "2", "3"],
             Limits {
                 max_envelopes: 1,
-                flush_partial: true,
+                flush_seen_by: Some(Instant::now()),
                 ..FULL_ONLY
             },
         );
@@ -291,7 +330,7 @@ mod tests {
         let (p, pending) = run(
             &[" {\"a\":1} ", "[2]", "bad"],
             Limits {
-                flush_partial: true,
+                flush_seen_by: Some(Instant::now()),
                 ..FULL_ONLY
             },
         );

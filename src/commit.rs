@@ -248,15 +248,18 @@ fn check_exec(
         "fenced" => Err(CommitError::Fenced {
             source_queue: queues.source.clone(),
         }),
-        reason => {
-            let (key, detail) =
-                push_error.unwrap_or_else(|| (queues.source.clone(), reason.to_string()));
-            Err(CommitError::Refused {
+        reason => Err(match push_error {
+            Some((key, detail)) => CommitError::Refused {
                 command: "LPUSH",
                 key,
                 detail,
-            })
-        }
+            },
+            None => CommitError::Refused {
+                command: "EVAL commit",
+                key: queues.source.clone(),
+                detail: reason.to_string(),
+            },
+        }),
     }
 }
 

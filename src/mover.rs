@@ -143,6 +143,8 @@ pub struct Mover {
     poll_delay: Duration,
     inflight: VecDeque<InFlight>,
     log: EnvelopeLog,
+    /// A commit (or an idle wait) succeeded since the last error: reset the backoff.
+    healthy: bool,
 }
 
 /// How a step or a wait ended when it did not fail.
@@ -171,6 +173,7 @@ impl Mover {
             poll_delay: MIN_POLL_DELAY,
             inflight: VecDeque::new(),
             log,
+            healthy: false,
         }
     }
 
@@ -207,6 +210,7 @@ impl Mover {
     /// Drop every copy and every request in flight, and forget the lease: the next
     /// acquisition draws a new token, which fences off whatever is still queued in Redis.
     fn reset(&mut self) {
+        self.healthy = false;
         self.forget_tail();
         self.lease.forget();
     }
@@ -262,12 +266,13 @@ impl Mover {
             let won = won.map_err(|source| {
                 self.command_error("EVAL lease_acquire", self.ctx.keys.lease(), source)
             })?;
-            backoff.reset();
             if won {
                 events::lease_acquired(&self.ctx.metrics, source, consumer);
                 self.forget_tail();
                 return Ok(Flow::Continue);
             }
+            // Standing by is healthy: Redis answered and another replica holds the lease.
+            backoff.reset();
             self.ctx.metrics.lease_held.set(0);
             return Ok(sleep(shutdown, self.lease.standby_interval()).await);
         }
@@ -284,7 +289,12 @@ impl Mover {
                 return Ok(Flow::Continue);
             }
         }
-        self.step(conn, blocking, shutdown).await
+        let healthy_before = self.healthy;
+        let flow = self.step(conn, blocking, shutdown).await;
+        if self.healthy && !healthy_before {
+            backoff.reset();
+        }
+        flow
     }
 
     /// Send what is ready (up to [`PIPELINE_DEPTH`] requests in flight), then handle the
@@ -347,7 +357,8 @@ impl Mover {
         let batch_size = settings.batch.size.get();
         let prefetch = settings.batch.prefetch;
         let unplanned = (self.planned - self.front) as usize;
-        let flush_partial = self.deadline().is_some_and(|d| Instant::now() >= d);
+        // A partial batch whose first message was seen this long ago has reached its deadline.
+        let flush_seen_by = Instant::now().checked_sub(settings.batch.timeout);
         let max_envelopes = match &self.ctx.beat {
             Some(permits) => permits.available(),
             None => (prefetch / batch_size).max(1),
@@ -358,7 +369,7 @@ impl Mover {
             Limits {
                 batch_size,
                 max_envelopes,
-                flush_partial,
+                flush_seen_by,
             },
             &settings.queues.source,
             &timestamp,
@@ -428,6 +439,7 @@ impl Mover {
         let now = Instant::now();
         let plan = done.plan;
         if !plan.is_empty() {
+            self.healthy = true;
             self.pending.drain(..plan.trim);
             self.front += plan.trim as u64;
             self.log.envelopes_sent(
@@ -512,7 +524,10 @@ impl Mover {
             let wait = blmove.query_async::<redis::Value>(conn);
             return match until(shutdown, wait).await {
                 None => Ok(Flow::Stop),
-                Some(Ok(_)) => Ok(Flow::Continue),
+                Some(Ok(_)) => {
+                    self.healthy = true;
+                    Ok(Flow::Continue)
+                }
                 Some(Err(source)) => {
                     *blocking = None;
                     Err(self.command_error("BLMOVE", settings.queues.source.clone(), source))

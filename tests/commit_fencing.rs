@@ -60,7 +60,7 @@ impl Fixture {
             Limits {
                 batch_size: 2,
                 max_envelopes: 100,
-                flush_partial: true,
+                flush_seen_by: Some(Instant::now()),
             },
             &self.queues.source,
             "2026-01-01T00:00:00.000000+00:00",
@@ -193,4 +193,40 @@ async fn a_failed_push_undoes_the_other_and_keeps_the_source() {
     // The dead letter pushed in the same transaction was taken back.
     assert_eq!(llen(&mut c, &f.queues.dead_letter), 0);
     assert_eq!(f.lease().as_deref(), Some("me/t.0"));
+}
+
+#[tokio::test]
+async fn a_check_that_errors_undoes_the_pushes() {
+    let f = Fixture::new();
+    seed(&f);
+    let mut c = f.server.conn();
+    // The lease key holds a hash: GET on it raises WRONGTYPE inside the script.
+    let _: () = redis::cmd("HSET")
+        .arg(f.keys.lease())
+        .arg("a")
+        .arg("b")
+        .query(&mut c)
+        .unwrap();
+    let err = f.commit(5, "me/t.0", "me/t.1").await.unwrap_err();
+    assert!(matches!(err, CommitError::Refused { .. }), "{err:?}");
+    assert_eq!(llen(&mut c, &f.queues.source), 5);
+    assert_eq!(llen(&mut c, &f.queues.destination), 0);
+    assert_eq!(llen(&mut c, &f.queues.dead_letter), 0);
+}
+
+#[tokio::test]
+async fn a_broken_stats_key_does_not_undo_a_done_commit() {
+    let f = Fixture::new();
+    seed(&f);
+    f.set_lease("me/t.0");
+    let mut c = f.server.conn();
+    let _: () = redis::cmd("SET")
+        .arg(f.keys.stats())
+        .arg("not a hash")
+        .query(&mut c)
+        .unwrap();
+    f.commit(5, "me/t.0", "me/t.1").await.expect("commit");
+    assert_eq!(llen(&mut c, &f.queues.source), 0);
+    assert_eq!(llen(&mut c, &f.queues.destination), 2);
+    assert_eq!(f.lease().as_deref(), Some("me/t.1"));
 }

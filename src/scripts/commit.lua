@@ -4,7 +4,7 @@
 --
 -- KEYS[1] source list          KEYS[2] destination list    KEYS[3] dead-letter list
 -- KEYS[4] lease string         KEYS[5] stats hash
--- ARGV[1] lease value "<consumer>/<token>" the commit was built under
+-- ARGV[1] lease value "<consumer>/<token>.<seq>" the commit was built under
 -- ARGV[2] items to trim from the source's tail
 -- ARGV[3] envelopes just pushed         ARGV[4] dead letters just pushed
 -- ARGV[5] messages inside the envelopes ARGV[6] now, ms since the epoch
@@ -12,12 +12,13 @@
 --         commit moves it one step, so a commit can only follow the one it was built after)
 --
 -- Returns "ok", or the reason nothing happened: "fenced", "destination_not_list",
--- "dead_letter_not_list", "source_too_short".
+-- "dead_letter_not_list", "source_too_short", or "check_failed: <what Redis said>".
 local trim = tonumber(ARGV[2])
 local envelopes = tonumber(ARGV[3])
 local dead = tonumber(ARGV[4])
 
--- A push that failed (WRONGTYPE) left no list behind; a push that ran left a list.
+-- A push that failed (WRONGTYPE) left no list behind; a push that ran left a list. TYPE
+-- cannot fail.
 local function is_list(key)
   return redis.call('TYPE', key)['ok'] == 'list'
 end
@@ -30,17 +31,29 @@ local function undo(reason)
   return reason
 end
 
-if redis.call('GET', KEYS[4]) ~= ARGV[1] then return undo('fenced') end
-if not dest_ok then return undo('destination_not_list') end
-if not dead_ok then return undo('dead_letter_not_list') end
-if redis.call('LLEN', KEYS[1]) < trim then return undo('source_too_short') end
+-- Every check that could raise an error (a key of the wrong type) runs before anything is
+-- trimmed, under pcall, so an error undoes the pushes instead of leaving them behind.
+local function checks()
+  if redis.call('GET', KEYS[4]) ~= ARGV[1] then return 'fenced' end
+  if not dest_ok then return 'destination_not_list' end
+  if not dead_ok then return 'dead_letter_not_list' end
+  if redis.call('LLEN', KEYS[1]) < trim then return 'source_too_short' end
+  return nil
+end
+local ran, refusal = pcall(checks)
+if not ran then return undo('check_failed: ' .. tostring(refusal)) end
+if refusal then return undo(refusal) end
 
+-- From here nothing can fail: the source is a list at least `trim` long and SET replaces any
+-- value. The totals are bookkeeping: a broken stats key must not undo a done commit.
 redis.call('LTRIM', KEYS[1], 0, -trim - 1)
 redis.call('SET', KEYS[4], ARGV[7], 'KEEPTTL')
-if envelopes > 0 then
-  redis.call('HINCRBY', KEYS[5], 'messages', tonumber(ARGV[5]))
-  redis.call('HINCRBY', KEYS[5], 'batches', envelopes)
-  redis.call('HSET', KEYS[5], 'last_envelope_at_ms', ARGV[6])
-end
-if dead > 0 then redis.call('HINCRBY', KEYS[5], 'dead_letters', dead) end
+pcall(function()
+  if envelopes > 0 then
+    redis.call('HINCRBY', KEYS[5], 'messages', tonumber(ARGV[5]))
+    redis.call('HINCRBY', KEYS[5], 'batches', envelopes)
+    redis.call('HSET', KEYS[5], 'last_envelope_at_ms', ARGV[6])
+  end
+  if dead > 0 then redis.call('HINCRBY', KEYS[5], 'dead_letters', dead) end
+end)
 return 'ok'
