@@ -69,6 +69,9 @@ pub struct Request {
     dead_letters: usize,
     committing: bool,
     reading: bool,
+    /// For a read without a commit: the lease key and the value it must find there (see
+    /// [`Request::new`]).
+    lease_check: Option<(String, String)>,
 }
 
 /// What to commit: the plan and the lease values it moves between.
@@ -128,6 +131,13 @@ impl Request {
                 .arg(commit.lease_after);
             pipe.cmd("EXEC");
         }
+        // A read without a commit carries no lease check of its own, yet its position assumes
+        // every commit sent before it has run: a GET of the lease, compared with the value
+        // those commits leave, proves it (and would catch requests reaching Redis out of order).
+        let lease_check = (!committing && read.is_some()).then(|| {
+            pipe.cmd("GET").arg(keys.lease());
+            (keys.lease(), commit.lease_before.to_owned())
+        });
         if let Some(r) = read {
             pipe.cmd("LRANGE")
                 .arg(&queues.source)
@@ -140,12 +150,8 @@ impl Request {
             dead_letters: plan.dead_letters.len(),
             committing,
             reading: read.is_some(),
+            lease_check,
         }
-    }
-
-    /// Whether the request does anything.
-    pub fn is_empty(&self) -> bool {
-        !self.committing && !self.reading
     }
 
     /// Send the request and check the replies. Returns the items read, oldest first.
@@ -166,6 +172,23 @@ impl Request {
                     source,
                 })?;
         let read_reply = if self.reading { replies.pop() } else { None };
+        if let Some((lease_key, expected)) = &self.lease_check {
+            match replies.pop() {
+                Some(Value::BulkString(found)) if found == expected.as_bytes() => {}
+                Some(Value::ServerError(e)) => {
+                    return Err(CommitError::Refused {
+                        command: "GET",
+                        key: lease_key.clone(),
+                        detail: server_detail(&e),
+                    })
+                }
+                _ => {
+                    return Err(CommitError::Fenced {
+                        source_queue: queues.source.clone(),
+                    })
+                }
+            }
+        }
         if self.committing {
             let exec = replies
                 .pop()

@@ -75,11 +75,6 @@ impl Connector {
             .get_multiplexed_async_connection_with_config(&config)
             .await
     }
-
-    /// The configured command timeout.
-    pub fn command_timeout(&self) -> Duration {
-        self.settings.command_timeout
-    }
 }
 
 /// Why a command-line tool could not open its connection.
@@ -151,9 +146,4 @@ pub fn error_kind(e: &RedisError) -> &'static str {
             _ => "other",
         },
     }
-}
-
-/// Whether an error means the connection is unusable and must be rebuilt.
-pub fn needs_reconnect(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }

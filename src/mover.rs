@@ -417,8 +417,9 @@ impl Mover {
             request.send(conn, &settings.queues).await
         }));
         // Poll once so the request is handed to the connection now: requests reach Redis in
-        // the order they were made, which the positions above rely on. (Were that ever not so,
-        // the lease chain would make Redis refuse the commits out of order; nothing is lost.)
+        // the order they were made, which the positions above rely on. Redis checks it too:
+        // a commit must find the lease value its predecessor leaves, and a plain read checks
+        // the same value with a GET.
         let ready = std::future::poll_fn(|cx| Poll::Ready(reply.as_mut().poll(cx))).await;
         let (reply, ready) = match ready {
             Poll::Ready(out) => (None, Some(out)),

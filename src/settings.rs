@@ -478,6 +478,15 @@ pub fn validate(raw: &RawSettings, rust_log: Option<String>) -> Result<Settings,
         poll_interval: raw.seconds("poll_interval", 0.001, 60.0)?,
     };
     let consumer_name = match raw.get("consumer_name") {
+        // `/` separates the name from the token in the lease value; a name containing it
+        // could pass for another replica's.
+        Some(name) if name.contains('/') || name.chars().any(char::is_whitespace) => {
+            return Err(SettingsError::invalid(
+                "consumer_name",
+                name,
+                "a name without '/' or spaces",
+            ))
+        }
         Some(name) => raw.name("consumer_name").map(|_| name.to_string())?,
         None => default_consumer_name(),
     };
@@ -671,6 +680,7 @@ mod tests {
             ("REDIS_DB", "x"),
             ("REDIS_HTTP_ADDR", "nowhere"),
             ("REDIS_SCHEDULE", "every minute"),
+            ("REDIS_CONSUMER_NAME", "a/b"),
         ] {
             let err = load_with(&[(var, value)]).unwrap_err().to_string();
             assert!(err.contains(var), "{err}");

@@ -230,3 +230,37 @@ async fn a_broken_stats_key_does_not_undo_a_done_commit() {
     assert_eq!(llen(&mut c, &f.queues.destination), 2);
     assert_eq!(f.lease().as_deref(), Some("me/t.1"));
 }
+
+#[tokio::test]
+async fn a_plain_read_checks_the_lease_value_its_predecessors_leave() {
+    let f = Fixture::new();
+    seed(&f);
+    f.set_lease("me/t.3");
+    let plan = batch::Plan::default();
+    let read = |before: &'static str| {
+        Request::new(
+            &f.keys,
+            &f.queues,
+            Commit {
+                plan: &plan,
+                pending: &[],
+                lease_before: before,
+                lease_after: before,
+                now_ms: 1,
+            },
+            Some(batch_processor::commit::Read { skip: 1, count: 2 }),
+        )
+    };
+    // The value the commits before it leave: the read goes through, oldest first.
+    let items = read("me/t.3")
+        .send(f.conn().await, &f.queues)
+        .await
+        .unwrap();
+    assert_eq!(items, vec![b"bad".to_vec(), event(1, 80)]);
+    // A commit it was meant to follow has not run (or ran after it): refused.
+    let err = read("me/t.4")
+        .send(f.conn().await, &f.queues)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CommitError::Fenced { .. }), "{err:?}");
+}
