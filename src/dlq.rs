@@ -298,7 +298,16 @@ pub async fn replay(s: &Settings, limit: Option<usize>) -> Result<ReplayReport, 
     let mut report = ReplayReport::default();
     // The undecodable records walked past, tail first: they sit at indexes -1, -2, ...
     let mut skipped: Vec<(Vec<u8>, Undecodable)> = Vec::new();
-    while report.replayed < budget {
+    // Records another replay (or a purge) took first. Without a limit, the replay stops once
+    // it has dealt with as many records as were there at the start, however each one went,
+    // so a record dead-lettered again meanwhile is never replayed twice.
+    let mut taken_by_others = 0u64;
+    let seen_all_present = |replayed: u64, skipped: usize, taken: u64| {
+        limit.is_none() && replayed + skipped as u64 + taken >= budget
+    };
+    while report.replayed < budget
+        && !seen_all_present(report.replayed, skipped.len(), taken_by_others)
+    {
         let index = -i64::try_from(skipped.len()).unwrap_or(i64::MAX) - 1;
         let record: Option<Vec<u8>> = match redis::cmd("LINDEX")
             .arg(&session.list)
@@ -337,6 +346,7 @@ pub async fn replay(s: &Settings, limit: Option<usize>) -> Result<ReplayReport, 
         } else {
             // Someone else moved the record (another replay) or emptied the list (a purge).
             tracing::debug!(index, "dead letter moved by someone else; reading again");
+            taken_by_others += 1;
             if !skipped.is_empty() {
                 let tail = match read_tail(&mut session, skipped.len()).await {
                     Ok(t) => t,

@@ -760,3 +760,45 @@ fn sigterm_while_redis_is_paused_exits_0_within_5_seconds_and_loses_nothing() {
     d.terminate_ok();
     assert_accounted(&outcome(&mut c, &names), &w, &names, true, true);
 }
+
+/// A refusal that comes after the lease was taken (here the destination is not a list) must
+/// back off like any other failure, not retry at full speed.
+#[test]
+fn a_persistent_refusal_after_taking_the_lease_backs_off() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let mut c = server.conn();
+    let _: () = redis::cmd("SET")
+        .arg(&names.destination)
+        .arg("not a list")
+        .query(&mut c)
+        .unwrap();
+    push_all(&mut c, &names.source, &(0..20).map(|i| event(i, 100)).collect::<Vec<_>>());
+    let mut d = start_daemon(
+        &server,
+        &names,
+        &[
+            ("REDIS_RETRY_INITIAL_DELAY", "0.1"),
+            ("REDIS_RETRY_MAX_DELAY", "2"),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let attempts: Vec<u64> = d
+        .json_lines()
+        .iter()
+        .filter(|v| v["message"] == "redis refused" || v["message"] == "redis unavailable")
+        .filter_map(|v| v["attempt"].as_u64())
+        .collect();
+    let refusals = problem_lines_with(&d, &names.destination, &["WRONGTYPE"]);
+    d.terminate_ok();
+    // Doubling from 0.1 s (each delay in the upper half of its step) allows at most about 8
+    // attempts in 5 s; the attempt count grows instead of starting over.
+    assert!(!refusals.is_empty(), "no refusal naming the destination");
+    assert!(attempts.len() <= 12, "{} attempts in 5 s", attempts.len());
+    assert!(
+        attempts.iter().max().copied().unwrap_or(0) >= 3,
+        "attempt numbers {attempts:?}"
+    );
+    // Nothing moved, nothing lost.
+    assert_eq!(llen(&mut c, &names.source), 20);
+}
