@@ -169,8 +169,10 @@ fn print_stdout(text: &str) {
 async fn run_daemon(settings: Settings) -> ExitCode {
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
+    // Listening starts here, before the task is spawned: an early SIGTERM is still graceful.
+    let signal = crate::signal::shutdown();
     tokio::spawn(async move {
-        crate::signal::shutdown().await;
+        signal.await;
         trigger.cancel();
     });
     match crate::daemon::run(settings, shutdown).await {

@@ -1,9 +1,10 @@
 //! Notable events: each function logs one line and bumps its metrics together, so logs and
 //! metrics never disagree.
 //!
-//! Envelope lines follow one rule: at most `log_envelopes_per_second` "envelope sent" lines at
-//! info level per second. Past that, the rest of that second's envelopes are logged at debug
-//! level only, and one "envelopes summary" info line per second reports how many there were.
+//! Per-commit lines follow one rule: at most `log_envelopes_per_second` "envelope sent" and
+//! "dead letters written" lines per second. Past that, the rest of that second's lines are
+//! logged at debug level only, and one "envelopes summary" info line per second reports how
+//! many envelopes, messages and dead letters they were.
 
 use std::time::{Duration, Instant};
 
@@ -18,10 +19,34 @@ pub struct EnvelopeLog {
     logged: u32,
     suppressed_envelopes: u64,
     suppressed_messages: u64,
+    suppressed_dead_letters: u64,
     max_age: Duration,
 }
 
 impl EnvelopeLog {
+    /// Record dead letters that were committed: metrics, and a warning within the limit.
+    pub fn dead_letters_written(
+        &mut self,
+        metrics: &Metrics,
+        count: usize,
+        source: &str,
+        dead_letter: &str,
+        now: Instant,
+    ) {
+        if count == 0 {
+            return;
+        }
+        self.roll(now);
+        metrics.dead_letters.inc_by(count as u64);
+        if self.logged < self.per_second {
+            self.logged += 1;
+            tracing::warn!(message = "dead letters written", count, source, dead_letter);
+        } else {
+            self.suppressed_dead_letters += count as u64;
+            tracing::debug!(message = "dead letters written", count, source, dead_letter);
+        }
+    }
+
     /// Allow `per_second` info lines per second.
     pub fn new(per_second: u32) -> Self {
         EnvelopeLog {
@@ -30,6 +55,7 @@ impl EnvelopeLog {
             logged: 0,
             suppressed_envelopes: 0,
             suppressed_messages: 0,
+            suppressed_dead_letters: 0,
             max_age: Duration::ZERO,
         }
     }
@@ -39,11 +65,12 @@ impl EnvelopeLog {
         if now.duration_since(self.window_start) < Duration::from_secs(1) {
             return;
         }
-        if self.suppressed_envelopes > 0 {
+        if self.suppressed_envelopes > 0 || self.suppressed_dead_letters > 0 {
             tracing::info!(
                 message = "envelopes summary",
                 envelopes = self.suppressed_envelopes,
                 messages = self.suppressed_messages,
+                dead_letters = self.suppressed_dead_letters,
                 max_oldest_age_ms = self.max_age.as_millis() as u64,
                 window_ms = now.duration_since(self.window_start).as_millis() as u64,
             );
@@ -52,6 +79,7 @@ impl EnvelopeLog {
         self.logged = 0;
         self.suppressed_envelopes = 0;
         self.suppressed_messages = 0;
+        self.suppressed_dead_letters = 0;
         self.max_age = Duration::ZERO;
     }
 
@@ -97,15 +125,6 @@ impl EnvelopeLog {
             }
         }
     }
-}
-
-/// Dead letters were committed.
-pub fn dead_letters_written(metrics: &Metrics, count: usize, source: &str, dead_letter: &str) {
-    if count == 0 {
-        return;
-    }
-    metrics.dead_letters.inc_by(count as u64);
-    tracing::warn!(message = "dead letters written", count, source, dead_letter,);
 }
 
 /// The lease was taken.

@@ -450,11 +450,12 @@ impl Mover {
                 &settings.queues.destination,
                 now,
             );
-            events::dead_letters_written(
+            self.log.dead_letters_written(
                 &self.ctx.metrics,
                 plan.dead_letters.len(),
                 &settings.queues.source,
                 &settings.queues.dead_letter,
+                now,
             );
         }
         let Some((start, count)) = done.read else {

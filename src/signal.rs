@@ -1,25 +1,35 @@
 //! Shutdown signals: SIGTERM (what container runtimes send) as well as SIGINT (Ctrl-C).
 
-/// Resolves when the process receives SIGTERM or SIGINT.
-pub async fn shutdown() {
+use std::future::Future;
+
+/// Start listening for SIGTERM and SIGINT now (a signal that arrives from here on is caught,
+/// not fatal) and return a future that resolves when one arrives. Call it inside the runtime.
+pub fn shutdown() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the daemon");
-                let _ = tokio::signal::ctrl_c().await;
+                (term, int) => {
+                    let error = term.err().or(int.err()).map(|e| e.to_string());
+                    tracing::warn!(message = "cannot listen for signals", error);
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -773,7 +773,11 @@ fn a_persistent_refusal_after_taking_the_lease_backs_off() {
         .arg("not a list")
         .query(&mut c)
         .unwrap();
-    push_all(&mut c, &names.source, &(0..20).map(|i| event(i, 100)).collect::<Vec<_>>());
+    push_all(
+        &mut c,
+        &names.source,
+        &(0..20).map(|i| event(i, 100)).collect::<Vec<_>>(),
+    );
     let mut d = start_daemon(
         &server,
         &names,
