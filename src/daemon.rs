@@ -12,12 +12,13 @@ use tracing::Instrument;
 
 use crate::beat::BeatPermits;
 use crate::connection::{self, Connector};
+use crate::context::Context;
 use crate::health::Health;
 use crate::http;
-use crate::jobs::{self, JobContext};
+use crate::jobs;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
-use crate::mover::{Mover, MoverContext};
+use crate::mover::Mover;
 use crate::settings::{Schedule, Settings};
 
 /// Why the daemon could not start.
@@ -72,28 +73,21 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
             .instrument(tracing::info_span!("http")),
         );
     }
-    let scheduler = jobs::daemon_scheduler(JobContext {
+    let ctx = Context {
         settings: Arc::clone(&settings),
-        connector: connector.clone(),
-        keys: keys.clone(),
-        metrics: metrics.clone(),
-        health: health.clone(),
-        beat: beat.clone(),
+        connector,
+        keys,
+        metrics,
+        health,
+        beat,
         started_at: chrono::Utc::now(),
-    });
+    };
     tasks.spawn(
-        scheduler
+        jobs::daemon_scheduler(ctx.clone())
             .run(shutdown.clone())
             .instrument(tracing::info_span!("scheduler")),
     );
-    let mover = Mover::new(MoverContext {
-        settings: Arc::clone(&settings),
-        connector: connector.clone(),
-        keys: keys.clone(),
-        metrics: metrics.clone(),
-        health: health.clone(),
-        beat: beat.clone(),
-    });
+    let mover = Mover::new(ctx);
     tasks.spawn(
         mover
             .run(shutdown.clone())

@@ -10,21 +10,21 @@
 //!
 //! The mover renews the lease itself; no job here touches it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use redis::aio::MultiplexedConnection;
 use redis::RedisError;
 use tokio::time::Instant;
 
 use crate::beat::BeatPermits;
 use crate::connection::{self, Connector};
+use crate::context::Context;
 use crate::health::Health;
 use crate::keys::Keys;
 use crate::metrics::{Metrics, QueueLabel};
 use crate::scheduler::{BoxFuture, Job, JobError, Scheduler};
-use crate::settings::{Queues, Schedule, Settings};
+use crate::settings::{Queues, Schedule};
 
 /// Period of the readiness probe. With [`PROBE_TIMEOUT_CAP`] below it, `/readyz` follows
 /// Redis going away or coming back within two seconds.
@@ -36,25 +36,6 @@ pub const PROBE_TIMEOUT_CAP: Duration = Duration::from_millis(750);
 
 /// Heartbeat entries older than this are dropped from the replica set.
 pub const REPLICA_RETENTION: Duration = Duration::from_secs(3600);
-
-/// Everything the jobs need from the daemon.
-#[derive(Debug, Clone)]
-pub struct JobContext {
-    /// Validated settings.
-    pub settings: Arc<Settings>,
-    /// Opens the jobs' own Redis connections.
-    pub connector: Connector,
-    /// Key names for this source.
-    pub keys: Keys,
-    /// The process's metrics (read for totals, written for gauges and errors).
-    pub metrics: Metrics,
-    /// Readiness flags; the probe sets `redis_reachable`.
-    pub health: Health,
-    /// Beat mode's permits, refilled by the `beat` job; `None` in continuous mode.
-    pub beat: Option<BeatPermits>,
-    /// When this process started, as written in the replica hash.
-    pub started_at: DateTime<Utc>,
-}
 
 /// Why a job's run failed. Logged by the scheduler with the job's name.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +85,7 @@ impl JobsError {
 }
 
 /// The scheduler the daemon runs: probe, stats, heartbeat, and beat in beat mode.
-pub fn daemon_scheduler(ctx: JobContext) -> Scheduler {
+pub fn daemon_scheduler(ctx: Context) -> Scheduler {
     let mut scheduler = Scheduler::new();
     scheduler.add(Probe::new(&ctx));
     scheduler.add(Stats::new(&ctx));
@@ -190,7 +171,7 @@ struct Probe {
 }
 
 impl Probe {
-    fn new(ctx: &JobContext) -> Self {
+    fn new(ctx: &Context) -> Self {
         Probe {
             conn: OwnConnection::new(&ctx.connector),
             queues: ctx.settings.queues.clone(),
@@ -288,7 +269,7 @@ impl Snapshot {
 }
 
 impl Stats {
-    fn new(ctx: &JobContext) -> Self {
+    fn new(ctx: &Context) -> Self {
         Stats {
             period: ctx.settings.stats_interval,
             metrics: ctx.metrics.clone(),
@@ -356,7 +337,7 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
-    fn new(ctx: &JobContext) -> Self {
+    fn new(ctx: &Context) -> Self {
         Heartbeat {
             conn: OwnConnection::new(&ctx.connector),
             keys: ctx.keys.clone(),
@@ -478,10 +459,11 @@ impl Job for Beat {
 mod tests {
     use super::*;
     use crate::settings;
+    use std::sync::Arc;
 
-    fn context(vars: &[(&str, &str)]) -> JobContext {
+    fn context(vars: &[(&str, &str)]) -> Context {
         let settings = settings::load(&vars.to_vec(), None).unwrap();
-        JobContext {
+        Context {
             connector: Connector::new(&settings.redis).unwrap(),
             keys: Keys::new(&settings.replica.key_prefix, &settings.queues.source),
             settings: Arc::new(settings),

@@ -11,7 +11,8 @@
 //! - [`batch`]: turning a run of peeked messages into envelopes and dead letters.
 //! - [`commit`]: the one atomic transaction that pushes envelopes and trims the source.
 //! - [`envelope`]: message checking, the envelope and dead-letter formats.
-//! - [`daemon`]: wires the mover, the scheduler and the HTTP server under one shutdown.
+//! - [`daemon`]: wires the mover, the scheduler and the HTTP server under one shutdown;
+//!   [`context`]: the handles they share.
 //! - [`scheduler`]: the tick that drives periodic jobs; [`jobs`]: the jobs themselves
 //!   (heartbeats, stats, probes, beat).
 //! - [`http`]: `/healthz`, `/readyz` and `/metrics`.
@@ -28,6 +29,7 @@ pub mod beat;
 pub mod cli;
 pub mod commit;
 pub mod connection;
+pub mod context;
 pub mod daemon;
 pub mod dlq;
 pub mod envelope;

@@ -20,16 +20,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::batch::{self, Limits, Peeked, Plan};
-use crate::beat::BeatPermits;
 use crate::commit::{self, CommitError, Read};
-use crate::connection::{self, Connector};
+use crate::connection;
+use crate::context::Context;
 use crate::envelope::format_timestamp;
 use crate::events::{self, EnvelopeLog};
-use crate::health::Health;
-use crate::keys::Keys;
 use crate::lease::Lease;
-use crate::metrics::Metrics;
-use crate::settings::Settings;
 
 /// Why one session with Redis ended. The mover logs it, backs off and starts a new session.
 #[derive(Debug, thiserror::Error)]
@@ -75,23 +71,6 @@ impl MoverError {
     }
 }
 
-/// Everything the mover needs, handed over by the daemon.
-#[derive(Debug, Clone)]
-pub struct MoverContext {
-    /// Validated settings.
-    pub settings: Arc<Settings>,
-    /// Opens connections.
-    pub connector: Connector,
-    /// The daemon's key names.
-    pub keys: Keys,
-    /// Metrics.
-    pub metrics: Metrics,
-    /// Readiness flags.
-    pub health: Health,
-    /// Beat-mode permits; `None` when running continuously.
-    pub beat: Option<BeatPermits>,
-}
-
 /// Shortest pause between checks for new messages while a partial batch waits.
 const MIN_POLL_DELAY: Duration = Duration::from_millis(1);
 
@@ -126,7 +105,7 @@ impl std::fmt::Debug for InFlight {
 /// do not move when commits trim the tail: `pending[0]` sits at `front`.
 #[derive(Debug)]
 pub struct Mover {
-    ctx: MoverContext,
+    ctx: Context,
     lease: Lease,
     /// Copies of the source's tail, oldest first; all still in Redis.
     pending: Vec<Peeked>,
@@ -155,7 +134,7 @@ enum Flow {
 
 impl Mover {
     /// A mover that has not touched Redis yet.
-    pub fn new(ctx: MoverContext) -> Self {
+    pub fn new(ctx: Context) -> Self {
         let lease = Lease::new(
             ctx.keys.lease(),
             ctx.settings.replica.consumer_name.clone(),

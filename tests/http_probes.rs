@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use batch_processor::beat::BeatPermits;
 use batch_processor::connection::Connector;
+use batch_processor::context::Context;
 use batch_processor::health::Health;
 use batch_processor::http::{self, HttpError};
-use batch_processor::jobs::{daemon_scheduler, JobContext};
+use batch_processor::jobs::daemon_scheduler;
 use batch_processor::keys::Keys;
 use batch_processor::metrics::Metrics;
 use batch_processor::settings;
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 struct Rig {
     server: RedisServer,
     names: Names,
-    ctx: JobContext,
+    ctx: Context,
     addr: SocketAddr,
     shutdown: CancellationToken,
     http: JoinHandle<Result<(), HttpError>>,
@@ -49,7 +50,7 @@ impl Rig {
         ];
         env.extend_from_slice(extra);
         let settings = settings::load(&env, None).expect("settings");
-        let ctx = JobContext {
+        let ctx = Context {
             connector: Connector::new(&settings.redis).expect("connector"),
             keys: Keys::new(&settings.replica.key_prefix, &settings.queues.source),
             beat: Some(BeatPermits::new()),

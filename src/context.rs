@@ -1,0 +1,34 @@
+//! What the daemon's tasks share: settings, the connector, key names, metrics, readiness and
+//! beat permits. Built once by [`crate::daemon`]; each task gets a clone (all fields are
+//! cheap to clone and share their state).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::beat::BeatPermits;
+use crate::connection::Connector;
+use crate::health::Health;
+use crate::keys::Keys;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+
+/// The daemon's shared handles.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Validated settings.
+    pub settings: Arc<Settings>,
+    /// Opens Redis connections; each task opens its own.
+    pub connector: Connector,
+    /// Key names for this source.
+    pub keys: Keys,
+    /// The process's metrics.
+    pub metrics: Metrics,
+    /// Readiness flags: the mover sets `mover_running`, the probe `redis_reachable`.
+    pub health: Health,
+    /// Beat mode's permits, refilled by the `beat` job and spent by the mover; `None` when
+    /// running continuously.
+    pub beat: Option<BeatPermits>,
+    /// When this process started, as written in the replica hash.
+    pub started_at: DateTime<Utc>,
+}
