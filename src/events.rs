@@ -60,6 +60,12 @@ impl EnvelopeLog {
         }
     }
 
+    /// Time until the pending summary line is due, if lines were held back this window.
+    pub fn summary_due_in(&self, now: Instant) -> Option<Duration> {
+        (self.suppressed_envelopes > 0 || self.suppressed_dead_letters > 0)
+            .then(|| (self.window_start + Duration::from_secs(1)).saturating_duration_since(now))
+    }
+
     /// Close the current one-second window if it is over, logging its summary.
     pub fn roll(&mut self, now: Instant) {
         if now.duration_since(self.window_start) < Duration::from_secs(1) {

@@ -468,7 +468,12 @@ impl Mover {
         deadline: Option<Instant>,
     ) -> Result<Flow, MoverError> {
         let settings = Arc::clone(&self.ctx.settings);
+        // Wake for a lease renewal, and for the summary of held-back log lines.
         let renew_in = self.lease.renew_in().unwrap_or(Duration::ZERO);
+        let wake_in = match self.log.summary_due_in(Instant::now()) {
+            Some(due) => renew_in.min(due),
+            None => renew_in,
+        };
         self.drained = false;
         if self.pending.is_empty() {
             // Block on the server until the source is non-empty. BLMOVE from the tail back to
@@ -476,7 +481,7 @@ impl Mover {
             let block = settings
                 .redis
                 .block_timeout
-                .min(renew_in)
+                .min(wake_in)
                 .max(Duration::from_millis(10));
             if blocking.is_none() {
                 let Some(conn) = until(
@@ -520,7 +525,7 @@ impl Mover {
             + self
                 .poll_delay
                 .min(settings.batch.poll_interval)
-                .min(renew_in);
+                .min(wake_in);
         self.poll_delay = (self.poll_delay * 2).min(settings.batch.poll_interval);
         if let Some(d) = deadline {
             wake = wake.min(d.max(now));
@@ -528,7 +533,7 @@ impl Mover {
         if let Some(permits) = &self.ctx.beat {
             if permits.available() == 0 {
                 // Beat mode: nothing may leave before the next tick; keep renewing meanwhile.
-                let renew = tokio::time::sleep(renew_in);
+                let renew = tokio::time::sleep(wake_in);
                 return Ok(tokio::select! {
                     granted = permits.wait(shutdown) => if granted { Flow::Continue } else { Flow::Stop },
                     _ = renew => Flow::Continue,

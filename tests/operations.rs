@@ -147,3 +147,64 @@ fn beat_mode_takes_at_most_the_configured_batches_per_tick() {
         .collect();
     assert_eq!(left, (10..50).collect::<Vec<_>>());
 }
+
+#[test]
+fn busy_envelope_logging_is_summarised_and_accounts_for_every_envelope() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let mut c = server.conn();
+    let mut messages: Vec<Vec<u8>> = (0..5_000).map(|i| event(i, 200)).collect();
+    for k in 0..30 {
+        messages.insert(k * 150, format!("bad {k}").into_bytes());
+    }
+    push_all(&mut c, &names.source, &messages);
+    let env = env_with(
+        &server,
+        &names,
+        &[
+            ("REDIS_BATCH_SIZE", "10"),
+            ("REDIS_LOG_ENVELOPES_PER_SECOND", "5"),
+        ],
+    );
+    let mut daemon = spawn_daemon(&env, &[]);
+    assert!(wait_until(Duration::from_secs(30), || llen(
+        &mut c,
+        &names.destination
+    ) == 500));
+    // The summary for the last busy second is written when the next second starts.
+    std::thread::sleep(Duration::from_millis(1500));
+    daemon.terminate();
+    let lines = daemon.json_lines();
+    let info = |m: &str| {
+        lines
+            .iter()
+            .filter(move |l| l["message"] == m && l["level"] == "INFO")
+            .collect::<Vec<_>>()
+    };
+    let per_envelope = info("envelope sent").len() as u64;
+    let summaries = info("envelopes summary");
+    let summarised: u64 = summaries
+        .iter()
+        .map(|l| l["envelopes"].as_u64().unwrap())
+        .sum();
+    let summarised_messages: u64 = summaries
+        .iter()
+        .map(|l| l["messages"].as_u64().unwrap())
+        .sum();
+    assert!(!summaries.is_empty(), "no summary line");
+    // Every envelope is on an info line of its own or counted in a summary, exactly once.
+    assert_eq!(per_envelope + summarised, 500);
+    assert_eq!(per_envelope * 10 + summarised_messages, 5_000);
+    // Far fewer lines than envelopes: never a line per message, nor per envelope when busy.
+    assert!(per_envelope < 100, "{per_envelope} per-envelope lines");
+    let dead_lines = lines
+        .iter()
+        .filter(|l| l["message"] == "dead letters written" && l["level"] == "WARN")
+        .map(|l| l["count"].as_u64().unwrap())
+        .sum::<u64>();
+    let dead_summarised: u64 = summaries
+        .iter()
+        .map(|l| l["dead_letters"].as_u64().unwrap())
+        .sum();
+    assert_eq!(dead_lines + dead_summarised, 30);
+}
