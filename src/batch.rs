@@ -58,6 +58,10 @@ pub struct Limits {
     /// Send the trailing partial batch too if its first message was seen at or before this
     /// instant (now minus the batch timeout): its deadline has passed.
     pub flush_seen_by: Option<Instant>,
+    /// Largest envelope in message bytes ([`MAX_ENVELOPE_BYTES`] in the daemon).
+    pub max_envelope_bytes: usize,
+    /// Message bytes after which a commit takes no further envelope ([`MAX_COMMIT_BYTES`]).
+    pub max_commit_bytes: usize,
 }
 
 /// One planned envelope. Its bytes are written straight into the Redis command that pushes
@@ -125,6 +129,14 @@ impl Plan {
     }
 }
 
+/// Largest envelope, in message bytes. Redis takes values of up to 512 MB
+/// (`proto-max-bulk-len`); a batch that would pass this is sent in more than one envelope.
+pub const MAX_ENVELOPE_BYTES: usize = 256 * 1024 * 1024;
+
+/// A commit stops taking further envelopes once it carries this many message bytes, so one
+/// transaction stays well inside Redis's query buffer limit (1 GB by default).
+pub const MAX_COMMIT_BYTES: usize = 64 * 1024 * 1024;
+
 /// When the oldest good message still waiting was first seen, if any.
 pub fn oldest_waiting(pending: &[Peeked]) -> Option<Instant> {
     pending.iter().find(|p| p.is_good()).map(|p| p.seen)
@@ -132,8 +144,9 @@ pub fn oldest_waiting(pending: &[Peeked]) -> Option<Instant> {
 
 /// Plan the next commit over `pending` (oldest first).
 ///
-/// Covers whole batches (up to `max_envelopes`), the trailing partial batch when
-/// its deadline has passed (see [`Limits::flush_seen_by`]), and every bad message up to the
+/// Covers whole batches (up to `max_envelopes` and about [`MAX_COMMIT_BYTES`]; a batch larger
+/// than [`MAX_ENVELOPE_BYTES`] is split), the trailing partial batch when its deadline has
+/// passed (see [`Limits::flush_seen_by`]), and every bad message up to the
 /// first good message left behind.
 pub fn plan(pending: &[Peeked], limits: Limits, source_queue: &str, timestamp: &str) -> Plan {
     let batch_size = limits.batch_size.max(1);
@@ -143,16 +156,37 @@ pub fn plan(pending: &[Peeked], limits: Limits, source_queue: &str, timestamp: &
     };
     // Indices (into `pending`) of the good messages of the batch being filled.
     let mut batch: Vec<usize> = Vec::with_capacity(batch_size);
+    let mut batch_bytes = 0usize;
+    let mut plan_bytes = 0usize;
     let mut covered = 0usize;
     for (i, p) in pending.iter().enumerate() {
         if p.is_good() {
-            if plan.envelopes.len() == limits.max_envelopes {
+            let full = plan.envelopes.len() == limits.max_envelopes
+                || (!plan.envelopes.is_empty() && plan_bytes >= limits.max_commit_bytes);
+            if full {
                 break;
             }
+            let len = p.bytes.len() + 1;
+            if !batch.is_empty() && batch_bytes + len > limits.max_envelope_bytes {
+                // An envelope must stay one Redis value: close this one early.
+                plan.envelopes.push(build(pending, &batch));
+                covered = batch[batch.len() - 1] + 1;
+                plan_bytes += batch_bytes;
+                batch.clear();
+                batch_bytes = 0;
+                if plan.envelopes.len() == limits.max_envelopes
+                    || plan_bytes >= limits.max_commit_bytes
+                {
+                    break;
+                }
+            }
             batch.push(i);
+            batch_bytes += len;
             if batch.len() == batch_size {
                 plan.envelopes.push(build(pending, &batch));
                 batch.clear();
+                plan_bytes += batch_bytes;
+                batch_bytes = 0;
                 covered = i + 1;
             }
         } else if batch.is_empty() {
@@ -226,6 +260,8 @@ mod tests {
         batch_size: 2,
         max_envelopes: 10,
         flush_seen_by: None,
+        max_envelope_bytes: MAX_ENVELOPE_BYTES,
+        max_commit_bytes: MAX_COMMIT_BYTES,
     };
 
     #[test]
@@ -258,8 +294,8 @@ mod tests {
             .collect();
         let limits = |by| Limits {
             batch_size: 4,
-            max_envelopes: 10,
             flush_seen_by: Some(by),
+            ..FULL_ONLY
         };
         // The old messages' deadline has passed: they fill one batch with a young one, and
         // the trailing two young messages wait for their own deadline.
@@ -269,6 +305,26 @@ mod tests {
         // Once the young ones' deadline has passed too, they go.
         let p = plan(&pending, limits(young), "src", "ts");
         assert_eq!(sizes(&p), vec![4, 2]);
+    }
+
+    #[test]
+    fn byte_caps_split_envelopes_and_commits() {
+        let items = ["\"aaaa\"", "\"bbbb\"", "\"cccc\"", "\"dddd\"", "\"eeee\""];
+        // Each message counts 7 bytes: two fit under 15, a third would not.
+        let caps = |commit| Limits {
+            batch_size: 10,
+            max_envelopes: 10,
+            flush_seen_by: Some(Instant::now()),
+            max_envelope_bytes: 15,
+            max_commit_bytes: commit,
+        };
+        let (p, _) = run(&items, caps(1000));
+        assert_eq!(sizes(&p), vec![2, 2, 1]);
+        assert_eq!(p.trim, 5);
+        // Once a commit carries 14 bytes it takes no further envelope.
+        let (p, _) = run(&items, caps(14));
+        assert_eq!(sizes(&p), vec![2]);
+        assert_eq!(p.trim, 2);
     }
 
     #[test]

@@ -349,6 +349,8 @@ impl Mover {
                 batch_size,
                 max_envelopes,
                 flush_seen_by,
+                max_envelope_bytes: batch::MAX_ENVELOPE_BYTES,
+                max_commit_bytes: batch::MAX_COMMIT_BYTES,
             },
             &settings.queues.source,
             &timestamp,

@@ -61,6 +61,8 @@ impl Fixture {
                 batch_size: 2,
                 max_envelopes: 100,
                 flush_seen_by: Some(Instant::now()),
+                max_envelope_bytes: batch::MAX_ENVELOPE_BYTES,
+                max_commit_bytes: batch::MAX_COMMIT_BYTES,
             },
             &self.queues.source,
             "2026-01-01T00:00:00.000000+00:00",
