@@ -81,6 +81,9 @@ pub enum DlqAction {
 /// Parse arguments, load settings, run the mode and map the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Run);
+    // The daemon catches SIGTERM from its first moments; the tools keep the default (die).
+    let early = matches!(command, Command::Run).then(crate::signal::EarlySignals::catch);
     let settings = match settings::load(&ProcessEnv, cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -88,7 +91,6 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    let command = cli.command.unwrap_or(Command::Run);
     let target = match command {
         Command::Run => Target::Stdout,
         _ => Target::Stderr,
@@ -107,15 +109,19 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let code = runtime.block_on(dispatch(command, settings));
+    let code = runtime.block_on(dispatch(command, settings, early.unwrap_or_default()));
     // Tasks still stuck on Redis after the grace period must not hold the process.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     code
 }
 
-async fn dispatch(command: Command, settings: Settings) -> ExitCode {
+async fn dispatch(
+    command: Command,
+    settings: Settings,
+    early: crate::signal::EarlySignals,
+) -> ExitCode {
     match command {
-        Command::Run => run_daemon(settings).await,
+        Command::Run => run_daemon(settings, early).await,
         Command::CheckConfig => {
             print_stdout(&render_effective(&settings));
             ExitCode::SUCCESS
@@ -166,11 +172,14 @@ fn print_stdout(text: &str) {
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
-async fn run_daemon(settings: Settings) -> ExitCode {
+async fn run_daemon(settings: Settings, early: crate::signal::EarlySignals) -> ExitCode {
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     // Listening starts here, before the task is spawned: an early SIGTERM is still graceful.
     let signal = crate::signal::shutdown();
+    if early.received() {
+        shutdown.cancel();
+    }
     tokio::spawn(async move {
         signal.await;
         trigger.cancel();

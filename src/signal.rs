@@ -1,6 +1,33 @@
 //! Shutdown signals: SIGTERM (what container runtimes send) as well as SIGINT (Ctrl-C).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// SIGTERM or SIGINT seen before the runtime's listeners were up.
+///
+/// A container runtime may stop a daemon a few milliseconds after starting it; without a
+/// handler that early, the signal would kill the process instead of stopping it cleanly.
+#[derive(Debug, Clone, Default)]
+pub struct EarlySignals(Arc<AtomicBool>);
+
+impl EarlySignals {
+    /// Start catching SIGTERM and SIGINT into a flag. Call it first thing in `run`.
+    pub fn catch() -> Self {
+        let flag = EarlySignals::default();
+        #[cfg(unix)]
+        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            // Fails only for forbidden signals, which these are not.
+            let _ = signal_hook::flag::register(signal, Arc::clone(&flag.0));
+        }
+        flag
+    }
+
+    /// Whether a signal has arrived.
+    pub fn received(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
 
 /// Start listening for SIGTERM and SIGINT now (a signal that arrives from here on is caught,
 /// not fatal) and return a future that resolves when one arrives. Call it inside the runtime.
