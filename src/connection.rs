@@ -34,11 +34,20 @@ impl Connector {
     pub fn new(settings: &RedisSettings) -> Result<Self, ConfigError> {
         // Fails only when a provider is already installed, which is what we want anyway.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client =
-            redis::Client::open(settings.connection.clone()).map_err(|source| ConfigError {
-                addr: settings.display_addr(),
-                source,
-            })?;
+        let client = match &settings.tls_root_cert {
+            None => redis::Client::open(settings.connection.clone()),
+            Some(pem) => redis::Client::build_with_tls(
+                settings.connection.clone(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+        }
+        .map_err(|source| ConfigError {
+            addr: settings.display_addr(),
+            source,
+        })?;
         Ok(Connector {
             client,
             settings: settings.clone(),

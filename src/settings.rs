@@ -32,6 +32,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "username",
     "password",
     "url",
+    "tls_ca_file",
     "connect_timeout",
     "command_timeout",
     "raw_data_queue",
@@ -225,6 +226,8 @@ pub struct RedisSettings {
     pub command_timeout: Duration,
     /// How long one blocking wait on an empty source lasts on the server.
     pub block_timeout: Duration,
+    /// PEM certificates to trust for `rediss://` instead of the public roots.
+    pub tls_root_cert: Option<Vec<u8>>,
 }
 
 impl RedisSettings {
@@ -447,8 +450,33 @@ impl RawSettings {
 
 /// Turn raw strings into checked settings.
 pub fn validate(raw: &RawSettings, rust_log: Option<String>) -> Result<Settings, SettingsError> {
+    let connection = connection_info(raw)?;
+    let tls_root_cert = match raw.get("tls_ca_file") {
+        None => None,
+        Some(path) => {
+            if !matches!(connection.addr(), ConnectionAddr::TcpTls { .. }) {
+                return Err(SettingsError::invalid(
+                    "tls_ca_file",
+                    path,
+                    "to be set only with a rediss:// REDIS_URL",
+                ));
+            }
+            let pem = std::fs::read(path).map_err(|e| {
+                SettingsError::invalid("tls_ca_file", path, format!("a readable PEM file ({e})"))
+            })?;
+            if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+                return Err(SettingsError::invalid(
+                    "tls_ca_file",
+                    path,
+                    "a PEM file with at least one certificate",
+                ));
+            }
+            Some(pem)
+        }
+    };
     let redis = RedisSettings {
-        connection: connection_info(raw)?,
+        connection,
+        tls_root_cert,
         connect_timeout: raw.seconds("connect_timeout", 0.001, 3600.0)?,
         command_timeout: raw.seconds("command_timeout", 0.001, 3600.0)?,
         block_timeout: raw.seconds("block_timeout", 0.01, 3600.0)?,
