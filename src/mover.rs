@@ -337,6 +337,7 @@ impl Mover {
         let prefetch = settings.batch.prefetch;
         let unplanned = (self.planned - self.front) as usize;
         // A partial batch whose first message was seen this long ago has reached its deadline.
+        // (`None` when the clock started less than a timeout ago: then nothing is that old.)
         let flush_seen_by = Instant::now().checked_sub(settings.batch.timeout);
         let max_envelopes = match &self.ctx.beat {
             Some(permits) => permits.available(),
