@@ -751,6 +751,20 @@ mod tests {
     }
 
     #[test]
+    fn a_config_file_sits_between_the_defaults_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bp.toml");
+        std::fs::write(&path, "batch_size = 50\nprocessing_queue = \"from_file\"\n").unwrap();
+        let env = vec![("REDIS_BATCH_SIZE", "7")];
+        let s = load(&env, Some(&path)).unwrap();
+        assert_eq!(s.batch.size.get(), 7);
+        assert_eq!(s.queues.destination, "from_file");
+        assert_eq!(s.queues.source, "raw_data_queue");
+        let missing = load(&env, Some(&dir.path().join("nope.toml"))).unwrap_err();
+        assert!(missing.to_string().contains("nope.toml"), "{missing}");
+    }
+
+    #[test]
     fn beat_mode() {
         let s = load_with(&[
             ("REDIS_SCHEDULE", "60"),
