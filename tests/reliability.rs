@@ -806,3 +806,46 @@ fn a_persistent_refusal_after_taking_the_lease_backs_off() {
     // Nothing moved, nothing lost.
     assert_eq!(llen(&mut c, &names.source), 20);
 }
+
+#[test]
+fn redis_down_at_start_up_is_retried_until_it_comes() {
+    let mut server = RedisServer::start();
+    let names = Names::new();
+    server.kill();
+    let mut d = start_daemon(
+        &server,
+        &names,
+        &[
+            ("REDIS_BATCH_SIZE", "5"),
+            ("REDIS_PROCESSING_TIMEOUT", "0.2"),
+            ("REDIS_RETRY_MAX_DELAY", "0.5"),
+        ],
+    );
+    assert!(d.wait_for_line("redis unavailable", Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "the daemon exited while Redis was down: {}",
+        d.all_output()
+    );
+    server.restart();
+    let mut c = server.conn();
+    push_all(
+        &mut c,
+        &names.source,
+        &(0..12).map(|i| event(i, 100)).collect::<Vec<_>>(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || llen(&mut c, &names.source) == 0
+            && llen(&mut c, &names.destination) == 3),
+        "nothing moved after Redis came up: {}",
+        d.all_output()
+    );
+    d.terminate_ok();
+    let seqs: Vec<u64> = read_all(&mut c, &names.destination)
+        .iter()
+        .flat_map(|e| batch_raw(e))
+        .map(|m| seq_of(&m))
+        .collect();
+    assert_eq!(seqs, (0..12).collect::<Vec<_>>());
+}
