@@ -113,14 +113,14 @@ pub enum SettingsError {
         /// What is allowed.
         expected: String,
     },
-    /// The configuration file could not be read or parsed.
-    #[error("cannot read configuration {origin}: {source}")]
+    /// The configuration file could not be read or parsed. The parser's own message is kept
+    /// out of the display: it quotes the offending line, which may hold a password.
+    #[error("cannot read configuration {origin}: {problem}")]
     Source {
         /// Which file.
         origin: String,
-        /// What the config crate said.
-        #[source]
-        source: config::ConfigError,
+        /// What went wrong, without quoting the file.
+        problem: &'static str,
     },
 }
 
@@ -162,20 +162,15 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<redacted>".to_string();
     };
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let user = if userinfo.contains(':') {
-                format!("{user}:<redacted>")
-            } else {
+    // The user information ends at the last '@' (a password may hold '/' or '@').
+    match rest.rsplit_once('@') {
+        Some((userinfo, host_and_path)) => {
+            let user = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:<redacted>"),
                 // `redis://secret@host` puts the password where a user name would be.
-                "<redacted>".to_string()
+                None => "<redacted>".to_string(),
             };
-            format!("{scheme}://{user}@{host}{tail}")
+            format!("{scheme}://{user}@{host_and_path}")
         }
         None => url.to_string(),
     }
@@ -343,9 +338,13 @@ pub fn load(env: &dyn Env, file: Option<&Path>) -> Result<Settings, SettingsErro
                 .try_parsing(false),
         )
         .build()
-        .map_err(|source| SettingsError::Source {
+        .map_err(|e| SettingsError::Source {
             origin: file.map_or("defaults".into(), |p| p.display().to_string()),
-            source,
+            problem: match e {
+                config::ConfigError::NotFound(_) => "no such file",
+                config::ConfigError::Foreign(_) => "it cannot be read, or is not valid TOML",
+                _ => "it is not valid TOML for these settings",
+            },
         })?;
     let mut raw = RawSettings::default();
     for key in KNOWN_KEYS {
@@ -464,13 +463,13 @@ pub fn validate(raw: &RawSettings, rust_log: Option<String>) -> Result<Settings,
             let pem = std::fs::read(path).map_err(|e| {
                 SettingsError::invalid("tls_ca_file", path, format!("a readable PEM file ({e})"))
             })?;
-            if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
-                return Err(SettingsError::invalid(
+            check_trust_anchors(&pem).map_err(|why| {
+                SettingsError::invalid(
                     "tls_ca_file",
                     path,
-                    "a PEM file with at least one certificate",
-                ));
-            }
+                    format!("a PEM file of CA certificates ({why})"),
+                )
+            })?;
             Some(pem)
         }
     };
@@ -608,6 +607,21 @@ pub fn validate(raw: &RawSettings, rust_log: Option<String>) -> Result<Settings,
     })
 }
 
+/// Parse `pem` as trust anchors the way the TLS client will, so a bad file is a bad setting.
+fn check_trust_anchors(pem: &[u8]) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut store = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| e.to_string())?;
+        store.add(cert).map_err(|e| e.to_string())?;
+    }
+    if store.is_empty() {
+        return Err("no certificate found".into());
+    }
+    Ok(())
+}
+
 fn default_consumer_name() -> String {
     let host = gethostname::gethostname();
     format!("{}-{}", host.to_string_lossy(), std::process::id())
@@ -622,6 +636,18 @@ fn connection_info(raw: &RawSettings) -> Result<ConnectionInfo, SettingsError> {
         let info = url
             .into_connection_info()
             .map_err(|_| SettingsError::invalid("url", url, allowed))?;
+        // `redis://secret@host` reads as a user name without a password, and user names are
+        // logged; insist on the unambiguous forms.
+        let authority = url.split_once("://").map_or("", |(_, rest)| rest);
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            if !userinfo.contains(':') {
+                return Err(SettingsError::invalid(
+                    "url",
+                    url,
+                    "a password as redis://:password@host or redis://user:password@host",
+                ));
+            }
+        }
         let redis = info
             .redis_settings()
             .clone()
@@ -724,6 +750,19 @@ mod tests {
             .to_string();
         assert!(err.contains("REDIS_URL"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+        for url in ["redis://hunter2@h:1/0", "ftp://u:pa/hunter2@h:1/0"] {
+            let err = load_with(&[("REDIS_URL", url)]).unwrap_err().to_string();
+            assert!(err.contains("REDIS_URL"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "password = hunter2\n").unwrap();
+        let err = load(&Vec::<(&str, &str)>::new(), Some(&path))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
         let s = load_with(&[("REDIS_PASSWORD", "hunter2")]).unwrap();
         let shown = format!("{:?}", s.effective);
         assert!(!shown.contains("hunter2"), "{shown}");

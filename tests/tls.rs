@@ -169,6 +169,39 @@ fn the_daemon_moves_messages_over_tls_with_a_private_ca() {
 }
 
 #[test]
+fn a_ca_file_that_holds_no_certificate_is_a_bad_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    for (name, content) in [
+        (
+            "garbage.pem",
+            "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n"
+                .to_string(),
+        ),
+        (
+            "key.pem",
+            std::fs::read_to_string(dir.path().join("server.key")).unwrap(),
+        ),
+        ("empty.pem", String::new()),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let env = vec![
+            (
+                "REDIS_URL".to_string(),
+                format!("rediss://127.0.0.1:{}/", free_port()),
+            ),
+            ("REDIS_TLS_CA_FILE".to_string(), path.display().to_string()),
+        ];
+        for args in [&["check-config"][..], &["run"][..]] {
+            let out = run_cli(&env, args);
+            assert_eq!(out.code, Some(2), "{name} {args:?}: {}", out.stderr);
+            assert!(out.stderr.contains("REDIS_TLS_CA_FILE"), "{}", out.stderr);
+        }
+    }
+}
+
+#[test]
 fn a_ca_file_without_a_tls_url_is_a_bad_setting() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
