@@ -285,26 +285,24 @@ fn one_line(text: &str) -> String {
 /// meanwhile are not chased forever).
 pub async fn replay(s: &Settings, limit: Option<usize>) -> Result<ReplayReport, DlqError> {
     let mut session = Session::open(s).await?;
-    let budget = match limit {
-        Some(n) => u64::try_from(n).unwrap_or(u64::MAX),
-        None => redis::cmd("LLEN")
-            .arg(&session.list)
-            .query_async(&mut session.conn)
-            .await
-            .map_err(session.error("read the length of"))?,
-    };
+    // Only records present at the start are replayed: a message that is still bad comes back
+    // to the dead-letter list while the replay runs and must not be replayed again.
+    let present: u64 = redis::cmd("LLEN")
+        .arg(&session.list)
+        .query_async(&mut session.conn)
+        .await
+        .map_err(session.error("read the length of"))?;
+    let budget = limit.map_or(present, |n| present.min(u64::try_from(n).unwrap_or(u64::MAX)));
     let script = Script::new(REPLAY_LUA);
     let placeholder = format!("batch-processor:replay-placeholder:{}", Uuid::new_v4());
     let mut report = ReplayReport::default();
     // The undecodable records walked past, tail first: they sit at indexes -1, -2, ...
     let mut skipped: Vec<(Vec<u8>, Undecodable)> = Vec::new();
-    // Records another replay (or a purge) took first. Without a limit, the replay stops once
-    // it has dealt with as many records as were there at the start, however each one went,
-    // so a record dead-lettered again meanwhile is never replayed twice.
+    // Records another replay (or a purge) took first. The replay stops once it has dealt with
+    // as many records as were there at the start, however each one went.
     let mut taken_by_others = 0u64;
-    let seen_all_present = |replayed: u64, skipped: usize, taken: u64| {
-        limit.is_none() && replayed + skipped as u64 + taken >= budget
-    };
+    let seen_all_present =
+        |replayed: u64, skipped: usize, taken: u64| replayed + skipped as u64 + taken >= present;
     while report.replayed < budget
         && !seen_all_present(report.replayed, skipped.len(), taken_by_others)
     {
