@@ -137,6 +137,12 @@ pub fn error_kind(e: &RedisError) -> &'static str {
     if e.is_timeout() {
         return "timeout";
     }
+    // A pipeline or transaction reports the errors of its commands; the first one says why.
+    if let Some(errors) = e.clone().into_server_errors() {
+        if let Some((_, first)) = errors.iter().find(|(_, e)| e.code() != "EXECABORT") {
+            return code_kind(first.code()).unwrap_or("server");
+        }
+    }
     match e.kind() {
         ErrorKind::Io => "io",
         ErrorKind::AuthenticationFailed => "auth",
@@ -147,12 +153,22 @@ pub fn error_kind(e: &RedisError) -> &'static str {
         ErrorKind::Server(ServerErrorKind::NoScript) => "no_script",
         ErrorKind::Server(_) => "server",
         ErrorKind::Parse | ErrorKind::UnexpectedReturnType => "protocol",
-        _ => match e.code() {
-            Some("WRONGTYPE") => "wrong_type",
-            Some("NOAUTH") | Some("WRONGPASS") => "auth",
-            Some("OOM") => "oom",
-            Some("MISCONF") => "misconf",
-            _ => "other",
-        },
+        _ => e.code().and_then(code_kind).unwrap_or("other"),
     }
+}
+
+/// The class of a Redis error code (the first word of its reply).
+fn code_kind(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "WRONGTYPE" => "wrong_type",
+        "NOAUTH" | "WRONGPASS" => "auth",
+        "NOPERM" => "no_perm",
+        "OOM" => "oom",
+        "MISCONF" => "misconf",
+        "LOADING" => "loading",
+        "READONLY" => "read_only",
+        "EXECABORT" => "exec_abort",
+        "NOSCRIPT" => "no_script",
+        _ => return None,
+    })
 }
