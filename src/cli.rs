@@ -187,7 +187,8 @@ async fn run_daemon(settings: Settings, early: crate::signal::EarlySignals) -> E
     match crate::daemon::run(settings, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "daemon stopped");
+            tracing::error!(message = "daemon stopped", error = %e);
+            eprintln!("batch-processor: {e}");
             ExitCode::from(EXIT_FAILURE)
         }
     }

@@ -30,6 +30,9 @@ pub enum DaemonError {
     /// The HTTP listener could not be bound.
     #[error(transparent)]
     Http(#[from] http::HttpError),
+    /// The mover ended before shutdown (a panic): nothing would move any more.
+    #[error("the mover stopped unexpectedly: {0}")]
+    MoverStopped(String),
 }
 
 /// Run until `shutdown` is cancelled.
@@ -87,15 +90,33 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
             .run(shutdown.clone())
             .instrument(tracing::info_span!("scheduler")),
     );
+    let health = ctx.health.clone();
     let mover = Mover::new(ctx);
-    tasks.spawn(
+    let mut mover = tasks.spawn(
         mover
             .run(shutdown.clone())
             .instrument(tracing::info_span!("mover_task")),
     );
     tasks.close();
 
-    shutdown.cancelled().await;
+    // The mover returns only on shutdown; if it ends before, it panicked. Then the daemon
+    // stops with an error instead of answering probes while nothing moves.
+    let failed = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        ended = &mut mover => Some(ended),
+    };
+    if let Some(ended) = failed {
+        health.set_mover_running(false);
+        let error = match ended {
+            Err(e) => e.to_string(),
+            Ok(()) => "the mover stopped".to_string(),
+        };
+        tracing::error!(message = "mover stopped unexpectedly", error = %error);
+        shutdown.cancel();
+        // The other tasks stop with the shared shutdown; give them the usual grace.
+        let _ = tokio::time::timeout(settings.shutdown_grace, tasks.wait()).await;
+        return Err(DaemonError::MoverStopped(error));
+    }
     tracing::info!(
         message = "shutting down",
         grace_ms = settings.shutdown_grace.as_millis() as u64

@@ -292,7 +292,9 @@ pub async fn replay(s: &Settings, limit: Option<usize>) -> Result<ReplayReport, 
         .query_async(&mut session.conn)
         .await
         .map_err(session.error("read the length of"))?;
-    let budget = limit.map_or(present, |n| present.min(u64::try_from(n).unwrap_or(u64::MAX)));
+    let budget = limit.map_or(present, |n| {
+        present.min(u64::try_from(n).unwrap_or(u64::MAX))
+    });
     let script = Script::new(REPLAY_LUA);
     let placeholder = format!("batch-processor:replay-placeholder:{}", Uuid::new_v4());
     let mut report = ReplayReport::default();
