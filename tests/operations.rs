@@ -208,3 +208,15 @@ fn busy_envelope_logging_is_summarised_and_accounts_for_every_envelope() {
         .sum();
     assert_eq!(dead_lines + dead_summarised, 30);
 }
+
+#[test]
+fn a_taken_http_port_fails_the_start_with_exit_1_and_a_clear_line() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let env = env_with(&server, &names, &[("REDIS_HTTP_ADDR", &addr)]);
+    let out = start_cli(&env, &["run"]).finish(Duration::from_secs(10));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains(&addr), "{}", out.stderr);
+}
