@@ -102,8 +102,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     // The mover returns only on shutdown; if it ends before, it panicked. Then the daemon
     // stops with an error instead of answering probes while nothing moves.
     let failed = tokio::select! {
+        biased;
         _ = shutdown.cancelled() => None,
-        ended = &mut mover => Some(ended),
+        // On shutdown the mover ends too, possibly first: that is no failure.
+        ended = &mut mover => (!shutdown.is_cancelled()).then_some(ended),
     };
     if let Some(ended) = failed {
         health.set_mover_running(false);
