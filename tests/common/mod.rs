@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -404,11 +404,6 @@ pub fn event(seq: u64, size: usize) -> Vec<u8> {
 pub fn seq_of(raw: &[u8]) -> u64 {
     let v: serde_json::Value = serde_json::from_slice(raw).expect("event JSON");
     v["seq"].as_u64().expect("seq")
-}
-
-/// Path of a file relative to the crate root.
-pub fn crate_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
 // ---------------------------------------------------------------------------------------
