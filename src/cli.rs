@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::logging::{self, Target};
+use crate::telemetry::logging::{self, Target};
 use crate::settings::{self, ProcessEnv, Settings};
 
 /// Exit code for bad settings or usage.
@@ -83,7 +83,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run);
     // The daemon catches SIGTERM from its first moments; the tools keep the default (die).
-    let early = matches!(command, Command::Run).then(crate::signal::EarlySignals::catch);
+    let early = matches!(command, Command::Run).then(crate::daemon::signal::EarlySignals::catch);
     let settings = match settings::load(&ProcessEnv, cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -118,7 +118,7 @@ pub fn main() -> ExitCode {
 async fn dispatch(
     command: Command,
     settings: Settings,
-    early: crate::signal::EarlySignals,
+    early: crate::daemon::signal::EarlySignals,
 ) -> ExitCode {
     match command {
         Command::Run => run_daemon(settings, early).await,
@@ -126,13 +126,13 @@ async fn dispatch(
             print_stdout(&render_effective(&settings));
             ExitCode::SUCCESS
         }
-        Command::Status { json } => report(crate::status::run(&settings, json).await),
+        Command::Status { json } => report(crate::tools::status::run(&settings, json).await),
         Command::Dlq { action } => match action {
             DlqAction::List { limit, json } => {
-                report(crate::dlq::list(&settings, limit, json).await)
+                report(crate::tools::dlq::list(&settings, limit, json).await)
             }
             DlqAction::Replay { limit } => report(
-                crate::dlq::replay(&settings, limit)
+                crate::tools::dlq::replay(&settings, limit)
                     .await
                     .map(|r| r.to_string()),
             ),
@@ -142,9 +142,9 @@ async fn dispatch(
                     return ExitCode::from(EXIT_BAD_CONFIG);
                 }
                 report(
-                    crate::dlq::purge(&settings)
+                    crate::tools::dlq::purge(&settings)
                         .await
-                        .map(|n| format!("purged {}", crate::dlq::dead_letters(n))),
+                        .map(|n| format!("purged {}", crate::tools::dlq::dead_letters(n))),
                 )
             }
         },
@@ -172,11 +172,11 @@ fn print_stdout(text: &str) {
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
-async fn run_daemon(settings: Settings, early: crate::signal::EarlySignals) -> ExitCode {
+async fn run_daemon(settings: Settings, early: crate::daemon::signal::EarlySignals) -> ExitCode {
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     // Listening starts here, before the task is spawned: an early SIGTERM is still graceful.
-    let signal = crate::signal::shutdown();
+    let signal = crate::daemon::signal::shutdown();
     if early.received() {
         shutdown.cancel();
     }

@@ -1,48 +1,32 @@
-//! `batch-processor` moves JSON events from a Redis list into `batch_processing` envelopes on
+//! `batch-processor` moves JSON events from Redis lists into `batch_processing` envelopes on
 //! another list, crash-safely: no message is lost or duplicated, whatever happens to the
 //! process or to Redis.
 //!
-//! A tour of the modules, in the order a message meets them:
+//! The folders follow the parts of the program, in the order a message meets them:
 //!
-//! - [`settings`]: defaults, environment and validation into typed [`settings::Settings`].
-//! - [`connection`]: Redis connections with explicit timeouts, and error classes.
-//! - [`lease`]: the fenced lease that makes one replica at a time the owner of a source.
-//! - [`mover`]: the loop that peeks the source's tail, builds envelopes and commits them.
-//! - [`batch`]: turning a run of peeked messages into envelopes and dead letters.
-//! - [`commit`]: the one atomic transaction that pushes envelopes and trims the source.
-//! - [`envelope`]: message checking, the envelope and dead-letter formats.
-//! - [`daemon`]: wires the mover, the scheduler and the HTTP server under one shutdown;
-//!   [`context`]: the handles they share.
-//! - [`scheduler`]: the tick that drives periodic jobs; [`jobs`]: the jobs themselves
-//!   (heartbeats, stats, probes, beat).
-//! - [`http`]: `/healthz`, `/readyz` and `/metrics`.
-//! - [`metrics`], [`health`], [`events`]: what the daemon reports about itself.
-//! - [`status`], [`dlq`]: the operator commands.
-//! - [`cli`]: command-line parsing and exit codes.
+//! - [`settings`]: the environment, an optional file and the defaults, validated once into
+//!   typed [`settings::Settings`].
+//! - [`redis`]: connections with explicit timeouts, the daemon's key names, error kinds and
+//!   the Lua scripts.
+//! - [`mover`]: the loop that holds a source's lease, peeks its tail, plans envelopes and
+//!   commits them in one atomic step each.
+//! - [`envelope`] and [`dead_letter`]: the two record formats other services depend on.
+//! - [`daemon`]: wires the mover, the scheduler and its jobs, and the HTTP server under one
+//!   shutdown; catches signals.
+//! - [`telemetry`]: events (a log line and its metric together), metrics, readiness, the HTTP
+//!   probes and logging.
+//! - [`tools`]: the operator commands (`status`, `dlq`).
+//! - [`cli`]: command-line parsing, mode dispatch and exit codes; `main.rs` only calls it.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod backoff;
-pub mod batch;
-pub mod beat;
 pub mod cli;
-pub mod commit;
-pub mod connection;
-pub mod context;
 pub mod daemon;
-pub mod dlq;
+pub mod dead_letter;
 pub mod envelope;
-pub mod events;
-pub mod health;
-pub mod http;
-pub mod jobs;
-pub mod keys;
-pub mod lease;
-pub mod logging;
-pub mod metrics;
 pub mod mover;
-pub mod scheduler;
+pub mod redis;
 pub mod settings;
-pub mod signal;
-pub mod status;
+pub mod telemetry;
+pub mod tools;

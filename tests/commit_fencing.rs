@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Instant;
 
-use batch_processor::batch::{self, Limits, Peeked};
-use batch_processor::commit::{Commit, CommitError, Request};
-use batch_processor::keys::Keys;
+use batch_processor::mover::plan::{self, Limits, Peeked};
+use batch_processor::mover::commit::{Commit, CommitError, Request};
+use batch_processor::redis::keys::Keys;
 use batch_processor::settings::Queues;
 use common::*;
 
@@ -55,14 +55,14 @@ impl Fixture {
             .take(count)
             .map(|b| Peeked::new(b, 1 << 20, Instant::now()))
             .collect();
-        let plan = batch::plan(
+        let plan = plan::plan(
             &tail,
             Limits {
                 batch_size: 2,
                 max_envelopes: 100,
                 flush_seen_by: Some(Instant::now()),
-                max_envelope_bytes: batch::MAX_ENVELOPE_BYTES,
-                max_commit_bytes: batch::MAX_COMMIT_BYTES,
+                max_envelope_bytes: plan::MAX_ENVELOPE_BYTES,
+                max_commit_bytes: plan::MAX_COMMIT_BYTES,
             },
             &self.queues.source,
             "2026-01-01T00:00:00.000000+00:00",
@@ -238,7 +238,7 @@ async fn a_plain_read_checks_the_lease_value_its_predecessors_leave() {
     let f = Fixture::new();
     seed(&f);
     f.set_lease("me/t.3");
-    let plan = batch::Plan::default();
+    let plan = plan::Plan::default();
     let read = |before: &'static str| {
         Request::new(
             &f.keys,
@@ -250,7 +250,7 @@ async fn a_plain_read_checks_the_lease_value_its_predecessors_leave() {
                 lease_after: before,
                 now_ms: 1,
             },
-            Some(batch_processor::commit::Read { skip: 1, count: 2 }),
+            Some(batch_processor::mover::commit::Read { skip: 1, count: 2 }),
         )
     };
     // The value the commits before it leave: the read goes through, oldest first.

@@ -7,7 +7,8 @@ use common::*;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use batch_processor::envelope::{check_message, DeadLetter};
+use batch_processor::dead_letter::DeadLetter;
+use batch_processor::envelope::check_message;
 
 /// The record a daemon writes for `raw` taken from `source`.
 fn record(raw: &[u8], source: &str, failed_at: &str) -> Vec<u8> {

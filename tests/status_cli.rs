@@ -6,7 +6,7 @@ use common::*;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use batch_processor::envelope::format_timestamp;
-use batch_processor::keys::Keys;
+use batch_processor::redis::keys::Keys;
 
 /// Run the binary with exactly `env` (plus PATH), killing it after `limit`.
 fn run_cli(env: &[(String, String)], args: &[&str], limit: Duration) -> CliOutput {

@@ -17,13 +17,13 @@ use redis::aio::MultiplexedConnection;
 use redis::RedisError;
 use tokio::time::Instant;
 
-use crate::beat::BeatPermits;
-use crate::connection::{self, Connector};
-use crate::context::Context;
-use crate::health::Health;
-use crate::keys::Keys;
-use crate::metrics::{Metrics, QueueLabel};
-use crate::scheduler::{BoxFuture, Job, JobError, Scheduler};
+use crate::mover::allowance::BeatPermits;
+use crate::redis::connection::{self, Connector};
+use crate::daemon::context::Context;
+use crate::telemetry::health::Health;
+use crate::redis::keys::Keys;
+use crate::telemetry::metrics::{Metrics, QueueLabel};
+use crate::daemon::scheduler::{BoxFuture, Job, JobError, Scheduler};
 use crate::settings::{Queues, Schedule};
 
 /// Period of the readiness probe. With [`PROBE_TIMEOUT_CAP`] below it, `/readyz` follows

@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::batch::Envelope;
-use crate::metrics::Metrics;
+use crate::mover::plan::Envelope;
+use crate::telemetry::metrics::Metrics;
 
 /// Rate limiter and summary for per-envelope log lines.
 #[derive(Debug)]

@@ -4,20 +4,25 @@
 //! shutdown every task gets `shutdown_grace` to finish; past that the daemon returns anyway.
 //! Stopping early is always safe: the mover keeps nothing only in memory.
 
+pub mod context;
+pub mod jobs;
+pub mod scheduler;
+pub mod signal;
+
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::beat::BeatPermits;
-use crate::connection::{self, Connector};
-use crate::context::Context;
-use crate::health::Health;
-use crate::http;
-use crate::jobs;
-use crate::keys::Keys;
-use crate::metrics::Metrics;
+use crate::mover::allowance::BeatPermits;
+use crate::redis::connection::{self, Connector};
+use crate::daemon::context::Context;
+use crate::telemetry::health::Health;
+use crate::telemetry::http;
+
+use crate::redis::keys::Keys;
+use crate::telemetry::metrics::Metrics;
 use crate::mover::Mover;
 use crate::settings::{Schedule, Settings};
 

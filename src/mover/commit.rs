@@ -7,17 +7,17 @@
 //! half-way through a transaction. The next read of the source rides in the same round trip,
 //! after EXEC, so it sees the source as the commit left it.
 //!
-//! The lease value moves one step with each commit (see [`crate::lease`]), so when several
+//! The lease value moves one step with each commit (see [`crate::mover::lease`]), so when several
 //! requests are in flight, a commit whose predecessor failed is refused too.
 
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
 
-use crate::batch::{Envelope, Peeked, Plan};
-use crate::keys::Keys;
+use crate::mover::plan::{Envelope, Peeked, Plan};
+use crate::redis::keys::Keys;
 use crate::settings::Queues;
 
-const COMMIT: &str = include_str!("scripts/commit.lua");
+const COMMIT: &str = include_str!("../redis/scripts/commit.lua");
 
 /// Why a commit did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -313,7 +313,7 @@ impl CommitError {
     /// Error class for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            CommitError::Redis { source, .. } => crate::connection::error_kind(source),
+            CommitError::Redis { source, .. } => crate::redis::connection::error_kind(source),
             CommitError::Refused { detail, .. } if detail.starts_with("WRONGTYPE") => "wrong_type",
             CommitError::Refused { detail, .. } if detail.starts_with("NOPERM") => "no_perm",
             CommitError::Refused { detail, .. } if detail.starts_with("OOM") => "oom",

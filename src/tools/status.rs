@@ -14,9 +14,9 @@ use chrono::{DateTime, Utc};
 use redis::RedisError;
 use serde::Serialize;
 
-use crate::connection;
+use crate::redis::connection;
 use crate::envelope::format_timestamp;
-use crate::keys::Keys;
+use crate::redis::keys::Keys;
 use crate::settings::Settings;
 
 /// Why status could not be read.

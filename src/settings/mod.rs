@@ -16,7 +16,7 @@ use std::time::Duration;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
 
 /// The defaults, with their documentation. Compiled in so the binary needs no files.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// Prefix of every setting's environment variable.
 pub const ENV_PREFIX: &str = "REDIS_";

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Script};
 
-const ACQUIRE: &str = include_str!("scripts/lease_acquire.lua");
-const RENEW: &str = include_str!("scripts/lease_renew.lua");
-const RELEASE: &str = include_str!("scripts/lease_release.lua");
+const ACQUIRE: &str = include_str!("../redis/scripts/lease_acquire.lua");
+const RENEW: &str = include_str!("../redis/scripts/lease_renew.lua");
+const RELEASE: &str = include_str!("../redis/scripts/lease_release.lua");
 
 /// This replica's view of the lease.
 #[derive(Debug)]

@@ -7,7 +7,7 @@
 //!
 //! Handlers only read shared state ([`Health`] flags, [`Metrics`] series); none of them
 //! touches Redis, so a request never waits on it. Readiness follows Redis within the probe
-//! job's period (see [`crate::jobs`]).
+//! job's period (see [`crate::daemon::jobs`]).
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -21,8 +21,8 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::health::Health;
-use crate::metrics::Metrics;
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics::Metrics;
 
 /// Content type of the Prometheus text format.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use uuid::Uuid;
 
-use crate::envelope::{self, DeadLetter, Rejection};
+use crate::dead_letter::DeadLetter;
+use crate::envelope::{self, Rejection};
 
 /// One message read from the source's tail and not yet committed.
 #[derive(Debug)]

@@ -18,12 +18,12 @@ use redis::{RedisError, Script};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::connection;
-use crate::envelope::{DeadLetter, DeadLetterError};
+use crate::redis::connection;
+use crate::dead_letter::{DeadLetter, DeadLetterError};
 use crate::settings::Settings;
 
 /// The move of one record; see the header of the file for KEYS and ARGV.
-const REPLAY_LUA: &str = include_str!("scripts/replay.lua");
+const REPLAY_LUA: &str = include_str!("../redis/scripts/replay.lua");
 
 /// Undecodable records logged one by one after a replay; the rest are counted.
 const SKIPS_LOGGED: usize = 20;

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::beat::BeatPermits;
-use crate::connection::Connector;
-use crate::health::Health;
-use crate::keys::Keys;
-use crate::metrics::Metrics;
+use crate::mover::allowance::BeatPermits;
+use crate::redis::connection::Connector;
+use crate::telemetry::health::Health;
+use crate::redis::keys::Keys;
+use crate::telemetry::metrics::Metrics;
 use crate::settings::Settings;
 
 /// The daemon's shared handles.

@@ -7,6 +7,12 @@
 //! copies are dropped, the lease is re-taken with a new token (fencing off anything still in
 //! flight on the old connection), and the tail is read again.
 
+pub mod allowance;
+pub mod backoff;
+pub mod commit;
+pub mod lease;
+pub mod plan;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -18,14 +24,14 @@ use redis::aio::MultiplexedConnection;
 use redis::RedisError;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
-use crate::batch::{self, Limits, Peeked, Plan};
-use crate::commit::{self, CommitError, Read};
-use crate::connection;
-use crate::context::Context;
+use crate::mover::backoff::Backoff;
+use self::plan::{Limits, Peeked, Plan};
+use self::commit::{CommitError, Read};
+use crate::redis::connection;
+use crate::daemon::context::Context;
 use crate::envelope::format_timestamp;
-use crate::events::{self, EnvelopeLog};
-use crate::lease::Lease;
+use crate::telemetry::events::{self, EnvelopeLog};
+use crate::mover::lease::Lease;
 
 /// Why one session with Redis ended. The mover logs it, backs off and starts a new session.
 #[derive(Debug, thiserror::Error)]
@@ -326,7 +332,7 @@ impl Mover {
     /// When the partial batch waiting now must leave.
     fn deadline(&self) -> Option<Instant> {
         let unplanned = (self.planned - self.front) as usize;
-        batch::oldest_waiting(&self.pending[unplanned..])
+        plan::oldest_waiting(&self.pending[unplanned..])
             .map(|seen| seen + self.ctx.settings.batch.timeout)
     }
 
@@ -344,14 +350,14 @@ impl Mover {
             None => (prefetch / batch_size).max(1),
         };
         let timestamp = format_timestamp(chrono::Utc::now());
-        let plan = batch::plan(
+        let plan = plan::plan(
             &self.pending[unplanned..],
             Limits {
                 batch_size,
                 max_envelopes,
                 flush_seen_by,
-                max_envelope_bytes: batch::MAX_ENVELOPE_BYTES,
-                max_commit_bytes: batch::MAX_COMMIT_BYTES,
+                max_envelope_bytes: plan::MAX_ENVELOPE_BYTES,
+                max_commit_bytes: plan::MAX_COMMIT_BYTES,
             },
             &settings.queues.source,
             &timestamp,
