@@ -780,7 +780,7 @@ fn clock_ticks_per_second() -> f64 {
     })
 }
 
-/// (envelopes, messages) on the destination, from each envelope's `"size":` field.
+/// (envelopes, messages) on the processing list, from each envelope's `"size":` field.
 fn count_enveloped(
     conn: &mut redis::Connection,
     batch: usize,
@@ -870,7 +870,7 @@ fn latency(
                     .into());
                 }
                 // Up to 1000 envelopes per round trip, so the consumer keeps up at any rate;
-                // it blocks only while the destination is empty.
+                // it blocks only while the processing list is empty.
                 let got: Option<(String, Vec<Vec<u8>>)> = redis::cmd("BLMPOP")
                     .arg(0.2)
                     .arg(1)

@@ -26,7 +26,7 @@ impl Fixture {
             keys: Keys::new(&n.key_prefix, &n.source),
             queues: Queues {
                 source: n.source,
-                destination: n.destination,
+                processing: n.processing,
                 dead_letter: n.dead_letter,
             },
             server,
@@ -118,7 +118,7 @@ async fn a_commit_hands_over_whole_and_moves_the_lease_chain() {
     f.commit(5, "me/t.0", "me/t.1").await.expect("commit");
     let mut c = f.server.conn();
     assert_eq!(llen(&mut c, &f.queues.source), 0);
-    let seqs: Vec<u64> = read_all(&mut c, &f.queues.destination)
+    let seqs: Vec<u64> = read_all(&mut c, &f.queues.processing)
         .iter()
         .flat_map(|e| batch_raw(e))
         .map(|m| seq_of(&m))
@@ -145,7 +145,7 @@ async fn a_stale_lease_value_is_refused_and_nothing_changes() {
     assert!(matches!(err, CommitError::Fenced { .. }), "{err:?}");
     let mut c = f.server.conn();
     assert_eq!(llen(&mut c, &f.queues.source), 5);
-    assert_eq!(llen(&mut c, &f.queues.destination), 0);
+    assert_eq!(llen(&mut c, &f.queues.processing), 0);
     assert_eq!(llen(&mut c, &f.queues.dead_letter), 0);
     assert_eq!(f.lease().as_deref(), Some("other/x.0"));
     // No lease at all (it expired) is refused the same way.
@@ -155,7 +155,7 @@ async fn a_stale_lease_value_is_refused_and_nothing_changes() {
         Err(CommitError::Fenced { .. })
     ));
     assert_eq!(llen(&mut c, &f.queues.source), 5);
-    assert_eq!(llen(&mut c, &f.queues.destination), 0);
+    assert_eq!(llen(&mut c, &f.queues.processing), 0);
 }
 
 #[tokio::test]
@@ -168,7 +168,7 @@ async fn a_commit_whose_predecessor_did_not_run_is_refused() {
     assert!(matches!(err, CommitError::Fenced { .. }), "{err:?}");
     let mut c = f.server.conn();
     assert_eq!(llen(&mut c, &f.queues.source), 5);
-    assert_eq!(llen(&mut c, &f.queues.destination), 0);
+    assert_eq!(llen(&mut c, &f.queues.processing), 0);
 }
 
 #[tokio::test]
@@ -177,16 +177,16 @@ async fn a_failed_push_undoes_the_other_and_keeps_the_source() {
     seed(&f);
     f.set_lease("me/t.0");
     let mut c = f.server.conn();
-    // The destination is not a list: its LPUSH fails inside the transaction.
+    // The processing list is not a list: its LPUSH fails inside the transaction.
     let _: () = redis::cmd("SET")
-        .arg(&f.queues.destination)
+        .arg(&f.queues.processing)
         .arg("x")
         .query(&mut c)
         .unwrap();
     let err = f.commit(5, "me/t.0", "me/t.1").await.unwrap_err();
     match &err {
         CommitError::Refused { key, detail, .. } => {
-            assert_eq!(key, &f.queues.destination);
+            assert_eq!(key, &f.queues.processing);
             assert!(detail.starts_with("WRONGTYPE"), "{detail}");
         }
         other => panic!("unexpected {other:?}"),
@@ -212,7 +212,7 @@ async fn a_check_that_errors_undoes_the_pushes() {
     let err = f.commit(5, "me/t.0", "me/t.1").await.unwrap_err();
     assert!(matches!(err, CommitError::Refused { .. }), "{err:?}");
     assert_eq!(llen(&mut c, &f.queues.source), 5);
-    assert_eq!(llen(&mut c, &f.queues.destination), 0);
+    assert_eq!(llen(&mut c, &f.queues.processing), 0);
     assert_eq!(llen(&mut c, &f.queues.dead_letter), 0);
 }
 
@@ -229,7 +229,7 @@ async fn a_broken_stats_key_does_not_undo_a_done_commit() {
         .unwrap();
     f.commit(5, "me/t.0", "me/t.1").await.expect("commit");
     assert_eq!(llen(&mut c, &f.queues.source), 0);
-    assert_eq!(llen(&mut c, &f.queues.destination), 2);
+    assert_eq!(llen(&mut c, &f.queues.processing), 2);
     assert_eq!(f.lease().as_deref(), Some("me/t.1"));
 }
 

@@ -31,7 +31,7 @@ fn empty_queue_sends_nothing_and_sigterm_exits_0() {
         d.all_output()
     );
     assert_eq!(
-        llen(&mut c, &names.destination),
+        llen(&mut c, &names.processing),
         0,
         "an envelope was sent for an empty queue"
     );
@@ -39,7 +39,7 @@ fn empty_queue_sends_nothing_and_sigterm_exits_0() {
     assert_eq!(llen(&mut c, &names.source), 0);
     // Idle (blocked waiting for data): SIGTERM still exits 0 within 5 s.
     d.terminate_ok();
-    assert_eq!(llen(&mut c, &names.destination), 0);
+    assert_eq!(llen(&mut c, &names.processing), 0);
 }
 
 #[test]
@@ -63,18 +63,18 @@ fn fifteen_messages_with_batch_size_10_give_10_then_5_after_the_timeout() {
 
     // The full batch leaves without waiting for the timeout.
     assert!(
-        wait_until(timeout, || llen(&mut c, &names.destination) >= 1),
+        wait_until(timeout, || llen(&mut c, &names.processing) >= 1),
         "no envelope before the timeout although a full batch of 10 was waiting"
     );
     // The partial batch cannot leave before `timeout` after its first message arrived (>= t0).
-    let n = llen(&mut c, &names.destination);
+    let n = llen(&mut c, &names.processing);
     if t0.elapsed() < timeout {
         assert_eq!(n, 1, "the partial batch of 5 left before the timeout");
     }
     std::thread::sleep((timeout / 2).saturating_sub(t0.elapsed()));
     if t0.elapsed() < timeout {
         assert_eq!(
-            llen(&mut c, &names.destination),
+            llen(&mut c, &names.processing),
             1,
             "the partial batch of 5 left before the timeout"
         );
@@ -82,7 +82,7 @@ fn fifteen_messages_with_batch_size_10_give_10_then_5_after_the_timeout() {
     assert!(
         wait_until(timeout + Duration::from_secs(5), || llen(
             &mut c,
-            &names.destination
+            &names.processing
         ) == 2),
         "the partial batch of 5 never left"
     );
@@ -117,7 +117,7 @@ fn timeout_flushes_a_partial_batch() {
     let t0 = Instant::now();
     push_all(&mut c, &names.source, &w.messages);
     assert!(
-        wait_until(Duration::from_secs(5), || llen(&mut c, &names.destination)
+        wait_until(Duration::from_secs(5), || llen(&mut c, &names.processing)
             >= 1),
         "3 messages with a 0.3 s timeout were not flushed"
     );
@@ -267,12 +267,12 @@ fn unicode_and_escapes_are_unchanged_byte_for_byte() {
         ],
     );
     assert!(
-        wait_until(Duration::from_secs(10), || llen(&mut c, &names.destination)
+        wait_until(Duration::from_secs(10), || llen(&mut c, &names.processing)
             >= 1),
         "no envelope"
     );
     d.terminate_ok();
-    let envs = read_all(&mut c, &names.destination);
+    let envs = read_all(&mut c, &names.processing);
     assert_eq!(envs.len(), 1);
     let v: serde_json::Value = serde_json::from_slice(&envs[0]).unwrap();
     assert_envelope_format(&v);
@@ -376,7 +376,7 @@ fn sigterm_while_draining_exits_0_and_loses_nothing() {
     ];
     let mut d = start_daemon(&server, &names, &settings);
     assert!(
-        wait_until(Duration::from_secs(10), || llen(&mut c, &names.destination)
+        wait_until(Duration::from_secs(10), || llen(&mut c, &names.processing)
             >= 5),
         "the daemon never started moving"
     );
@@ -419,12 +419,12 @@ fn sigterm_with_a_partial_batch_waiting_leaves_it_in_the_source() {
     // Let the daemon see them and start waiting for the batch's deadline.
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(
-        llen(&mut c, &names.destination),
+        llen(&mut c, &names.processing),
         0,
         "partial batch left before its 300 s timeout"
     );
     d.terminate_ok();
-    assert_eq!(llen(&mut c, &names.destination), 0);
+    assert_eq!(llen(&mut c, &names.processing), 0);
     assert_eq!(
         read_all(&mut c, &names.source),
         w.messages,
@@ -453,11 +453,11 @@ fn json_logs_trace_every_envelope() {
     std::thread::sleep(Duration::from_millis(300));
     push_all(&mut c, &names.source, &w.messages[5..]); // a partial one, sent on timeout
     assert!(
-        wait_until(Duration::from_secs(10), || llen(&mut c, &names.destination)
+        wait_until(Duration::from_secs(10), || llen(&mut c, &names.processing)
             == 2),
         "expected two envelopes"
     );
-    let envs = envelopes(&mut c, &names.destination);
+    let envs = envelopes(&mut c, &names.processing);
     let ids: Vec<String> = envs
         .iter()
         .map(|e| e["event_id"].as_str().unwrap().to_string())
@@ -491,7 +491,7 @@ fn json_logs_trace_every_envelope() {
             "{line}"
         );
         assert_eq!(line["source"], names.source, "{line}");
-        assert_eq!(line["destination"], names.destination, "{line}");
+        assert_eq!(line["processing"], names.processing, "{line}");
         let age = as_f64(&line["oldest_age_ms"])
             .unwrap_or_else(|| panic!("oldest_age_ms missing: {line}"));
         assert!(age >= 0.0, "{line}");

@@ -434,7 +434,7 @@ fn bad_then_fixed_messages_end_up_once_in_envelopes() {
     );
 
     let all_messages = |c: &mut redis::Connection| -> Vec<Vec<u8>> {
-        read_all(c, &names.destination)
+        read_all(c, &names.processing)
             .iter()
             .flat_map(|e| batch_raw(e))
             .collect()

@@ -1,6 +1,6 @@
 //! The HTTP probes, the metrics endpoint and the periodic jobs, in process, against a real
 //! redis-server: readiness follows Redis going away and coming back within 2 s, /metrics
-//! shows the list lengths, the heartbeat registers the replica, the stats line and beat mode
+//! shows the list lengths, the heartbeat registers the replica, the stats line and scheduled mode
 //! tick.
 mod common;
 
@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use batch_processor::mover::allowance::BeatPermits;
+use batch_processor::mover::allowance::BatchAllowance;
 use batch_processor::redis::connection::Connector;
 use batch_processor::daemon::context::Context;
 use batch_processor::telemetry::health::Health;
@@ -43,7 +43,7 @@ impl Rig {
         let mut env = vec![
             ("REDIS_PORT", port.as_str()),
             ("REDIS_RAW_DATA_QUEUE", names.source.as_str()),
-            ("REDIS_PROCESSING_QUEUE", names.destination.as_str()),
+            ("REDIS_PROCESSING_QUEUE", names.processing.as_str()),
             ("REDIS_DEAD_LETTER_QUEUE", names.dead_letter.as_str()),
             ("REDIS_KEY_PREFIX", names.key_prefix.as_str()),
             ("REDIS_HTTP_ADDR", "127.0.0.1:0"),
@@ -53,7 +53,7 @@ impl Rig {
         let ctx = Context {
             connector: Connector::new(&settings.redis).expect("connector"),
             keys: Keys::new(&settings.replica.key_prefix, &settings.queues.source),
-            beat: Some(BeatPermits::new()),
+            allowance: Some(BatchAllowance::new()),
             settings: Arc::new(settings),
             metrics: Metrics::new(),
             health: Health::default(),
@@ -237,7 +237,7 @@ async fn metrics_show_every_series_and_the_list_lengths() {
     let mut conn = rig.server.conn();
     let events: Vec<Vec<u8>> = (0..7).map(|i| event(i, 200)).collect();
     push_all(&mut conn, &rig.names.source, &events);
-    push_all(&mut conn, &rig.names.destination, &events[..2]);
+    push_all(&mut conn, &rig.names.processing, &events[..2]);
     push_all(&mut conn, &rig.names.dead_letter, &events[..3]);
     // What the mover records when it sends a batch.
     rig.ctx.metrics.messages.inc_by(5);
@@ -481,7 +481,7 @@ async fn beat_mode_grants_batches_every_tick() {
         ("REDIS_MAX_BATCHES_PER_TICK", "2"),
     ])
     .await;
-    let permits = rig.ctx.beat.clone().unwrap();
+    let permits = rig.ctx.allowance.clone().unwrap();
     assert!(within(TWO_S, async || permits.available() == 2)
         .await
         .is_some());

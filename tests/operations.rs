@@ -1,5 +1,5 @@
 //! Operations against a running daemon: metrics and status agree with what was moved, and
-//! beat mode takes no more than its batches per tick.
+//! scheduled mode takes no more than its batches per tick.
 
 mod common;
 
@@ -34,7 +34,7 @@ fn metrics_and_status_match_what_was_moved() {
     let mut daemon = spawn_daemon(&env, &[]);
     assert!(
         wait_until(Duration::from_secs(20), || {
-            llen(&mut c, &names.source) == 0 && llen(&mut c, &names.destination) == 10
+            llen(&mut c, &names.source) == 0 && llen(&mut c, &names.processing) == 10
         }),
         "the daemon did not move everything"
     );
@@ -71,7 +71,7 @@ fn metrics_and_status_match_what_was_moved() {
         Some(5.0)
     );
     assert_eq!(metric(&text, "batch_processor_lease_held"), Some(1.0));
-    let envelope_sizes: u64 = envelopes(&mut c, &names.destination)
+    let envelope_sizes: u64 = envelopes(&mut c, &names.processing)
         .iter()
         .map(|e| e["payload"]["size"].as_u64().unwrap())
         .sum();
@@ -126,13 +126,13 @@ fn beat_mode_takes_at_most_the_configured_batches_per_tick() {
     let mut daemon = spawn_daemon(&env, &[]);
     assert!(wait_until(Duration::from_secs(10), || llen(
         &mut c,
-        &names.destination
+        &names.processing
     ) >= 2));
     // Give it every chance to take more than it may.
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(llen(&mut c, &names.destination), 2);
+    assert_eq!(llen(&mut c, &names.processing), 2);
     assert_eq!(llen(&mut c, &names.source), 40);
-    let seqs: Vec<u64> = read_all(&mut c, &names.destination)
+    let seqs: Vec<u64> = read_all(&mut c, &names.processing)
         .iter()
         .flat_map(|e| batch_raw(e))
         .map(|m| seq_of(&m))
@@ -169,7 +169,7 @@ fn busy_envelope_logging_is_summarised_and_accounts_for_every_envelope() {
     let mut daemon = spawn_daemon(&env, &[]);
     assert!(wait_until(Duration::from_secs(30), || llen(
         &mut c,
-        &names.destination
+        &names.processing
     ) == 500));
     // The summary for the last busy second is written when the next second starts.
     std::thread::sleep(Duration::from_millis(1500));

@@ -19,9 +19,9 @@ fn problem_lines_with(d: &Daemon, needle: &str, any: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// Total messages in the envelopes on the destination.
+/// Total messages in the envelopes on the processing list.
 fn moved(c: &mut redis::Connection, names: &Names) -> usize {
-    envelopes(c, &names.destination)
+    envelopes(c, &names.processing)
         .iter()
         .map(|e| e["payload"]["size"].as_u64().unwrap_or(0) as usize)
         .sum()
@@ -242,9 +242,9 @@ fn redis_restarted_twice_during_a_drain_ends_exactly_once() {
         ],
     );
     for round in 1..=2 {
-        let before = llen(&mut c, &names.destination);
+        let before = llen(&mut c, &names.processing);
         assert!(
-            wait_until(Duration::from_secs(10), || llen(&mut c, &names.destination)
+            wait_until(Duration::from_secs(10), || llen(&mut c, &names.processing)
                 > before),
             "round {round}: daemon not moving"
         );
@@ -321,7 +321,7 @@ fn redis_paused_past_the_client_timeouts_ends_exactly_once() {
         Duration::from_millis(25),
     );
     assert!(
-        wait_until(Duration::from_secs(10), || llen(&mut c, &names.destination)
+        wait_until(Duration::from_secs(10), || llen(&mut c, &names.processing)
             > 0),
         "daemon not moving"
     );
@@ -513,7 +513,7 @@ fn the_daemon_recovers_once_its_credentials_are_accepted() {
     assert!(
         wait_until(Duration::from_secs(10), || llen(
             &mut admin,
-            &names.destination
+            &names.processing
         ) == 1),
         "daemon did not resume after the credentials were fixed:\n{}",
         d.stdout_lines().join("\n")
@@ -534,7 +534,7 @@ fn noperm_on_the_source_is_reported_naming_the_key() {
         .arg("on")
         .arg(">limited-pw-55")
         .arg(format!("~{}*", names.key_prefix))
-        .arg(format!("~{}", names.destination))
+        .arg(format!("~{}", names.processing))
         .arg(format!("~{}", names.dead_letter))
         .arg("+@all")
         .query(&mut c)
@@ -574,7 +574,7 @@ fn noperm_on_the_source_is_reported_naming_the_key() {
         10,
         "messages must stay in the source"
     );
-    assert_eq!(llen(&mut c, &names.destination), 0);
+    assert_eq!(llen(&mut c, &names.processing), 0);
     d.terminate_ok();
 }
 
@@ -650,7 +650,7 @@ fn memory_stays_bounded_draining_a_million_messages() {
     let consumed = Arc::new(AtomicU64::new(0));
     let consumer = {
         let (stop, consumed) = (stop.clone(), consumed.clone());
-        let (url, list) = (server.url(), names.destination.clone());
+        let (url, list) = (server.url(), names.processing.clone());
         std::thread::spawn(move || {
             let mut c = connect(&url);
             loop {
@@ -738,7 +738,7 @@ fn sigterm_while_redis_is_paused_exits_0_within_5_seconds_and_loses_nothing() {
     );
     assert!(wait_until(Duration::from_secs(10), || llen(
         &mut c,
-        &names.destination
+        &names.processing
     ) > 0));
     // Redis stops answering mid-drain; the daemon is told to stop while it waits on Redis.
     server.pause();
@@ -761,7 +761,7 @@ fn sigterm_while_redis_is_paused_exits_0_within_5_seconds_and_loses_nothing() {
     assert_accounted(&outcome(&mut c, &names), &w, &names, true, true);
 }
 
-/// A refusal that comes after the lease was taken (here the destination is not a list) must
+/// A refusal that comes after the lease was taken (here the processing list is not a list) must
 /// back off like any other failure, not retry at full speed.
 #[test]
 fn a_persistent_refusal_after_taking_the_lease_backs_off() {
@@ -769,7 +769,7 @@ fn a_persistent_refusal_after_taking_the_lease_backs_off() {
     let names = Names::new();
     let mut c = server.conn();
     let _: () = redis::cmd("SET")
-        .arg(&names.destination)
+        .arg(&names.processing)
         .arg("not a list")
         .query(&mut c)
         .unwrap();
@@ -793,11 +793,11 @@ fn a_persistent_refusal_after_taking_the_lease_backs_off() {
         .filter(|v| v["message"] == "redis refused" || v["message"] == "redis unavailable")
         .filter_map(|v| v["attempt"].as_u64())
         .collect();
-    let refusals = problem_lines_with(&d, &names.destination, &["WRONGTYPE"]);
+    let refusals = problem_lines_with(&d, &names.processing, &["WRONGTYPE"]);
     d.terminate_ok();
     // Doubling from 0.1 s (each delay in the upper half of its step) allows at most about 8
     // attempts in 5 s; the attempt count grows instead of starting over.
-    assert!(!refusals.is_empty(), "no refusal naming the destination");
+    assert!(!refusals.is_empty(), "no refusal naming the processing list");
     assert!(attempts.len() <= 12, "{} attempts in 5 s", attempts.len());
     assert!(
         attempts.iter().max().copied().unwrap_or(0) >= 3,
@@ -837,12 +837,12 @@ fn redis_down_at_start_up_is_retried_until_it_comes() {
     );
     assert!(
         wait_until(Duration::from_secs(10), || llen(&mut c, &names.source) == 0
-            && llen(&mut c, &names.destination) == 3),
+            && llen(&mut c, &names.processing) == 3),
         "nothing moved after Redis came up: {}",
         d.all_output()
     );
     d.terminate_ok();
-    let seqs: Vec<u64> = read_all(&mut c, &names.destination)
+    let seqs: Vec<u64> = read_all(&mut c, &names.processing)
         .iter()
         .flat_map(|e| batch_raw(e))
         .map(|m| seq_of(&m))

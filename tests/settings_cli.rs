@@ -120,13 +120,13 @@ fn unknown_redis_variables_are_ignored() {
     push_all(&mut c, &names.source, &workload(10, 0, 100).messages);
     // The default batch size (10) applies: one full envelope.
     assert!(
-        wait_until(Duration::from_secs(10), || llen(&mut c, &names.destination)
+        wait_until(Duration::from_secs(10), || llen(&mut c, &names.processing)
             == 1),
         "daemon with unknown REDIS_* variables did not move a full batch; output:\n{}",
         d.all_output()
     );
     assert_eq!(
-        envelopes(&mut c, &names.destination)[0]["payload"]["size"],
+        envelopes(&mut c, &names.processing)[0]["payload"]["size"],
         10
     );
     assert!(d.is_running());

@@ -61,7 +61,7 @@ fn populate(server: &RedisServer, names: &Names) -> i64 {
     );
     push_all(
         &mut c,
-        &names.destination,
+        &names.processing,
         &(0..3).map(|i| event(i, 50)).collect::<Vec<_>>(),
     );
     push_all(
@@ -87,26 +87,26 @@ fn populate(server: &RedisServer, names: &Names) -> i64 {
         .arg(60_000)
         .query(&mut c)
         .unwrap();
-    let beat = now_ms() - 500;
+    let heartbeat = now_ms() - 500;
     let _: i64 = redis::cmd("ZADD")
         .arg(keys.replicas())
-        .arg(beat)
+        .arg(heartbeat)
         .arg("pod/a-1")
-        .arg(beat + 1)
+        .arg(heartbeat + 1)
         .arg("b-2")
-        .arg(beat - 600_000)
+        .arg(heartbeat - 600_000)
         .arg("gone-3")
         .query(&mut c)
         .unwrap();
     hset(
         &mut c,
         &keys.replica("pod/a-1"),
-        &replica_fields("pod/a-1", 11, beat, true, "10.5"),
+        &replica_fields("pod/a-1", 11, heartbeat, true, "10.5"),
     );
     hset(
         &mut c,
         &keys.replica("b-2"),
-        &replica_fields("b-2", 22, beat + 1, false, "2.25"),
+        &replica_fields("b-2", 22, heartbeat + 1, false, "2.25"),
     );
     last
 }
@@ -129,7 +129,7 @@ fn json_numbers_match_the_lists_and_hashes() {
     let q = &v["queues"];
     assert_eq!(q["source"]["name"], names.source.as_str());
     assert_eq!(q["source"]["length"], 7);
-    assert_eq!(q["processing"]["name"], names.destination.as_str());
+    assert_eq!(q["processing"]["name"], names.processing.as_str());
     assert_eq!(q["processing"]["length"], 3);
     assert_eq!(q["dead_letter"]["name"], names.dead_letter.as_str());
     assert_eq!(q["dead_letter"]["length"], 2);
@@ -221,7 +221,7 @@ fn text_mode_shows_queue_names_lengths_and_replicas() {
     assert_eq!(line("source"), ["source", names.source.as_str(), "7"]);
     assert_eq!(
         line("processing"),
-        ["processing", names.destination.as_str(), "3"]
+        ["processing", names.processing.as_str(), "3"]
     );
     assert_eq!(
         line("dead letters"),

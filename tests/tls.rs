@@ -102,7 +102,7 @@ fn the_daemon_moves_messages_over_tls_with_a_private_ca() {
         ("REDIS_URL", url.as_str()),
         ("REDIS_TLS_CA_FILE", ca.as_str()),
         ("REDIS_RAW_DATA_QUEUE", &names.source),
-        ("REDIS_PROCESSING_QUEUE", &names.destination),
+        ("REDIS_PROCESSING_QUEUE", &names.processing),
         ("REDIS_DEAD_LETTER_QUEUE", &names.dead_letter),
         ("REDIS_KEY_PREFIX", &names.key_prefix),
         ("REDIS_HTTP_ADDR", "off"),

@@ -1,12 +1,12 @@
 //! What the daemon's tasks share: settings, the connector, key names, metrics, readiness and
-//! beat permits. Built once by [`crate::daemon`]; each task gets a clone (all fields are
+//! the batch allowance of scheduled mode. Built once by [`crate::daemon`]; each task gets a clone (all fields are
 //! cheap to clone and share their state).
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::mover::allowance::BeatPermits;
+use crate::mover::allowance::BatchAllowance;
 use crate::redis::connection::Connector;
 use crate::telemetry::health::Health;
 use crate::redis::keys::Keys;
@@ -26,9 +26,9 @@ pub struct Context {
     pub metrics: Metrics,
     /// Readiness flags: the mover sets `mover_running`, the probe `redis_reachable`.
     pub health: Health,
-    /// Beat mode's permits, refilled by the `beat` job and spent by the mover; `None` when
+    /// Scheduled mode's permits, refilled by the `allowance` job and spent by the mover; `None` when
     /// running continuously.
-    pub beat: Option<BeatPermits>,
+    pub allowance: Option<BatchAllowance>,
     /// When this process started, as written in the replica hash.
     pub started_at: DateTime<Utc>,
 }

@@ -6,7 +6,7 @@
 //!   and the rate since the previous line.
 //! - `heartbeat` (every third of the lease TTL): this replica's hash and its entry in the
 //!   replica set, read by `batch-processor status`.
-//! - `beat` (beat mode only): grants the mover its batches for the next tick.
+//! - `allowance` (scheduled mode only): grants the mover its batches for the next tick.
 //!
 //! The mover renews the lease itself; no job here touches it.
 
@@ -17,7 +17,7 @@ use redis::aio::MultiplexedConnection;
 use redis::RedisError;
 use tokio::time::Instant;
 
-use crate::mover::allowance::BeatPermits;
+use crate::mover::allowance::BatchAllowance;
 use crate::redis::connection::{self, Connector};
 use crate::daemon::context::Context;
 use crate::telemetry::health::Health;
@@ -84,20 +84,20 @@ impl JobsError {
     }
 }
 
-/// The scheduler the daemon runs: probe, stats, heartbeat, and beat in beat mode.
+/// The scheduler the daemon runs: probe, stats, heartbeat, and the allowance refill in scheduled mode.
 pub fn daemon_scheduler(ctx: Context) -> Scheduler {
     let mut scheduler = Scheduler::new();
     scheduler.add(Probe::new(&ctx));
     scheduler.add(Stats::new(&ctx));
     scheduler.add(Heartbeat::new(&ctx));
-    match (ctx.settings.schedule, ctx.beat) {
-        (Schedule::Every { every, max_batches }, Some(permits)) => scheduler.add(Beat {
+    match (ctx.settings.schedule, ctx.allowance) {
+        (Schedule::Every { every, max_batches }, Some(permits)) => scheduler.add(AllowanceRefill {
             every,
             max_batches: max_batches.get(),
             permits,
         }),
         (Schedule::Every { .. }, None) => {
-            tracing::error!("beat mode is configured but the daemon passed no beat permits");
+            tracing::error!("scheduled mode is configured but the daemon passed no batch allowance");
         }
         (Schedule::Continuous, _) => {}
     }
@@ -188,7 +188,7 @@ impl Probe {
             .cmd("LLEN")
             .arg(&self.queues.source)
             .cmd("LLEN")
-            .arg(&self.queues.destination)
+            .arg(&self.queues.processing)
             .cmd("LLEN")
             .arg(&self.queues.dead_letter);
         let bound = self.bound;
@@ -351,7 +351,7 @@ impl Heartbeat {
         }
     }
 
-    async fn beat(&mut self) -> Result<(), JobsError> {
+    async fn write(&mut self) -> Result<(), JobsError> {
         let now = Snapshot::now(&self.metrics);
         let now_ms = Utc::now().timestamp_millis();
         let hash = self.keys.replica(&self.consumer);
@@ -420,7 +420,7 @@ impl Job for Heartbeat {
 
     fn run(&mut self) -> BoxFuture<'_, Result<(), JobError>> {
         Box::pin(async move {
-            let result = self.beat().await;
+            let result = self.write().await;
             if let Err(e) = &result {
                 self.metrics.redis_error(e.kind());
             }
@@ -429,17 +429,17 @@ impl Job for Heartbeat {
     }
 }
 
-/// Beat mode's tick: the mover may take up to `max_batches` batches until the next one.
+/// Scheduled mode's tick: the mover may take up to `max_batches` batches until the next one.
 #[derive(Debug)]
-struct Beat {
+struct AllowanceRefill {
     every: Duration,
     max_batches: usize,
-    permits: BeatPermits,
+    permits: BatchAllowance,
 }
 
-impl Job for Beat {
+impl Job for AllowanceRefill {
     fn name(&self) -> &'static str {
-        "beat"
+        "allowance"
     }
 
     fn period(&self) -> Duration {
@@ -449,7 +449,7 @@ impl Job for Beat {
     fn run(&mut self) -> BoxFuture<'_, Result<(), JobError>> {
         Box::pin(async move {
             self.permits.refill(self.max_batches);
-            tracing::debug!(max_batches = self.max_batches, "beat");
+            tracing::debug!(max_batches = self.max_batches, "allowance refilled");
             Ok(())
         })
     }
@@ -469,21 +469,21 @@ mod tests {
             settings: Arc::new(settings),
             metrics: Metrics::new(),
             health: Health::default(),
-            beat: Some(BeatPermits::new()),
+            allowance: Some(BatchAllowance::new()),
             started_at: Utc::now(),
         }
     }
 
     #[test]
-    fn continuous_mode_has_no_beat() {
+    fn continuous_mode_has_no_allowance_refill() {
         let s = daemon_scheduler(context(&[]));
         assert_eq!(s.job_names(), vec!["probe", "stats", "heartbeat"]);
     }
 
     #[test]
-    fn beat_mode_adds_the_beat() {
+    fn scheduled_mode_adds_the_allowance_refill() {
         let s = daemon_scheduler(context(&[("REDIS_SCHEDULE", "2")]));
-        assert_eq!(s.job_names(), vec!["probe", "stats", "heartbeat", "beat"]);
+        assert_eq!(s.job_names(), vec!["probe", "stats", "heartbeat", "allowance"]);
     }
 
     #[test]
@@ -515,17 +515,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn beat_refills_permits_each_tick() {
         let ctx = context(&[("REDIS_SCHEDULE", "2"), ("REDIS_MAX_BATCHES_PER_TICK", "3")]);
-        let permits = ctx.beat.clone().unwrap();
-        let mut beat = Beat {
+        let permits = ctx.allowance.clone().unwrap();
+        let mut refill = AllowanceRefill {
             every: Duration::from_secs(2),
             max_batches: 3,
             permits: permits.clone(),
         };
         assert_eq!(permits.available(), 0);
-        beat.run().await.unwrap();
+        refill.run().await.unwrap();
         assert_eq!(permits.available(), 3);
         permits.spend(2);
-        beat.run().await.unwrap();
+        refill.run().await.unwrap();
         assert_eq!(permits.available(), 3, "a tick resets the allowance");
     }
 }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::mover::allowance::BeatPermits;
+use crate::mover::allowance::BatchAllowance;
 use crate::redis::connection::{self, Connector};
 use crate::daemon::context::Context;
 use crate::telemetry::health::Health;
@@ -47,15 +47,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let keys = Keys::new(&settings.replica.key_prefix, &settings.queues.source);
     let metrics = Metrics::new();
     let health = Health::default();
-    let beat = match settings.schedule {
+    let allowance = match settings.schedule {
         Schedule::Continuous => None,
-        Schedule::Every { .. } => Some(BeatPermits::new()),
+        Schedule::Every { .. } => Some(BatchAllowance::new()),
     };
     tracing::info!(
         message = "daemon started",
         redis = %connector.addr(),
         source = %settings.queues.source,
-        destination = %settings.queues.destination,
+        processing = %settings.queues.processing,
         dead_letter = %settings.queues.dead_letter,
         batch_size = settings.batch.size.get(),
         processing_timeout_s = settings.batch.timeout.as_secs_f64(),
@@ -87,7 +87,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         keys,
         metrics,
         health,
-        beat,
+        allowance,
         started_at: chrono::Utc::now(),
     };
     tasks.spawn(

@@ -1,4 +1,4 @@
-//! Beat mode's permits: the scheduler grants up to `max_batches_per_tick` batches per tick and
+//! Scheduled mode's permits: the scheduler grants up to `max_batches_per_tick` batches per tick and
 //! the mover spends them. Unused permits do not pile up: each tick resets the allowance, so
 //! missed ticks are coalesced rather than bunched.
 
@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Shared allowance of batches. Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct BeatPermits {
+pub struct BatchAllowance {
     inner: Arc<Inner>,
 }
 
@@ -19,7 +19,7 @@ struct Inner {
     granted: Notify,
 }
 
-impl BeatPermits {
+impl BatchAllowance {
     /// No permits until the first tick.
     pub fn new() -> Self {
         Self::default()
@@ -73,7 +73,7 @@ mod tests {
 
     #[tokio::test]
     async fn refill_resets_rather_than_accumulates() {
-        let p = BeatPermits::new();
+        let p = BatchAllowance::new();
         p.refill(3);
         p.refill(3);
         assert_eq!(p.available(), 3);

@@ -99,7 +99,7 @@ impl Request {
         if committing {
             pipe.cmd("MULTI");
             if !plan.envelopes.is_empty() {
-                let lpush = pipe.cmd("LPUSH").arg(&queues.destination);
+                let lpush = pipe.cmd("LPUSH").arg(&queues.processing);
                 for e in &plan.envelopes {
                     lpush.arg(EnvelopeArg {
                         envelope: e,
@@ -118,7 +118,7 @@ impl Request {
                 .arg(COMMIT)
                 .arg(5)
                 .arg(&queues.source)
-                .arg(&queues.destination)
+                .arg(&queues.processing)
                 .arg(&queues.dead_letter)
                 .arg(keys.lease())
                 .arg(keys.stats())
@@ -237,11 +237,11 @@ fn check_exec(
         }
         other => return Err(CommitError::Protocol(format!("EXEC reply {other:?}"))),
     };
-    // Results: [LPUSH destination]?, [LPUSH dead-letter]?, EVAL.
+    // Results: [LPUSH processing]?, [LPUSH dead-letter]?, EVAL.
     let mut it = results.into_iter();
     let mut push_error = None;
     for (present, key) in [
-        (envelopes > 0, &queues.destination),
+        (envelopes > 0, &queues.processing),
         (dead_letters > 0, &queues.dead_letter),
     ] {
         if present {

@@ -345,7 +345,7 @@ impl Mover {
         // A partial batch whose first message was seen this long ago has reached its deadline.
         // (`None` when the clock started less than a timeout ago: then nothing is that old.)
         let flush_seen_by = Instant::now().checked_sub(settings.batch.timeout);
-        let max_envelopes = match &self.ctx.beat {
+        let max_envelopes = match &self.ctx.allowance {
             Some(permits) => permits.available(),
             None => (prefetch / batch_size).max(1),
         };
@@ -393,7 +393,7 @@ impl Mover {
             },
             read,
         );
-        if let Some(permits) = &self.ctx.beat {
+        if let Some(permits) = &self.ctx.allowance {
             permits.spend(plan.envelopes.len());
         }
         let read_at = read.map(|r| (self.next_read, r.count));
@@ -435,7 +435,7 @@ impl Mover {
                 &self.ctx.metrics,
                 &plan.envelopes,
                 &settings.queues.source,
-                &settings.queues.destination,
+                &settings.queues.processing,
                 now,
             );
             self.log.dead_letters_written(
@@ -469,7 +469,7 @@ impl Mover {
         }
     }
 
-    /// Nothing to do right now: wait for new messages, a deadline, a beat or a renewal.
+    /// Nothing to do right now: wait for new messages, a deadline, a scheduled tick or a renewal.
     async fn wait(
         &mut self,
         blocking: &mut Option<MultiplexedConnection>,
@@ -539,9 +539,9 @@ impl Mover {
         if let Some(d) = deadline {
             wake = wake.min(d.max(now));
         }
-        if let Some(permits) = &self.ctx.beat {
+        if let Some(permits) = &self.ctx.allowance {
             if permits.available() == 0 {
-                // Beat mode: nothing may leave before the next tick; keep renewing meanwhile.
+                // Scheduled mode: nothing may leave before the next tick; keep renewing meanwhile.
                 let renew = tokio::time::sleep(wake_in);
                 return Ok(tokio::select! {
                     granted = permits.wait(shutdown) => if granted { Flow::Continue } else { Flow::Stop },

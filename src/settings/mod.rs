@@ -190,11 +190,11 @@ pub enum LogFormat {
 pub enum Schedule {
     /// Take batches as soon as they fill or time out.
     Continuous,
-    /// Beat mode: at most `max_batches` batches once every `every`.
+    /// Scheduled mode: at most `max_batches` batches once every `every`.
     Every {
-        /// Period of the beat.
+        /// Period of the schedule.
         every: Duration,
-        /// Most batches taken per beat.
+        /// Most batches taken per period.
         max_batches: NonZeroUsize,
     },
 }
@@ -205,7 +205,7 @@ pub struct Queues {
     /// Producers LPUSH here; the daemon takes from the tail.
     pub source: String,
     /// Envelopes are LPUSHed here.
-    pub destination: String,
+    pub processing: String,
     /// Dead-letter records are LPUSHed here.
     pub dead_letter: String,
 }
@@ -287,7 +287,7 @@ pub struct Settings {
     pub retry: RetrySettings,
     /// Graceful shutdown budget.
     pub shutdown_grace: Duration,
-    /// Continuous or beat mode.
+    /// Continuous or scheduled mode.
     pub schedule: Schedule,
     /// Period of the stats line.
     pub stats_interval: Duration,
@@ -482,10 +482,10 @@ pub fn validate(raw: &RawSettings, rust_log: Option<String>) -> Result<Settings,
     };
     let queues = Queues {
         source: raw.name("raw_data_queue")?,
-        destination: raw.name("processing_queue")?,
+        processing: raw.name("processing_queue")?,
         dead_letter: raw.name("dead_letter_queue")?,
     };
-    if queues.source == queues.destination || queues.source == queues.dead_letter {
+    if queues.source == queues.processing || queues.source == queues.dead_letter {
         return Err(SettingsError::invalid(
             "raw_data_queue",
             &queues.source,
@@ -690,7 +690,7 @@ mod tests {
     fn defaults_match_the_contract() {
         let s = load_with(&[]).unwrap();
         assert_eq!(s.queues.source, "raw_data_queue");
-        assert_eq!(s.queues.destination, "processing_queue");
+        assert_eq!(s.queues.processing, "processing_queue");
         assert_eq!(s.queues.dead_letter, "dead_letter_queue");
         assert_eq!(s.batch.size.get(), 10);
         assert_eq!(s.batch.timeout, Duration::from_secs(300));
@@ -797,7 +797,7 @@ mod tests {
         let env = vec![("REDIS_BATCH_SIZE", "7")];
         let s = load(&env, Some(&path)).unwrap();
         assert_eq!(s.batch.size.get(), 7);
-        assert_eq!(s.queues.destination, "from_file");
+        assert_eq!(s.queues.processing, "from_file");
         assert_eq!(s.queues.source, "raw_data_queue");
         let missing = load(&env, Some(&dir.path().join("nope.toml"))).unwrap_err();
         assert!(missing.to_string().contains("nope.toml"), "{missing}");

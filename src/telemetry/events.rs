@@ -95,7 +95,7 @@ impl EnvelopeLog {
         metrics: &Metrics,
         envelopes: &[Envelope],
         source: &str,
-        destination: &str,
+        processing: &str,
         now: Instant,
     ) {
         self.roll(now);
@@ -113,7 +113,7 @@ impl EnvelopeLog {
                     event_id = %e.event_id,
                     size = e.size,
                     source,
-                    destination,
+                    processing,
                     oldest_age_ms = age_ms
                 );
             } else {
@@ -125,7 +125,7 @@ impl EnvelopeLog {
                     event_id = %e.event_id,
                     size = e.size,
                     source,
-                    destination,
+                    processing,
                     oldest_age_ms = age_ms
                 );
             }

@@ -42,7 +42,7 @@ pub enum StatusError {
 
 /// One list and its length.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct QueueStatus {
+pub struct ListLength {
     /// The list's key.
     pub name: String,
     /// LLEN at the time of the snapshot.
@@ -51,13 +51,13 @@ pub struct QueueStatus {
 
 /// The three lists.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Queues {
+pub struct ListLengths {
     /// The source list producers push onto.
-    pub source: QueueStatus,
+    pub source: ListLength,
     /// The list envelopes go to.
-    pub processing: QueueStatus,
+    pub processing: ListLength,
     /// The dead-letter list.
-    pub dead_letter: QueueStatus,
+    pub dead_letter: ListLength,
 }
 
 /// Totals over all replicas since the stats hash was created.
@@ -73,7 +73,7 @@ pub struct Totals {
 
 /// Who holds the lease on the source.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Lease {
+pub struct LeaseHolder {
     /// The holder's consumer name.
     pub holder: String,
     /// Milliseconds the lease still lives (PTTL; -1 means it has no TTL).
@@ -113,7 +113,7 @@ pub struct Status {
     /// The Redis address read from (never contains credentials).
     pub redis: String,
     /// List names and lengths.
-    pub queues: Queues,
+    pub queues: ListLengths,
     /// Running totals from the stats hash.
     pub totals: Totals,
     /// Time of the last envelope (RFC 3339), `null` when none was ever sent.
@@ -121,7 +121,7 @@ pub struct Status {
     /// Milliseconds since the last envelope, by this machine's clock.
     pub last_envelope_age_ms: Option<i64>,
     /// The lease holder, `null` when nobody holds it.
-    pub lease: Option<Lease>,
+    pub lease: Option<LeaseHolder>,
     /// Replicas whose heartbeat hash still exists, by consumer name.
     pub replicas: Vec<Replica>,
     /// Sum of the live replicas' rates, messages per second.
@@ -170,7 +170,7 @@ pub async fn read(settings: &Settings) -> Result<Status, StatusError> {
             .cmd("LLEN")
             .arg(&q.source)
             .cmd("LLEN")
-            .arg(&q.destination)
+            .arg(&q.processing)
             .cmd("LLEN")
             .arg(&q.dead_letter)
             .cmd("HGETALL")
@@ -215,16 +215,16 @@ pub async fn read(settings: &Settings) -> Result<Status, StatusError> {
 
     Ok(Status {
         redis: addr,
-        queues: Queues {
-            source: QueueStatus {
+        queues: ListLengths {
+            source: ListLength {
                 name: q.source.clone(),
                 length: source_len,
             },
-            processing: QueueStatus {
-                name: q.destination.clone(),
+            processing: ListLength {
+                name: q.processing.clone(),
                 length: processing_len,
             },
-            dead_letter: QueueStatus {
+            dead_letter: ListLength {
                 name: q.dead_letter.clone(),
                 length: dead_len,
             },
@@ -236,7 +236,7 @@ pub async fn read(settings: &Settings) -> Result<Status, StatusError> {
         },
         last_envelope_at: last_ms.and_then(rfc3339_ms),
         last_envelope_age_ms: last_ms.map(|t| now_ms - t),
-        lease: lease.map(|value| Lease {
+        lease: lease.map(|value| LeaseHolder {
             holder: lease_holder(&value).to_string(),
             ttl_ms: lease_ttl,
         }),
@@ -355,7 +355,7 @@ pub fn render_text(s: &Status) -> String {
     let _ = write!(out, "replicas       {} alive", s.replicas.len());
     for r in &s.replicas {
         let pid = r.pid.map_or_else(|| "?".to_string(), |p| p.to_string());
-        let beat = r
+        let heartbeat = r
             .heartbeat_age_ms
             .map_or_else(|| "unknown".to_string(), ago);
         let _ = write!(
@@ -366,7 +366,7 @@ pub fn render_text(s: &Status) -> String {
             r.host,
             pid,
             r.started_at,
-            beat,
+            heartbeat,
             r.messages,
             r.batches,
             r.dead_letters,

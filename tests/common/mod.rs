@@ -167,7 +167,7 @@ pub fn prefix() -> String {
 #[derive(Clone, Debug)]
 pub struct Names {
     pub source: String,
-    pub destination: String,
+    pub processing: String,
     pub dead_letter: String,
     pub key_prefix: String,
 }
@@ -177,7 +177,7 @@ impl Names {
         let p = prefix();
         Names {
             source: format!("{p}:raw"),
-            destination: format!("{p}:processing"),
+            processing: format!("{p}:processing"),
             dead_letter: format!("{p}:dead"),
             key_prefix: format!("{p}:bp"),
         }
@@ -206,7 +206,7 @@ pub fn daemon_env(server: &RedisServer, names: &Names) -> Vec<(String, String)> 
     [
         ("REDIS_PORT", server.port.to_string()),
         ("REDIS_RAW_DATA_QUEUE", names.source.clone()),
-        ("REDIS_PROCESSING_QUEUE", names.destination.clone()),
+        ("REDIS_PROCESSING_QUEUE", names.processing.clone()),
         ("REDIS_DEAD_LETTER_QUEUE", names.dead_letter.clone()),
         ("REDIS_KEY_PREFIX", names.key_prefix.clone()),
         ("REDIS_HTTP_ADDR", "off".to_string()),
@@ -702,9 +702,9 @@ pub struct Outcome {
     pub source: Vec<Vec<u8>>,
 }
 
-/// Read the destination, dead-letter and source lists.
+/// Read the processing, dead-letter and source lists.
 pub fn outcome(conn: &mut redis::Connection, names: &Names) -> Outcome {
-    let envelopes = read_all(conn, &names.destination);
+    let envelopes = read_all(conn, &names.processing);
     let batches = envelopes.iter().map(|e| batch_raw(e)).collect();
     let dead = read_all(conn, &names.dead_letter)
         .iter()

@@ -2,7 +2,7 @@
 -- letters, so nothing can interleave: either the source is trimmed and the pushes stay, or
 -- the pushes are undone and the source is untouched.
 --
--- KEYS[1] source list          KEYS[2] destination list    KEYS[3] dead-letter list
+-- KEYS[1] source list          KEYS[2] processing list    KEYS[3] dead-letter list
 -- KEYS[4] lease string         KEYS[5] stats hash
 -- ARGV[1] lease value "<consumer>/<token>.<seq>" the commit was built under
 -- ARGV[2] items to trim from the source's tail
@@ -11,7 +11,7 @@
 -- ARGV[7] the lease value the next commit will carry (the lease value is a chain: each
 --         commit moves it one step, so a commit can only follow the one it was built after)
 --
--- Returns "ok", or the reason nothing happened: "fenced", "destination_not_list",
+-- Returns "ok", or the reason nothing happened: "fenced", "processing_not_list",
 -- "dead_letter_not_list", "source_too_short", or "check_failed: <what Redis said>".
 local trim = tonumber(ARGV[2])
 local envelopes = tonumber(ARGV[3])
@@ -35,7 +35,7 @@ end
 -- trimmed, under pcall, so an error undoes the pushes instead of leaving them behind.
 local function checks()
   if redis.call('GET', KEYS[4]) ~= ARGV[1] then return 'fenced' end
-  if not dest_ok then return 'destination_not_list' end
+  if not dest_ok then return 'processing_not_list' end
   if not dead_ok then return 'dead_letter_not_list' end
   if redis.call('LLEN', KEYS[1]) < trim then return 'source_too_short' end
   return nil
