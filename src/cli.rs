@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::telemetry::logging::{self, Target};
 use crate::settings::{self, ProcessEnv, Settings};
+use crate::telemetry::logging::{self, Target};
 
 /// Exit code for bad settings or usage.
 pub const EXIT_BAD_CONFIG: u8 = 2;

@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Instant;
 
-use batch_processor::mover::plan::{self, Limits, Peeked};
 use batch_processor::mover::commit::{Commit, CommitError, Request};
+use batch_processor::mover::plan::{self, Limits, Peeked};
 use batch_processor::redis::keys::Keys;
 use batch_processor::settings::Queues;
 use common::*;

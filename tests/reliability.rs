@@ -797,7 +797,10 @@ fn a_persistent_refusal_after_taking_the_lease_backs_off() {
     d.terminate_ok();
     // Doubling from 0.1 s (each delay in the upper half of its step) allows at most about 8
     // attempts in 5 s; the attempt count grows instead of starting over.
-    assert!(!refusals.is_empty(), "no refusal naming the processing list");
+    assert!(
+        !refusals.is_empty(),
+        "no refusal naming the processing list"
+    );
     assert!(attempts.len() <= 12, "{} attempts in 5 s", attempts.len());
     assert!(
         attempts.iter().max().copied().unwrap_or(0) >= 3,

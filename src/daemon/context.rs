@@ -8,10 +8,10 @@ use chrono::{DateTime, Utc};
 
 use crate::mover::allowance::BatchAllowance;
 use crate::redis::connection::Connector;
-use crate::telemetry::health::Health;
 use crate::redis::keys::Keys;
-use crate::telemetry::metrics::Metrics;
 use crate::settings::Settings;
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics::Metrics;
 
 /// The daemon's shared handles.
 #[derive(Debug, Clone)]

@@ -17,14 +17,14 @@ use redis::aio::MultiplexedConnection;
 use redis::RedisError;
 use tokio::time::Instant;
 
+use crate::daemon::context::Context;
+use crate::daemon::scheduler::{BoxFuture, Job, JobError, Scheduler};
 use crate::mover::allowance::BatchAllowance;
 use crate::redis::connection::{self, Connector};
-use crate::daemon::context::Context;
-use crate::telemetry::health::Health;
 use crate::redis::keys::Keys;
-use crate::telemetry::metrics::{Metrics, QueueLabel};
-use crate::daemon::scheduler::{BoxFuture, Job, JobError, Scheduler};
 use crate::settings::{Queues, Schedule};
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics::{Metrics, QueueLabel};
 
 /// Period of the readiness probe. With [`PROBE_TIMEOUT_CAP`] below it, `/readyz` follows
 /// Redis going away or coming back within two seconds.
@@ -97,7 +97,9 @@ pub fn daemon_scheduler(ctx: Context) -> Scheduler {
             permits,
         }),
         (Schedule::Every { .. }, None) => {
-            tracing::error!("scheduled mode is configured but the daemon passed no batch allowance");
+            tracing::error!(
+                "scheduled mode is configured but the daemon passed no batch allowance"
+            );
         }
         (Schedule::Continuous, _) => {}
     }
@@ -483,7 +485,10 @@ mod tests {
     #[test]
     fn scheduled_mode_adds_the_allowance_refill() {
         let s = daemon_scheduler(context(&[("REDIS_SCHEDULE", "2")]));
-        assert_eq!(s.job_names(), vec!["probe", "stats", "heartbeat", "allowance"]);
+        assert_eq!(
+            s.job_names(),
+            vec!["probe", "stats", "heartbeat", "allowance"]
+        );
     }
 
     #[test]

@@ -15,16 +15,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::daemon::context::Context;
 use crate::mover::allowance::BatchAllowance;
 use crate::redis::connection::{self, Connector};
-use crate::daemon::context::Context;
 use crate::telemetry::health::Health;
 use crate::telemetry::http;
 
-use crate::redis::keys::Keys;
-use crate::telemetry::metrics::Metrics;
 use crate::mover::Mover;
+use crate::redis::keys::Keys;
 use crate::settings::{Schedule, Settings};
+use crate::telemetry::metrics::Metrics;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,5 @@
-//! Capped exponential backoff with full jitter, for reconnecting to Redis.
+//! Capped exponential backoff with "equal jitter" (each delay drawn from the upper half of its
+//! step), for reconnecting to Redis.
 
 use std::time::Duration;
 

@@ -18,8 +18,8 @@ use redis::{RedisError, Script};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::redis::connection;
 use crate::dead_letter::{DeadLetter, DeadLetterError};
+use crate::redis::connection;
 use crate::settings::Settings;
 
 /// The move of one record; see the header of the file for KEYS and ARGV.

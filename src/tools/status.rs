@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use redis::RedisError;
 use serde::Serialize;
 
-use crate::redis::connection;
 use crate::envelope::format_timestamp;
+use crate::redis::connection;
 use crate::redis::keys::Keys;
 use crate::settings::Settings;
 

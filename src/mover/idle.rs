@@ -1,0 +1,129 @@
+//! Waiting when there is nothing to send: block on the server while the source is empty,
+//! poll while a partial batch waits for more messages or its deadline, or wait for the next
+//! scheduled tick. Every wait also wakes for the lease renewal and the log summary.
+
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use tokio_util::sync::CancellationToken;
+
+use super::{sleep, until, Mover, MoverError, Outcome};
+
+/// Shortest pause between checks for new messages while a partial batch waits.
+const MIN_POLL_DELAY: Duration = Duration::from_millis(1);
+
+/// The mover's waiting state.
+#[derive(Debug)]
+pub(super) struct Idle {
+    /// A connection of its own for blocking waits: a blocked multiplexed connection would
+    /// stall every request on it.
+    blocking: Option<MultiplexedConnection>,
+    /// Next pause between checks while a partial batch waits: short right after new
+    /// messages arrived, doubling up to `poll_interval` while none do.
+    poll_delay: Duration,
+}
+
+impl Idle {
+    pub(super) fn new() -> Self {
+        Idle {
+            blocking: None,
+            poll_delay: MIN_POLL_DELAY,
+        }
+    }
+
+    /// New messages arrived: check again soon.
+    pub(super) fn messages_arrived(&mut self) {
+        self.poll_delay = MIN_POLL_DELAY;
+    }
+
+    /// Drop the blocking connection; the next blocking wait opens a new one.
+    pub(super) fn close(&mut self) {
+        self.blocking = None;
+    }
+
+    /// The next poll pause, capped at `max`; the one after it is twice as long.
+    fn next_poll_delay(&mut self, max: Duration) -> Duration {
+        let delay = self.poll_delay.min(max);
+        self.poll_delay = (self.poll_delay * 2).min(max);
+        delay
+    }
+}
+
+impl Mover {
+    /// Nothing to do right now: wait for new messages, a deadline, a scheduled tick or a
+    /// renewal.
+    pub(super) async fn wait(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<Outcome, MoverError> {
+        // Wake for a lease renewal, and for the summary of held-back log lines.
+        let renew_in = self.lease.renew_in().unwrap_or(Duration::ZERO);
+        let wake_in = match self.log.summary_due_in(Instant::now()) {
+            Some(due) => renew_in.min(due),
+            None => renew_in,
+        };
+        self.window.expect_more();
+        if self.window.is_empty() {
+            return self
+                .block_until_source_has_messages(shutdown, wake_in)
+                .await;
+        }
+        let settings = &self.ctx.settings;
+        let now = Instant::now();
+        let poll = self.idle.next_poll_delay(settings.batch.poll_interval);
+        let mut wake = now + poll.min(wake_in);
+        if let Some(oldest) = self.window.oldest_unplanned() {
+            let deadline = oldest + settings.batch.timeout;
+            wake = wake.min(deadline.max(now));
+        }
+        if let Some(allowance) = &self.ctx.allowance {
+            if allowance.available() == 0 {
+                // Scheduled mode: nothing may leave before the next tick; keep renewing.
+                let renew = tokio::time::sleep(wake_in);
+                return Ok(tokio::select! {
+                    granted = allowance.wait(shutdown) => if granted { Outcome::Continue } else { Outcome::Stop },
+                    _ = renew => Outcome::Continue,
+                });
+            }
+        }
+        Ok(sleep(shutdown, wake.saturating_duration_since(now)).await)
+    }
+
+    /// Block on the server until the source is non-empty. `BLMOVE` from the tail back to the
+    /// tail moves nothing, so a reply lost to a timeout or a crash loses nothing.
+    async fn block_until_source_has_messages(
+        &mut self,
+        shutdown: &CancellationToken,
+        wake_in: Duration,
+    ) -> Result<Outcome, MoverError> {
+        let settings = std::sync::Arc::clone(&self.ctx.settings);
+        let block_timeout = settings.redis.block_timeout;
+        let block = block_timeout.min(wake_in).max(Duration::from_millis(10));
+        if self.idle.blocking.is_none() {
+            let connect = self.ctx.connector.blocking_connection(block_timeout);
+            let Some(conn) = until(shutdown, connect).await else {
+                return Ok(Outcome::Stop);
+            };
+            self.idle.blocking = Some(conn.map_err(|source| self.connect_error(source))?);
+        }
+        let Some(conn) = self.idle.blocking.as_mut() else {
+            return Ok(Outcome::Continue);
+        };
+        let source = &settings.queues.source;
+        let mut blmove = redis::cmd("BLMOVE");
+        blmove
+            .arg(source)
+            .arg(source)
+            .arg("RIGHT")
+            .arg("RIGHT")
+            .arg(block.as_secs_f64());
+        match until(shutdown, blmove.query_async::<redis::Value>(conn)).await {
+            None => Ok(Outcome::Stop),
+            Some(Ok(_)) => Ok(Outcome::Progress),
+            Some(Err(error)) => {
+                self.idle.close();
+                Err(self.command_error("BLMOVE", source.clone(), error))
+            }
+        }
+    }
+}

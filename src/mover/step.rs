@@ -1,0 +1,207 @@
+//! One turn of the mover's loop: keep the lease, send what is ready, handle the oldest reply.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use tokio_util::sync::CancellationToken;
+
+use super::commit::{self, CommitError};
+use super::pipeline::{Answer, ReplyFuture, Sent};
+use super::plan::{self, Limits, Peeked};
+use super::{sleep, until, Mover, MoverError, Outcome};
+use crate::envelope::format_timestamp;
+use crate::telemetry::events;
+
+impl Mover {
+    /// One turn of the loop: take or renew the lease, then move or wait.
+    pub(super) async fn turn(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        shutdown: &CancellationToken,
+    ) -> Result<Outcome, MoverError> {
+        if shutdown.is_cancelled() {
+            return Ok(Outcome::Stop);
+        }
+        if !self.lease.is_held() {
+            return self.take_lease(conn, shutdown).await;
+        }
+        // A renewal waits for the pipeline to empty, so it checks the value Redis holds.
+        if self.renewal_due() && self.pipeline.is_empty() {
+            let Some(kept) = until(shutdown, self.lease.renew(conn)).await else {
+                return Ok(Outcome::Stop);
+            };
+            let kept = kept.map_err(|source| {
+                self.command_error("EVAL lease_renew", self.ctx.keys.lease(), source)
+            })?;
+            if !kept {
+                self.lease_lost();
+                return Ok(Outcome::Continue);
+            }
+        }
+        self.step(conn, shutdown).await
+    }
+
+    fn renewal_due(&self) -> bool {
+        self.lease.renew_in() == Some(Duration::ZERO)
+    }
+
+    /// Try to take the lease; stand by for a while when another replica holds it.
+    async fn take_lease(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        shutdown: &CancellationToken,
+    ) -> Result<Outcome, MoverError> {
+        let Some(won) = until(shutdown, self.lease.acquire(conn)).await else {
+            return Ok(Outcome::Stop);
+        };
+        let won = won.map_err(|source| {
+            self.command_error("EVAL lease_acquire", self.ctx.keys.lease(), source)
+        })?;
+        let settings = &self.ctx.settings;
+        if won {
+            let (source, consumer) = (&settings.queues.source, &settings.replica.consumer_name);
+            events::lease_acquired(&self.ctx.metrics, source, consumer);
+            self.window.reset();
+            self.pipeline.clear();
+            return Ok(Outcome::Continue);
+        }
+        // Standing by is healthy: Redis answered and another replica holds the lease.
+        self.ctx.metrics.lease_held.set(0);
+        Ok(match sleep(shutdown, self.lease.standby_interval()).await {
+            Outcome::Stop => Outcome::Stop,
+            _ => Outcome::Progress,
+        })
+    }
+
+    fn lease_lost(&mut self) {
+        let settings = &self.ctx.settings;
+        events::lease_lost(
+            &self.ctx.metrics,
+            &settings.queues.source,
+            &settings.replica.consumer_name,
+        );
+        self.reset();
+    }
+
+    /// Send what is ready (up to [`super::pipeline::PIPELINE_DEPTH`] requests in flight),
+    /// then handle the oldest reply; or, with nothing in flight and nothing to send, wait.
+    async fn step(
+        &mut self,
+        conn: &MultiplexedConnection,
+        shutdown: &CancellationToken,
+    ) -> Result<Outcome, MoverError> {
+        let renew_due = self.renewal_due();
+        while !renew_due && self.pipeline.has_room() && self.send_next(conn).await {}
+        if self.pipeline.is_empty() {
+            self.log.roll(Instant::now());
+            return self.wait(shutdown).await;
+        }
+        let Some(next) = until(shutdown, self.pipeline.next()).await else {
+            return Ok(Outcome::Stop);
+        };
+        let Some((sent, answer)) = next else {
+            return Ok(Outcome::Continue);
+        };
+        self.answered(sent, answer)
+    }
+
+    /// Plan and send the next request, if there is anything to commit or to read.
+    async fn send_next(&mut self, conn: &MultiplexedConnection) -> bool {
+        let settings = Arc::clone(&self.ctx.settings);
+        let batch_size = settings.batch.size.get();
+        let prefetch = settings.batch.prefetch;
+        let max_envelopes = match &self.ctx.allowance {
+            Some(allowance) => allowance.available(),
+            None => (prefetch / batch_size).max(1),
+        };
+        let limits = Limits {
+            batch_size,
+            max_envelopes,
+            // A partial batch whose first message was seen this long ago has reached its
+            // deadline. (`None` when the clock started less than a timeout ago: then
+            // nothing is that old.)
+            flush_seen_by: Instant::now().checked_sub(settings.batch.timeout),
+            max_envelope_bytes: plan::MAX_ENVELOPE_BYTES,
+            max_commit_bytes: plan::MAX_COMMIT_BYTES,
+        };
+        let timestamp = format_timestamp(chrono::Utc::now());
+        let unplanned = self.window.unplanned();
+        let plan = plan::plan(unplanned, limits, &settings.queues.source, &timestamp);
+        let Some(read) = self.window.next_read(plan.trim, 2 * prefetch) else {
+            return false;
+        };
+        let (lease_before, lease_after) = if plan.is_empty() {
+            let value = self.lease.value().unwrap_or_default();
+            (value.clone(), value)
+        } else {
+            match self.lease.advance() {
+                Some(values) => values,
+                None => return false,
+            }
+        };
+        let commit = commit::Commit {
+            plan: &plan,
+            pending: unplanned,
+            lease_before: &lease_before,
+            lease_after: &lease_after,
+            now_ms: chrono::Utc::now().timestamp_millis(),
+        };
+        let lrange = read.map(|r| commit::Read {
+            skip: r.skip,
+            count: r.count,
+        });
+        let request = commit::Request::new(&self.ctx.keys, &settings.queues, commit, lrange);
+        if let Some(allowance) = &self.ctx.allowance {
+            allowance.spend(plan.envelopes.len());
+        }
+        self.window.reserve(plan.trim, read);
+        let conn = conn.clone();
+        let reply: ReplyFuture = Box::pin(tokio::task::unconstrained(async move {
+            request.send(conn, &settings.queues).await
+        }));
+        self.pipeline.push(reply, Sent { plan, read }).await;
+        true
+    }
+
+    /// Apply the answer to the oldest request.
+    fn answered(&mut self, sent: Sent, answer: Answer) -> Result<Outcome, MoverError> {
+        match answer {
+            Ok(items) => Ok(self.completed(sent, items)),
+            Err(CommitError::Fenced { .. }) => {
+                self.lease_lost();
+                Ok(Outcome::Continue)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A request succeeded: drop what it committed, keep what it read.
+    fn completed(&mut self, sent: Sent, items: Vec<Vec<u8>>) -> Outcome {
+        let settings = &self.ctx.settings;
+        let now = Instant::now();
+        let plan = sent.plan;
+        if !plan.is_empty() {
+            self.window.committed(plan.trim);
+            let (source, processing) = (&settings.queues.source, &settings.queues.processing);
+            let metrics = &self.ctx.metrics;
+            self.log
+                .envelopes_sent(metrics, &plan.envelopes, source, processing, now);
+            let (count, dead_letter) = (plan.dead_letters.len(), &settings.queues.dead_letter);
+            self.log
+                .dead_letters_written(metrics, count, source, dead_letter, now);
+        }
+        if let Some(read) = sent.read {
+            let max = settings.batch.max_message_bytes;
+            let peeked = items.into_iter().map(|bytes| Peeked::new(bytes, max, now));
+            if self.window.read_returned(read, peeked) > 0 {
+                self.idle.messages_arrived();
+            }
+        }
+        if plan.is_empty() {
+            Outcome::Continue
+        } else {
+            Outcome::Progress
+        }
+    }
+}
