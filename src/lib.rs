@@ -25,6 +25,7 @@ pub mod cli;
 pub mod daemon;
 pub mod dead_letter;
 pub mod envelope;
+pub mod message;
 pub mod mover;
 pub mod redis;
 pub mod settings;
