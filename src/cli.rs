@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::{self, ProcessEnv, Settings};
+use crate::settings::{self, Effective, Loaded, ProcessEnv, Settings};
 use crate::telemetry::logging::{self, Target};
 
 /// Exit code for bad settings or usage.
@@ -84,8 +84,12 @@ pub fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Run);
     // The daemon catches SIGTERM from its first moments; the tools keep the default (die).
     let early = matches!(command, Command::Run).then(crate::daemon::signal::EarlySignals::catch);
-    let settings = match settings::load(&ProcessEnv, cli.config.as_deref()) {
-        Ok(s) => s,
+    let Loaded {
+        settings,
+        warnings,
+        effective,
+    } = match settings::load_with_report(&ProcessEnv, cli.config.as_deref()) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("batch-processor: {e}");
             return ExitCode::from(EXIT_BAD_CONFIG);
@@ -96,7 +100,7 @@ pub fn main() -> ExitCode {
         _ => Target::Stderr,
     };
     logging::init(settings.log_format, &settings.log_filter, target);
-    for warning in &settings.warnings {
+    for warning in &warnings {
         tracing::warn!(message = %warning);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -109,7 +113,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let code = runtime.block_on(dispatch(command, settings, early.unwrap_or_default()));
+    let code = runtime.block_on(dispatch(
+        command,
+        settings,
+        &effective,
+        early.unwrap_or_default(),
+    ));
     // Tasks still stuck on Redis after the grace period must not hold the process.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     code
@@ -118,12 +127,13 @@ pub fn main() -> ExitCode {
 async fn dispatch(
     command: Command,
     settings: Settings,
+    effective: &Effective,
     early: crate::daemon::signal::EarlySignals,
 ) -> ExitCode {
     match command {
         Command::Run => run_daemon(settings, early).await,
         Command::CheckConfig => {
-            print_stdout(&render_effective(&settings));
+            print_stdout(&effective.render());
             ExitCode::SUCCESS
         }
         Command::Status { json } => report(crate::tools::status::run(&settings, json).await),
@@ -192,19 +202,4 @@ async fn run_daemon(settings: Settings, early: crate::daemon::signal::EarlySigna
             ExitCode::from(EXIT_FAILURE)
         }
     }
-}
-
-/// `check-config` output: one `VARIABLE=value` line per setting, secrets redacted.
-pub fn render_effective(settings: &Settings) -> String {
-    let mut lines: Vec<String> = settings
-        .effective
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    lines.push(format!("RUST_LOG={}", settings.log_filter));
-    lines.push(format!(
-        "# consumer name in use: {}",
-        settings.replica.consumer_name
-    ));
-    lines.join("\n")
 }

@@ -1,0 +1,353 @@
+//! Validation: raw strings in, typed [`Settings`] out, or the first bad value as a
+//! [`SettingsError`]. Pure: files were already read by loading.
+//!
+//! Groups are checked in a fixed order (connection, queues, batch, replica, retry, schedule,
+//! HTTP and logging, then the scalar settings) so that with several bad values the same one
+//! is always reported.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
+
+use super::raw::RawSettings;
+use super::{
+    BatchSettings, LogFormat, Queues, RedisSettings, ReplicaSettings, RetrySettings, Schedule,
+    Settings, SettingsError,
+};
+
+/// Turn raw strings into checked settings.
+pub(crate) fn validate(raw: &RawSettings) -> Result<Settings, SettingsError> {
+    let redis = redis(raw)?;
+    let queues = queues(raw)?;
+    let batch = batch(raw)?;
+    let replica = replica(raw)?;
+    let retry = retry(raw)?;
+    let schedule = schedule(raw)?;
+    let http_addr = http_addr(raw)?;
+    let log_format = log_format(raw)?;
+    let log_filter = log_filter(raw)?;
+    Ok(Settings {
+        redis,
+        queues,
+        batch,
+        replica,
+        retry,
+        shutdown_grace: raw.seconds("shutdown_grace", 0.0, 4.5)?,
+        schedule,
+        stats_interval: raw.seconds("stats_interval", 0.1, 86_400.0)?,
+        http_addr,
+        log_envelopes_per_second: raw.int("log_envelopes_per_second", 0, 1_000_000)?,
+        log_format,
+        log_filter,
+    })
+}
+
+/// Address, credentials, TLS trust and timeouts.
+fn redis(raw: &RawSettings) -> Result<RedisSettings, SettingsError> {
+    let connection = match raw.get("url") {
+        Some(url) => connection_from_url(url)?,
+        None => connection_from_parts(raw)?,
+    };
+    let tls_root_cert = tls_root_cert(raw, &connection)?;
+    Ok(RedisSettings {
+        connection,
+        tls_root_cert,
+        connect_timeout: raw.seconds("connect_timeout", 0.001, 3600.0)?,
+        command_timeout: raw.seconds("command_timeout", 0.001, 3600.0)?,
+        block_timeout: raw.seconds("block_timeout", 0.01, 3600.0)?,
+    })
+}
+
+/// `REDIS_URL`, which replaces host, port, db, username and password.
+fn connection_from_url(url: &str) -> Result<ConnectionInfo, SettingsError> {
+    let allowed = "a redis:// or rediss:// URL such as redis://user:pass@host:6379/0";
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(SettingsError::invalid("url", url, allowed));
+    }
+    let info = url
+        .into_connection_info()
+        .map_err(|_| SettingsError::invalid("url", url, allowed))?;
+    // `redis://secret@host` reads as a user name without a password, and user names are
+    // logged; insist on the unambiguous forms.
+    let authority = url.split_once("://").map_or("", |(_, rest)| rest);
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        if !userinfo.contains(':') {
+            return Err(SettingsError::invalid(
+                "url",
+                url,
+                "a password as redis://:password@host or redis://user:password@host",
+            ));
+        }
+    }
+    let redis = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP2);
+    Ok(info.set_redis_settings(redis))
+}
+
+/// Host, port, db and the optional credentials, when no URL is set.
+fn connection_from_parts(raw: &RawSettings) -> Result<ConnectionInfo, SettingsError> {
+    let host = raw.name("host")?;
+    let port: u16 = raw.int("port", 1, 65535)?;
+    let db: i64 = raw.int("db", 0, 1_000_000)?;
+    let mut redis = redis::RedisConnectionInfo::default()
+        .set_db(db)
+        .set_protocol(ProtocolVersion::RESP2);
+    if let Some(user) = raw.get("username") {
+        redis = redis.set_username(user);
+    }
+    if let Some(pass) = raw.get("password") {
+        redis = redis.set_password(pass);
+    }
+    let info = ConnectionAddr::Tcp(host, port)
+        .into_connection_info()
+        .map_err(|_| {
+            SettingsError::invalid(
+                "host",
+                raw.get("host").unwrap_or_default(),
+                "a host name or address",
+            )
+        })?;
+    Ok(info.set_redis_settings(redis))
+}
+
+/// The private CA named by `tls_ca_file`: only with TLS, readable, and holding certificates.
+fn tls_root_cert(
+    raw: &RawSettings,
+    connection: &ConnectionInfo,
+) -> Result<Option<Vec<u8>>, SettingsError> {
+    let Some(path) = raw.get("tls_ca_file") else {
+        return Ok(None);
+    };
+    if !matches!(connection.addr(), ConnectionAddr::TcpTls { .. }) {
+        return Err(SettingsError::invalid(
+            "tls_ca_file",
+            path,
+            "to be set only with a rediss:// REDIS_URL",
+        ));
+    }
+    let pem = match &raw.tls_ca {
+        Some(Ok(pem)) => pem,
+        Some(Err(e)) => {
+            let expected = format!("a readable PEM file ({e})");
+            return Err(SettingsError::invalid("tls_ca_file", path, expected));
+        }
+        // Loading reads every non-empty path; this is only reached by a hand-built input.
+        None => {
+            let expected = "a readable PEM file (it was not read)";
+            return Err(SettingsError::invalid("tls_ca_file", path, expected));
+        }
+    };
+    check_trust_anchors(pem).map_err(|why| {
+        let expected = format!("a PEM file of CA certificates ({why})");
+        SettingsError::invalid("tls_ca_file", path, expected)
+    })?;
+    Ok(Some(pem.clone()))
+}
+
+/// Parse `pem` as trust anchors the way the TLS client will, so a bad file is a bad setting.
+fn check_trust_anchors(pem: &[u8]) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut store = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| e.to_string())?;
+        store.add(cert).map_err(|e| e.to_string())?;
+    }
+    if store.is_empty() {
+        return Err("no certificate found".into());
+    }
+    Ok(())
+}
+
+/// The three lists; the source must differ from both destinations, or the daemon would feed
+/// itself.
+fn queues(raw: &RawSettings) -> Result<Queues, SettingsError> {
+    let queues = Queues {
+        source: raw.name("raw_data_queue")?,
+        processing: raw.name("processing_queue")?,
+        dead_letter: raw.name("dead_letter_queue")?,
+    };
+    if queues.source == queues.processing || queues.source == queues.dead_letter {
+        return Err(SettingsError::invalid(
+            "raw_data_queue",
+            &queues.source,
+            "a list different from REDIS_PROCESSING_QUEUE and REDIS_DEAD_LETTER_QUEUE",
+        ));
+    }
+    Ok(queues)
+}
+
+/// Batch shape and timing; prefetch is rounded up to whole batches.
+fn batch(raw: &RawSettings) -> Result<BatchSettings, SettingsError> {
+    let size: usize = raw.int("batch_size", 1, 100_000)?;
+    let size = NonZeroUsize::new(size).ok_or_else(|| {
+        SettingsError::invalid("batch_size", "0", "a whole number from 1 to 100000")
+    })?;
+    let prefetch: usize = raw.int("prefetch", 1, 1_000_000)?;
+    Ok(BatchSettings {
+        size,
+        timeout: raw.seconds("processing_timeout", 0.0, 31_536_000.0)?,
+        max_message_bytes: raw.int("max_message_bytes", 1, 512 * 1024 * 1024)?,
+        prefetch: prefetch.div_ceil(size.get()) * size.get(),
+        poll_interval: raw.seconds("poll_interval", 0.001, 60.0)?,
+    })
+}
+
+/// Key prefix, identity (defaulting to `<hostname>-<pid>`) and lease.
+fn replica(raw: &RawSettings) -> Result<ReplicaSettings, SettingsError> {
+    let consumer_name = match raw.get("consumer_name") {
+        // `/` separates the name from the token in the lease value; a name containing it
+        // could pass for another replica's.
+        Some(name) if name.contains('/') || name.chars().any(char::is_whitespace) => {
+            return Err(SettingsError::invalid(
+                "consumer_name",
+                name,
+                "a name without '/' or spaces",
+            ))
+        }
+        Some(_) => raw.name("consumer_name")?,
+        None => default_consumer_name(),
+    };
+    Ok(ReplicaSettings {
+        key_prefix: raw.name("key_prefix")?,
+        consumer_name,
+        lease_ttl: raw.seconds("lease_ttl", 0.5, 3600.0)?,
+    })
+}
+
+/// Unique per host and process, and stable enough to read in `status`.
+fn default_consumer_name() -> String {
+    let host = gethostname::gethostname();
+    format!("{}-{}", host.to_string_lossy(), std::process::id())
+}
+
+/// Reconnect backoff; the cap may not be below the first delay.
+fn retry(raw: &RawSettings) -> Result<RetrySettings, SettingsError> {
+    let retry = RetrySettings {
+        initial_delay: raw.seconds("retry_initial_delay", 0.001, 3600.0)?,
+        max_delay: raw.seconds("retry_max_delay", 0.001, 3600.0)?,
+    };
+    if retry.max_delay < retry.initial_delay {
+        return Err(SettingsError::invalid(
+            "retry_max_delay",
+            raw.get("retry_max_delay").unwrap_or_default(),
+            "a delay not below REDIS_RETRY_INITIAL_DELAY",
+        ));
+    }
+    Ok(retry)
+}
+
+/// Continuous when `schedule` is empty; otherwise a period and a batch allowance per period.
+fn schedule(raw: &RawSettings) -> Result<Schedule, SettingsError> {
+    let Some(value) = raw.get("schedule") else {
+        return Ok(Schedule::Continuous);
+    };
+    let every = raw.seconds("schedule", 0.001, 31_536_000.0).map_err(|_| {
+        SettingsError::invalid(
+            "schedule",
+            value,
+            "empty (run continuously) or a number of seconds above 0",
+        )
+    })?;
+    let n: usize = raw.int("max_batches_per_tick", 1, 1_000_000)?;
+    Ok(Schedule::Every {
+        every,
+        max_batches: NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN),
+    })
+}
+
+/// The HTTP listen address, or `None` for "off".
+fn http_addr(raw: &RawSettings) -> Result<Option<SocketAddr>, SettingsError> {
+    match raw.required("http_addr")? {
+        "off" => Ok(None),
+        v => v.parse::<SocketAddr>().map(Some).map_err(|_| {
+            SettingsError::invalid("http_addr", v, "\"off\" or an address such as 0.0.0.0:9464")
+        }),
+    }
+}
+
+/// JSON or pretty log lines.
+fn log_format(raw: &RawSettings) -> Result<LogFormat, SettingsError> {
+    match raw.required("log_format")? {
+        "json" => Ok(LogFormat::Json),
+        "pretty" => Ok(LogFormat::Pretty),
+        v => Err(SettingsError::invalid(
+            "log_format",
+            v,
+            "\"json\" or \"pretty\"",
+        )),
+    }
+}
+
+/// `RUST_LOG`, `info` when unset; checked here so a bad filter is a settings error, not a
+/// silently ignored one once logging starts.
+fn log_filter(raw: &RawSettings) -> Result<String, SettingsError> {
+    let filter = raw.rust_log.clone().unwrap_or_else(|| "info".to_string());
+    if tracing_subscriber::EnvFilter::try_new(&filter).is_err() {
+        return Err(SettingsError::invalid(
+            "RUST_LOG",
+            &filter,
+            "a tracing filter such as info or batch_processor=debug",
+        ));
+    }
+    Ok(filter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(pairs: &[(&str, &str)]) -> RawSettings {
+        let mut raw = RawSettings::default();
+        // The defaults file's own assignments, then the test's.
+        for line in crate::settings::DEFAULT_TOML.lines() {
+            if let Some((key, value)) = line.split_once(" = ") {
+                if !key.starts_with('#') {
+                    raw.values
+                        .insert(key.to_string(), value.trim_matches('"').to_string());
+                }
+            }
+        }
+        for (key, value) in pairs {
+            raw.values.insert(key.to_string(), value.to_string());
+        }
+        raw
+    }
+
+    #[test]
+    fn validation_reads_no_files() {
+        // The path does not exist; validation judges only the contents it is handed.
+        let mut input = raw(&[
+            ("url", "rediss://h:6380/0"),
+            ("tls_ca_file", "/nonexistent/ca.pem"),
+        ]);
+        input.tls_ca = Some(Ok(b"not a certificate".to_vec()));
+        let err = validate(&input).unwrap_err().to_string();
+        assert!(err.contains("a PEM file of CA certificates"), "{err}");
+        input.tls_ca = Some(Err(std::io::Error::other("gone")));
+        let err = validate(&input).unwrap_err().to_string();
+        assert!(err.contains("a readable PEM file (gone)"), "{err}");
+        input.tls_ca = None;
+        assert!(validate(&input).is_err());
+    }
+
+    #[test]
+    fn the_first_bad_group_is_reported() {
+        let input = raw(&[("batch_size", "0"), ("log_format", "xml"), ("port", "0")]);
+        let err = validate(&input).unwrap_err().to_string();
+        assert!(err.contains("REDIS_PORT"), "{err}");
+        let input = raw(&[("batch_size", "0"), ("log_format", "xml")]);
+        let err = validate(&input).unwrap_err().to_string();
+        assert!(err.contains("REDIS_BATCH_SIZE"), "{err}");
+    }
+
+    #[test]
+    fn queues_must_not_feed_themselves() {
+        let input = raw(&[("processing_queue", "raw_data_queue")]);
+        let err = validate(&input).unwrap_err().to_string();
+        assert!(err.contains("REDIS_RAW_DATA_QUEUE"), "{err}");
+    }
+}
