@@ -15,6 +15,7 @@ use redis::{RedisError, Value};
 
 use crate::mover::plan::{Envelope, Peeked, Plan};
 use crate::redis::keys::Keys;
+use crate::redis::ErrorKind;
 use crate::settings::Queues;
 
 const COMMIT: &str = include_str!("../redis/scripts/commit.lua");
@@ -38,6 +39,9 @@ pub enum CommitError {
         command: &'static str,
         /// The key it worked on.
         key: String,
+        /// The class of the refusal, from the server's error code (`Server` for a refusal
+        /// of the commit script itself, such as `processing_not_list`).
+        kind: ErrorKind,
         /// What Redis said.
         detail: String,
     },
@@ -175,13 +179,7 @@ impl Request {
         if let Some((lease_key, expected)) = &self.lease_check {
             match replies.pop() {
                 Some(Value::BulkString(found)) if found == expected.as_bytes() => {}
-                Some(Value::ServerError(e)) => {
-                    return Err(CommitError::Refused {
-                        command: "GET",
-                        key: lease_key.clone(),
-                        detail: server_detail(&e),
-                    })
-                }
+                Some(Value::ServerError(e)) => return Err(refused("GET", lease_key.clone(), &e)),
                 _ => {
                     return Err(CommitError::Fenced {
                         source_queue: queues.source.clone(),
@@ -210,11 +208,7 @@ impl Request {
                 }
                 Ok(out)
             }
-            Some(Value::ServerError(e)) => Err(CommitError::Refused {
-                command: "LRANGE",
-                key: queues.source.clone(),
-                detail: server_detail(&e),
-            }),
+            Some(Value::ServerError(e)) => Err(refused("LRANGE", queues.source.clone(), &e)),
             Some(other) => Err(CommitError::Protocol(format!("LRANGE reply {other:?}"))),
         }
     }
@@ -228,13 +222,7 @@ fn check_exec(
 ) -> Result<(), CommitError> {
     let results = match exec {
         Value::Array(results) => results,
-        Value::ServerError(e) => {
-            return Err(CommitError::Refused {
-                command: "EXEC",
-                key: queues.source.clone(),
-                detail: server_detail(&e),
-            })
-        }
+        Value::ServerError(e) => return Err(refused("EXEC", queues.source.clone(), &e)),
         other => return Err(CommitError::Protocol(format!("EXEC reply {other:?}"))),
     };
     // Results: [LPUSH processing]?, [LPUSH dead-letter]?, EVAL.
@@ -246,7 +234,7 @@ fn check_exec(
     ] {
         if present {
             if let Some(Value::ServerError(e)) = it.next() {
-                push_error.get_or_insert((key.clone(), server_detail(&e)));
+                push_error.get_or_insert_with(|| refused("LPUSH", key.clone(), &e));
             }
         }
     }
@@ -254,11 +242,7 @@ fn check_exec(
         Some(Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
         Some(Value::SimpleString(s)) => s,
         Some(Value::ServerError(e)) => {
-            return Err(CommitError::Refused {
-                command: "EVAL commit",
-                key: queues.source.clone(),
-                detail: server_detail(&e),
-            })
+            return Err(refused("EVAL commit", queues.source.clone(), &e))
         }
         other => {
             return Err(CommitError::Protocol(format!(
@@ -271,18 +255,12 @@ fn check_exec(
         "fenced" => Err(CommitError::Fenced {
             source_queue: queues.source.clone(),
         }),
-        reason => Err(match push_error {
-            Some((key, detail)) => CommitError::Refused {
-                command: "LPUSH",
-                key,
-                detail,
-            },
-            None => CommitError::Refused {
-                command: "EVAL commit",
-                key: queues.source.clone(),
-                detail: reason.to_string(),
-            },
-        }),
+        reason => Err(push_error.unwrap_or_else(|| CommitError::Refused {
+            command: "EVAL commit",
+            key: queues.source.clone(),
+            kind: ErrorKind::Server,
+            detail: reason.to_string(),
+        })),
     }
 }
 
@@ -302,24 +280,28 @@ impl redis::ToRedisArgs for EnvelopeArg<'_> {
     }
 }
 
-fn server_detail(e: &redis::ServerError) -> String {
-    match (e.code(), e.details()) {
+/// A command of the request was refused with the server error `e`.
+fn refused(command: &'static str, key: String, e: &redis::ServerError) -> CommitError {
+    let detail = match (e.code(), e.details()) {
         (code, Some(d)) => format!("{code} {d}"),
         (code, None) => code.to_string(),
+    };
+    CommitError::Refused {
+        command,
+        key,
+        kind: ErrorKind::from_code(e.code()).unwrap_or(ErrorKind::Server),
+        detail,
     }
 }
 
 impl CommitError {
-    /// Error class for metrics.
-    pub fn kind(&self) -> &'static str {
+    /// Error class for metrics and the `error_kind` log field.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            CommitError::Redis { source, .. } => crate::redis::connection::error_kind(source),
-            CommitError::Refused { detail, .. } if detail.starts_with("WRONGTYPE") => "wrong_type",
-            CommitError::Refused { detail, .. } if detail.starts_with("NOPERM") => "no_perm",
-            CommitError::Refused { detail, .. } if detail.starts_with("OOM") => "oom",
-            CommitError::Refused { .. } => "server",
-            CommitError::Fenced { .. } => "fenced",
-            CommitError::Protocol(_) => "protocol",
+            CommitError::Redis { source, .. } => ErrorKind::of(source),
+            CommitError::Refused { kind, .. } => *kind,
+            CommitError::Fenced { .. } => ErrorKind::Fenced,
+            CommitError::Protocol(_) => ErrorKind::Protocol,
         }
     }
 }

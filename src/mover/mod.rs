@@ -38,34 +38,21 @@ use self::lease::Lease;
 use self::pipeline::Pipeline;
 use self::window::TailWindow;
 use crate::daemon::context::Context;
+use crate::redis::connection;
+use crate::redis::{ErrorKind, RedisFailure};
 use crate::telemetry::events::{self, EnvelopeLog};
 
 /// Why one session with Redis ended. The mover logs it, backs off and starts a new session.
 #[derive(Debug, thiserror::Error)]
 pub enum MoverError {
-    /// Could not connect or authenticate.
-    #[error("cannot connect to Redis at {addr} as user {user}: {source}")]
-    Connect {
-        /// Address.
-        addr: String,
+    /// A connection could not be opened, or a command failed.
+    #[error("{failure} (as user {user})")]
+    Redis {
+        /// Where, which command and what Redis said.
+        #[source]
+        failure: RedisFailure,
         /// ACL user (`default` when none is configured).
         user: String,
-        /// What Redis or the network said.
-        #[source]
-        source: RedisError,
-    },
-    /// A command failed.
-    #[error("{command} on {key} as user {user} failed: {source}")]
-    Command {
-        /// The command.
-        command: &'static str,
-        /// The key it worked on.
-        key: String,
-        /// ACL user (`default` when none is configured).
-        user: String,
-        /// What Redis said.
-        #[source]
-        source: RedisError,
     },
     /// A commit failed.
     #[error(transparent)]
@@ -74,11 +61,9 @@ pub enum MoverError {
 
 impl MoverError {
     /// Error class for metrics and the `error_kind` log field.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            MoverError::Connect { source, .. } | MoverError::Command { source, .. } => {
-                crate::redis::connection::error_kind(source)
-            }
+            MoverError::Redis { failure, .. } => failure.kind(),
             MoverError::Commit(e) => e.kind(),
         }
     }
@@ -193,19 +178,19 @@ impl Mover {
     }
 
     fn connect_error(&self, source: RedisError) -> MoverError {
-        MoverError::Connect {
-            addr: self.ctx.connector.addr(),
-            user: self.user().to_string(),
-            source,
-        }
+        let failure = self.ctx.connector.failure(connection::CONNECT, source);
+        self.failed(failure)
     }
 
     fn command_error(&self, command: &'static str, key: String, source: RedisError) -> MoverError {
-        MoverError::Command {
-            command,
-            key,
+        let failure = self.ctx.connector.failure(command, source).with_key(key);
+        self.failed(failure)
+    }
+
+    fn failed(&self, failure: RedisFailure) -> MoverError {
+        MoverError::Redis {
+            failure,
             user: self.user().to_string(),
-            source,
         }
     }
 

@@ -1,4 +1,4 @@
-//! Connections to Redis, each with timeouts that fit its use, and error classification.
+//! Connections to Redis, each with timeouts that fit its use.
 //!
 //! redis-rs gives every async connection a 500 ms response timeout by default, which also
 //! cuts blocking commands. Here every connection gets an explicit timeout: the command
@@ -9,9 +9,13 @@
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ErrorKind, RedisError, ServerErrorKind};
+use redis::{AsyncConnectionConfig, RedisError};
 
+use crate::redis::error::{ErrorKind, RedisFailure};
 use crate::settings::RedisSettings;
+
+/// The `command` of a [`RedisFailure`] when no connection could be made.
+pub const CONNECT: &str = "connect";
 
 /// Opens connections to the configured Redis.
 #[derive(Debug, Clone)]
@@ -22,12 +26,8 @@ pub struct Connector {
 
 /// The connection could not be set up (before any network I/O).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot configure the Redis client for {addr}: {source}")]
-pub struct ConfigError {
-    addr: String,
-    #[source]
-    source: RedisError,
-}
+#[error("cannot configure the Redis client for {}: {}", .0.addr, .0.source)]
+pub struct ConfigError(#[source] pub RedisFailure);
 
 impl Connector {
     /// A connector for `settings`. Installs the TLS crypto provider on first use.
@@ -44,9 +44,12 @@ impl Connector {
                 },
             ),
         }
-        .map_err(|source| ConfigError {
-            addr: settings.display_addr(),
-            source,
+        .map_err(|source| {
+            ConfigError(RedisFailure::new(
+                settings.display_addr(),
+                "configure",
+                source,
+            ))
         })?;
         Ok(Connector {
             client,
@@ -57,6 +60,11 @@ impl Connector {
     /// The address, for log lines.
     pub fn addr(&self) -> String {
         self.settings.display_addr()
+    }
+
+    /// `command` failed on this connector's server.
+    pub fn failure(&self, command: &'static str, source: RedisError) -> RedisFailure {
+        RedisFailure::new(self.addr(), command, source)
     }
 
     /// A connection for non-blocking commands.
@@ -93,25 +101,11 @@ pub enum ConnectError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// Redis refused the configured credentials.
-    #[error("Redis at {addr} refused the credentials: {source}")]
-    Auth {
-        /// Address of the server.
-        addr: String,
-        /// What the client said.
-        #[source]
-        source: RedisError,
-    },
+    #[error("Redis at {} refused the credentials: {}", .0.addr, .0.source)]
+    Auth(#[source] RedisFailure),
     /// No connection could be made (refused, timed out, TLS failure...).
-    #[error("cannot connect to Redis at {addr} ({kind}): {source}")]
-    Unreachable {
-        /// Address of the server.
-        addr: String,
-        /// Short error class, as in the daemon's logs.
-        kind: &'static str,
-        /// What the client said.
-        #[source]
-        source: RedisError,
-    },
+    #[error("cannot connect to Redis at {} ({}): {}", .0.addr, .0.kind(), .0.source)]
+    Unreachable(#[source] RedisFailure),
 }
 
 /// One connection for a command-line tool, with the bounded timeouts of [`Connector`] and
@@ -123,52 +117,17 @@ pub async fn connect_once(
     match connector.command_connection().await {
         Ok(conn) => Ok((conn, connector)),
         Err(source) => {
-            let addr = connector.addr();
-            Err(match error_kind(&source) {
-                "auth" => ConnectError::Auth { addr, source },
-                kind => ConnectError::Unreachable { addr, kind, source },
+            let failure = connector.failure(CONNECT, source);
+            Err(match failure.kind() {
+                ErrorKind::Auth => ConnectError::Auth(failure),
+                _ => ConnectError::Unreachable(failure),
             })
         }
     }
 }
 
 /// A short, stable class for an error: the metrics label and the `error_kind` log field.
+/// Kept for callers that still work with labels; new code uses [`ErrorKind::of`].
 pub fn error_kind(e: &RedisError) -> &'static str {
-    if e.is_timeout() {
-        return "timeout";
-    }
-    // A pipeline or transaction reports the errors of its commands; the first one says why.
-    if let Some(errors) = e.clone().into_server_errors() {
-        if let Some((_, first)) = errors.iter().find(|(_, e)| e.code() != "EXECABORT") {
-            return code_kind(first.code()).unwrap_or("server");
-        }
-    }
-    match e.kind() {
-        ErrorKind::Io => "io",
-        ErrorKind::AuthenticationFailed => "auth",
-        ErrorKind::Server(ServerErrorKind::NoPerm) => "no_perm",
-        ErrorKind::Server(ServerErrorKind::BusyLoading) => "loading",
-        ErrorKind::Server(ServerErrorKind::ReadOnly) => "read_only",
-        ErrorKind::Server(ServerErrorKind::ExecAbort) => "exec_abort",
-        ErrorKind::Server(ServerErrorKind::NoScript) => "no_script",
-        ErrorKind::Server(_) => "server",
-        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => "protocol",
-        _ => e.code().and_then(code_kind).unwrap_or("other"),
-    }
-}
-
-/// The class of a Redis error code (the first word of its reply).
-fn code_kind(code: &str) -> Option<&'static str> {
-    Some(match code {
-        "WRONGTYPE" => "wrong_type",
-        "NOAUTH" | "WRONGPASS" => "auth",
-        "NOPERM" => "no_perm",
-        "OOM" => "oom",
-        "MISCONF" => "misconf",
-        "LOADING" => "loading",
-        "READONLY" => "read_only",
-        "EXECABORT" => "exec_abort",
-        "NOSCRIPT" => "no_script",
-        _ => return None,
-    })
+    ErrorKind::of(e).as_str()
 }

@@ -19,7 +19,7 @@ impl Keys {
         }
     }
 
-    /// The lease: a string `<consumer>/<token>` with a TTL. Its holder alone takes from the
+    /// The lease: a string `<consumer>/<token>.<seq>` with a TTL. Its holder alone takes from the
     /// source's tail.
     pub fn lease(&self) -> String {
         format!("{}:lease:{}", self.prefix, self.source)

@@ -3,4 +3,7 @@
 //! (in `scripts/`, each headed by its KEYS and ARGV).
 
 pub mod connection;
+pub mod error;
 pub mod keys;
+
+pub use error::{ErrorKind, RedisFailure};

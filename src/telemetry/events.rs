@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::mover::plan::Envelope;
+use crate::redis::ErrorKind;
 use crate::telemetry::metrics::Metrics;
 
 /// Rate limiter and summary for per-envelope log lines.
@@ -145,10 +146,12 @@ pub fn lease_lost(metrics: &Metrics, source: &str, consumer: &str) {
     tracing::warn!(message = "lease lost", source, consumer,);
 }
 
-/// An attempt to work with Redis failed; the mover retries after `next_delay`.
+/// An attempt to work with Redis failed; the mover retries after `next_delay`. Errors that
+/// waiting cannot fix ([`ErrorKind::needs_operator`]) are logged as errors, the rest as
+/// warnings.
 pub fn redis_failed(
     metrics: &Metrics,
-    kind: &'static str,
+    kind: ErrorKind,
     error: &dyn std::error::Error,
     attempt: u32,
     next_delay: Duration,
@@ -156,21 +159,22 @@ pub fn redis_failed(
     metrics.redis_error(kind);
     metrics.lease_held.set(0);
     let next_delay_ms = next_delay.as_millis() as u64;
-    match kind {
-        // Errors an operator must fix: no amount of waiting helps.
-        "auth" | "no_perm" | "wrong_type" | "oom" | "misconf" | "read_only" => tracing::error!(
+    let error_kind = kind.as_str();
+    if kind.needs_operator() {
+        tracing::error!(
             message = "redis refused",
             attempt,
             next_delay_ms,
-            error_kind = kind,
+            error_kind,
             error = %error
-        ),
-        _ => tracing::warn!(
+        );
+    } else {
+        tracing::warn!(
             message = "redis unavailable",
             attempt,
             next_delay_ms,
-            error_kind = kind,
+            error_kind,
             error = %error
-        ),
+        );
     }
 }

@@ -9,6 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::redis::ErrorKind;
+
 /// Label for the list-length gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabel {
@@ -19,7 +21,7 @@ pub struct QueueLabel {
 /// Label for the Redis error counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorKindLabel {
-    /// Error class, e.g. `io`, `auth`, `wrong_type`, `timeout`.
+    /// [`ErrorKind::as_str`], e.g. `io`, `auth`, `wrong_type`, `timeout`.
     pub kind: &'static str,
 }
 
@@ -100,15 +102,17 @@ impl Metrics {
         // Series for the common error kinds exist from the start, at zero, so dashboards and
         // alerts see them before the first error.
         for kind in [
-            "io",
-            "timeout",
-            "auth",
-            "no_perm",
-            "wrong_type",
-            "oom",
-            "fenced",
+            ErrorKind::Io,
+            ErrorKind::Timeout,
+            ErrorKind::Auth,
+            ErrorKind::NoPerm,
+            ErrorKind::WrongType,
+            ErrorKind::Oom,
+            ErrorKind::Fenced,
         ] {
-            let _ = redis_errors.get_or_create(&ErrorKindLabel { kind });
+            let _ = redis_errors.get_or_create(&ErrorKindLabel {
+                kind: kind.as_str(),
+            });
         }
         Metrics {
             messages,
@@ -124,9 +128,11 @@ impl Metrics {
     }
 
     /// Count one Redis error of class `kind`.
-    pub fn redis_error(&self, kind: &'static str) {
+    pub fn redis_error(&self, kind: ErrorKind) {
         self.redis_errors
-            .get_or_create(&ErrorKindLabel { kind })
+            .get_or_create(&ErrorKindLabel {
+                kind: kind.as_str(),
+            })
             .inc();
     }
 
@@ -154,7 +160,7 @@ mod tests {
     fn exposition_names() {
         let m = Metrics::new();
         m.messages.inc_by(3);
-        m.redis_error("io");
+        m.redis_error(ErrorKind::Io);
         m.set_queue_length("source", 7);
         m.batch_size.observe(3.0);
         let text = m.encode();

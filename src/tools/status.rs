@@ -11,13 +11,14 @@ use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
-use redis::RedisError;
+use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
 use crate::envelope::format_timestamp;
-use crate::redis::connection;
+use crate::redis::connection::{self, Connector};
 use crate::redis::keys::Keys;
-use crate::settings::Settings;
+use crate::redis::RedisFailure;
+use crate::settings::{Queues, Settings};
 
 /// Why status could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -26,17 +27,18 @@ pub enum StatusError {
     #[error(transparent)]
     Connect(#[from] connection::ConnectError),
     /// A read failed once connected.
-    #[error("cannot read {what} from Redis at {addr} ({kind}): {source}")]
+    #[error(
+        "cannot read {what} from Redis at {} ({}): {}",
+        .failure.addr,
+        .failure.kind(),
+        .failure.source
+    )]
     Read {
         /// What was being read.
         what: &'static str,
-        /// Address of the server.
-        addr: String,
-        /// Short error class, as in the daemon's logs.
-        kind: &'static str,
-        /// What the client said.
+        /// The commands sent and what Redis said.
         #[source]
-        source: RedisError,
+        failure: RedisFailure,
     },
 }
 
@@ -142,66 +144,14 @@ pub async fn run(settings: &Settings, json: bool) -> Result<String, StatusError>
 /// Read a [`Status`] snapshot from Redis.
 pub async fn read(settings: &Settings) -> Result<Status, StatusError> {
     let (mut conn, connector) = connection::connect_once(&settings.redis).await?;
-    let addr = connector.addr();
     let keys = Keys::new(&settings.replica.key_prefix, &settings.queues.source);
     let q = &settings.queues;
-    let read_err = |what: &'static str| {
-        let addr = addr.clone();
-        move |source: RedisError| StatusError::Read {
-            what,
-            addr,
-            kind: connection::error_kind(&source),
-            source,
-        }
-    };
-
-    type Snapshot = (
-        u64,
-        u64,
-        u64,
-        HashMap<String, String>,
-        Option<String>,
-        i64,
-        Vec<(String, f64)>,
-    );
-    let (source_len, processing_len, dead_len, stats, lease, lease_ttl, members): Snapshot =
-        redis::pipe()
-            .atomic()
-            .cmd("LLEN")
-            .arg(&q.source)
-            .cmd("LLEN")
-            .arg(&q.processing)
-            .cmd("LLEN")
-            .arg(&q.dead_letter)
-            .cmd("HGETALL")
-            .arg(keys.stats())
-            .cmd("GET")
-            .arg(keys.lease())
-            .cmd("PTTL")
-            .arg(keys.lease())
-            .cmd("ZRANGE")
-            .arg(keys.replicas())
-            .arg(0)
-            .arg(-1)
-            .arg("WITHSCORES")
-            .query_async(&mut conn)
-            .await
-            .map_err(read_err("list lengths, stats, lease and replica set"))?;
-
-    let hashes: Vec<HashMap<String, String>> = if members.is_empty() {
-        Vec::new()
-    } else {
-        let mut pipe = redis::pipe();
-        for (name, _) in &members {
-            pipe.cmd("HGETALL").arg(keys.replica(name));
-        }
-        pipe.query_async(&mut conn)
-            .await
-            .map_err(read_err("replica heartbeats"))?
-    };
+    let snapshot = read_snapshot(&mut conn, &connector, q, &keys).await?;
+    let hashes = read_replicas(&mut conn, &connector, &keys, &snapshot.members).await?;
 
     let now_ms = now_ms();
-    let replicas: Vec<Replica> = members
+    let replicas: Vec<Replica> = snapshot
+        .members
         .iter()
         .zip(hashes)
         // A member whose hash expired stopped heartbeating: it is not alive.
@@ -209,25 +159,21 @@ pub async fn read(settings: &Settings) -> Result<Status, StatusError> {
         .map(|((name, score), h)| replica_from_hash(name, *score, &h, now_ms))
         .collect();
     let rate_per_s = replicas.iter().map(|r| r.rate_per_s).sum();
+    let stats = &snapshot.stats;
     let last_ms = stats
         .get("last_envelope_at_ms")
         .and_then(|v| v.trim().parse::<i64>().ok());
+    let list = |name: &String, length| ListLength {
+        name: name.clone(),
+        length,
+    };
 
     Ok(Status {
-        redis: addr,
+        redis: connector.addr(),
         queues: ListLengths {
-            source: ListLength {
-                name: q.source.clone(),
-                length: source_len,
-            },
-            processing: ListLength {
-                name: q.processing.clone(),
-                length: processing_len,
-            },
-            dead_letter: ListLength {
-                name: q.dead_letter.clone(),
-                length: dead_len,
-            },
+            source: list(&q.source, snapshot.source_len),
+            processing: list(&q.processing, snapshot.processing_len),
+            dead_letter: list(&q.dead_letter, snapshot.dead_letter_len),
         },
         totals: Totals {
             messages: parse_u64(stats.get("messages")),
@@ -236,17 +182,104 @@ pub async fn read(settings: &Settings) -> Result<Status, StatusError> {
         },
         last_envelope_at: last_ms.and_then(rfc3339_ms),
         last_envelope_age_ms: last_ms.map(|t| now_ms - t),
-        lease: lease.map(|value| LeaseHolder {
+        lease: snapshot.lease.map(|value| LeaseHolder {
             holder: lease_holder(&value).to_string(),
-            ttl_ms: lease_ttl,
+            ttl_ms: snapshot.lease_ttl,
         }),
         replicas,
         rate_per_s,
     })
 }
 
-/// The consumer name in a lease value `<consumer>/<token>`: everything before the last `/`
-/// (consumer names may themselves contain `/`). A value without `/` is shown whole.
+/// What one MULTI/EXEC reads: list lengths, the stats hash, the lease and the replica set.
+struct Snapshot {
+    source_len: u64,
+    processing_len: u64,
+    dead_letter_len: u64,
+    stats: HashMap<String, String>,
+    lease: Option<String>,
+    lease_ttl: i64,
+    members: Vec<(String, f64)>,
+}
+
+/// Read everything but the replica hashes in one transaction, so the numbers agree.
+async fn read_snapshot(
+    conn: &mut MultiplexedConnection,
+    connector: &Connector,
+    q: &Queues,
+    keys: &Keys,
+) -> Result<Snapshot, StatusError> {
+    type Reply = (
+        u64,
+        u64,
+        u64,
+        HashMap<String, String>,
+        Option<String>,
+        i64,
+        Vec<(String, f64)>,
+    );
+    let reply: Reply = redis::pipe()
+        .atomic()
+        .cmd("LLEN")
+        .arg(&q.source)
+        .cmd("LLEN")
+        .arg(&q.processing)
+        .cmd("LLEN")
+        .arg(&q.dead_letter)
+        .cmd("HGETALL")
+        .arg(keys.stats())
+        .cmd("GET")
+        .arg(keys.lease())
+        .cmd("PTTL")
+        .arg(keys.lease())
+        .cmd("ZRANGE")
+        .arg(keys.replicas())
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(conn)
+        .await
+        .map_err(|source| StatusError::Read {
+            what: "list lengths, stats, lease and replica set",
+            failure: connector.failure("MULTI/EXEC LLEN, HGETALL, GET, PTTL, ZRANGE", source),
+        })?;
+    let (source_len, processing_len, dead_letter_len, stats, lease, lease_ttl, members) = reply;
+    Ok(Snapshot {
+        source_len,
+        processing_len,
+        dead_letter_len,
+        stats,
+        lease,
+        lease_ttl,
+        members,
+    })
+}
+
+/// The heartbeat hash of each member of the replica set, in the same order; an expired one
+/// reads as empty.
+async fn read_replicas(
+    conn: &mut MultiplexedConnection,
+    connector: &Connector,
+    keys: &Keys,
+    members: &[(String, f64)],
+) -> Result<Vec<HashMap<String, String>>, StatusError> {
+    if members.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for (name, _) in members {
+        pipe.cmd("HGETALL").arg(keys.replica(name));
+    }
+    pipe.query_async(conn)
+        .await
+        .map_err(|source| StatusError::Read {
+            what: "replica heartbeats",
+            failure: connector.failure("HGETALL", source),
+        })
+}
+
+/// The consumer name in a lease value `<consumer>/<token>.<seq>`: everything before the last
+/// `/` (the token never contains one). A value without `/` is shown whole.
 pub fn lease_holder(value: &str) -> &str {
     value
         .rsplit_once('/')

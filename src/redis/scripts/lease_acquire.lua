@@ -2,7 +2,7 @@
 -- consumer (a restart with the same name takes its own lease back at once).
 --
 -- KEYS[1] lease string
--- ARGV[1] consumer name   ARGV[2] new lease value "<consumer>/<token>"   ARGV[3] TTL in ms
+-- ARGV[1] consumer name   ARGV[2] new lease value "<consumer>/<token>.<seq>"   ARGV[3] TTL in ms
 --
 -- Returns 1 when the lease is now ARGV[2], else 0.
 local current = redis.call('GET', KEYS[1])

@@ -1,0 +1,106 @@
+//! The readiness probe and the list-length gauges.
+
+use std::time::Duration;
+
+use super::{JobsError, OwnConnection};
+use crate::daemon::context::Context;
+use crate::daemon::scheduler::{BoxFuture, Job, JobError};
+use crate::settings::Queues;
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics::Metrics;
+
+/// Period of the readiness probe. With [`PROBE_TIMEOUT_CAP`] below it, `/readyz` follows
+/// Redis going away or coming back within two seconds.
+pub const PROBE_PERIOD: Duration = Duration::from_secs(1);
+
+/// Longest one probe may take (connecting included), whatever the command timeout is, so a
+/// probe never runs into the next one and never hangs on a silent server.
+pub const PROBE_TIMEOUT_CAP: Duration = Duration::from_millis(750);
+
+/// Readiness probe and list-length gauges.
+#[derive(Debug)]
+pub(super) struct Probe {
+    conn: OwnConnection,
+    queues: Queues,
+    metrics: Metrics,
+    health: Health,
+    bound: Duration,
+}
+
+impl Probe {
+    pub(super) fn new(ctx: &Context) -> Self {
+        Probe {
+            conn: OwnConnection::new(&ctx.connector),
+            queues: ctx.settings.queues.clone(),
+            metrics: ctx.metrics.clone(),
+            health: ctx.health.clone(),
+            bound: ctx.settings.redis.command_timeout.min(PROBE_TIMEOUT_CAP),
+        }
+    }
+
+    async fn probe(&mut self) -> Result<(), JobsError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("PING")
+            .ignore()
+            .cmd("LLEN")
+            .arg(&self.queues.source)
+            .cmd("LLEN")
+            .arg(&self.queues.processing)
+            .cmd("LLEN")
+            .arg(&self.queues.dead_letter);
+        let bound = self.bound;
+        let outcome =
+            tokio::time::timeout(bound, self.conn.query("probe", "PING, LLEN", &pipe)).await;
+        let (source, processing, dead_letter): (i64, i64, i64) = match outcome {
+            Ok(result) => result?,
+            Err(_) => {
+                // The connection may still get the late reply; start afresh next time.
+                self.conn.reset();
+                return Err(JobsError::Timeout {
+                    what: "probe",
+                    addr: self.conn.addr(),
+                    timeout: bound,
+                });
+            }
+        };
+        self.metrics.set_queue_length("source", source);
+        self.metrics.set_queue_length("processing", processing);
+        self.metrics.set_queue_length("dead_letter", dead_letter);
+        Ok(())
+    }
+}
+
+impl Job for Probe {
+    fn name(&self) -> &'static str {
+        "probe"
+    }
+
+    fn period(&self) -> Duration {
+        PROBE_PERIOD
+    }
+
+    fn run(&mut self) -> BoxFuture<'_, Result<(), JobError>> {
+        Box::pin(async move {
+            let result = self.probe().await;
+            if let Err(e) = &result {
+                self.metrics.redis_error(e.kind());
+            }
+            self.health.set_redis_reachable(result.is_ok());
+            Ok(result?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::jobs::tests::context;
+
+    #[test]
+    fn bound_is_the_command_timeout_capped() {
+        let probe = Probe::new(&context(&[("REDIS_COMMAND_TIMEOUT", "0.2")]));
+        assert_eq!(probe.period(), PROBE_PERIOD);
+        assert_eq!(probe.bound, Duration::from_millis(200));
+        assert_eq!(Probe::new(&context(&[])).bound, PROBE_TIMEOUT_CAP);
+    }
+}

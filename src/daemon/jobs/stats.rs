@@ -1,0 +1,123 @@
+//! The periodic `stats` log line, and the message-rate [`Snapshot`] it shares with the
+//! heartbeat.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::daemon::context::Context;
+use crate::daemon::scheduler::{BoxFuture, Job, JobError};
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics::{Metrics, QueueLabel};
+
+/// The periodic `stats` log line.
+#[derive(Debug)]
+pub(super) struct Stats {
+    period: Duration,
+    metrics: Metrics,
+    health: Health,
+    last: Snapshot,
+}
+
+/// A message total and when it was read, for rates.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Snapshot {
+    at: Instant,
+    pub(super) messages: u64,
+}
+
+impl Snapshot {
+    pub(super) fn now(metrics: &Metrics) -> Self {
+        Snapshot {
+            at: Instant::now(),
+            messages: metrics.messages.get(),
+        }
+    }
+
+    /// Messages per second from `self` to `later`, rounded to hundredths; 0 over no time.
+    pub(super) fn rate_to(&self, later: &Snapshot) -> f64 {
+        let secs = later.at.saturating_duration_since(self.at).as_secs_f64();
+        if secs <= 0.0 {
+            return 0.0;
+        }
+        let moved = later.messages.saturating_sub(self.messages) as f64;
+        (moved / secs * 100.0).round() / 100.0
+    }
+}
+
+impl Stats {
+    pub(super) fn new(ctx: &Context) -> Self {
+        Stats {
+            period: ctx.settings.stats_interval,
+            metrics: ctx.metrics.clone(),
+            health: ctx.health.clone(),
+            last: Snapshot::now(&ctx.metrics),
+        }
+    }
+
+    fn queue_length(&self, queue: &'static str) -> i64 {
+        self.metrics
+            .queue_length
+            .get_or_create(&QueueLabel { queue })
+            .get()
+    }
+}
+
+impl Job for Stats {
+    fn name(&self) -> &'static str {
+        "stats"
+    }
+
+    fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// A line at start-up would only say zero.
+    fn run_at_start(&self) -> bool {
+        false
+    }
+
+    fn run(&mut self) -> BoxFuture<'_, Result<(), JobError>> {
+        Box::pin(async move {
+            let now = Snapshot::now(&self.metrics);
+            // List lengths come from the probe's gauges (at most a second old), so this
+            // line costs Redis nothing and never waits on it.
+            tracing::info!(
+                messages = now.messages,
+                batches = self.metrics.batches.get(),
+                dead_letters = self.metrics.dead_letters.get(),
+                source_len = self.queue_length("source"),
+                processing_len = self.queue_length("processing"),
+                dead_letter_len = self.queue_length("dead_letter"),
+                rate_per_s = self.last.rate_to(&now),
+                redis_reachable = self.health.redis_reachable(),
+                "stats"
+            );
+            self.last = now;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::jobs::tests::context;
+
+    #[test]
+    fn period_follows_the_settings() {
+        let ctx = context(&[("REDIS_STATS_INTERVAL", "7")]);
+        assert_eq!(Stats::new(&ctx).period(), Duration::from_secs(7));
+        assert!(!Stats::new(&ctx).run_at_start());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_is_messages_per_second_between_snapshots() {
+        let metrics = Metrics::new();
+        let first = Snapshot::now(&metrics);
+        assert_eq!(first.rate_to(&Snapshot::now(&metrics)), 0.0);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        metrics.messages.inc_by(10);
+        assert_eq!(first.rate_to(&Snapshot::now(&metrics)), 3.33);
+    }
+}

@@ -1,0 +1,156 @@
+//! `batch-processor dlq`: list, replay and purge the dead-letter list.
+//!
+//! Daemons LPUSH dead-letter records, so the oldest record is at the tail. Replay walks the
+//! tail: it reads a record, decodes the original bytes in Rust, then moves it with
+//! `scripts/replay.lua`, which re-checks that the record is still where it was read before
+//! pushing the message back and removing the record in one atomic step. A replay that races
+//! another replay (or a purge) just sees the check fail and reads again, so each record is put
+//! back exactly once, oldest first, while daemons keep pushing new dead letters at the head.
+//! Records that cannot be decoded are left where they are and counted; the walk steps past
+//! them by index.
+
+mod list;
+mod replay;
+
+use redis::aio::MultiplexedConnection;
+use redis::RedisError;
+
+use crate::redis::connection;
+use crate::redis::RedisFailure;
+use crate::settings::Settings;
+
+pub use list::list;
+pub use replay::{replay, ReplayReport};
+
+/// Why a dead-letter command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    /// No connection could be opened.
+    #[error(transparent)]
+    Connect(#[from] connection::ConnectError),
+    /// A command on the dead-letter list failed.
+    #[error(
+        "cannot {what} {} on Redis at {} ({}): {}",
+        list_name(.failure),
+        .failure.addr,
+        .failure.kind(),
+        .failure.source
+    )]
+    Redis {
+        /// What was being done.
+        what: &'static str,
+        /// The command, the dead-letter list and what Redis said.
+        #[source]
+        failure: RedisFailure,
+    },
+    /// Replay stopped part way; what was moved before stays moved.
+    #[error(
+        "replay stopped after putting back {replayed} dead letters from {} on Redis at {} ({}): {}",
+        list_name(.failure),
+        .failure.addr,
+        .failure.kind(),
+        .failure.source
+    )]
+    Replay {
+        /// Records already put back.
+        replayed: u64,
+        /// The command, the dead-letter list and what Redis said.
+        #[source]
+        failure: RedisFailure,
+    },
+}
+
+/// The dead-letter list a failure was about ([`Session::failure`] always names it).
+fn list_name(failure: &RedisFailure) -> &str {
+    failure.key.as_deref().unwrap_or("the dead-letter list")
+}
+
+/// A connection to Redis and the dead-letter list it works on.
+struct Session {
+    conn: MultiplexedConnection,
+    addr: String,
+    list: String,
+}
+
+impl Session {
+    async fn open(settings: &Settings) -> Result<Self, DlqError> {
+        let (conn, connector) = connection::connect_once(&settings.redis).await?;
+        Ok(Session {
+            conn,
+            addr: connector.addr(),
+            list: settings.queues.dead_letter.clone(),
+        })
+    }
+
+    /// `command` on the dead-letter list failed.
+    fn failure(&self, command: &'static str, source: RedisError) -> RedisFailure {
+        RedisFailure::new(self.addr.clone(), command, source).with_key(self.list.clone())
+    }
+
+    /// Turns a failure of `command` into the error for "cannot `what` the list".
+    fn error(
+        &self,
+        what: &'static str,
+        command: &'static str,
+    ) -> impl FnOnce(RedisError) -> DlqError + '_ {
+        move |source| DlqError::Redis {
+            what,
+            failure: self.failure(command, source),
+        }
+    }
+}
+
+/// Delete every dead letter; returns how many there were (read and deleted atomically).
+pub async fn purge(s: &Settings) -> Result<u64, DlqError> {
+    let mut session = Session::open(s).await?;
+    let (count, _deleted): (u64, u64) = redis::pipe()
+        .atomic()
+        .cmd("LLEN")
+        .arg(&session.list)
+        .cmd("DEL")
+        .arg(&session.list)
+        .query_async(&mut session.conn)
+        .await
+        .map_err(session.error("purge", "MULTI/EXEC LLEN, DEL"))?;
+    tracing::info!(list = %session.list, count, "dead letters purged");
+    Ok(count)
+}
+
+/// "1 dead letter", "2 dead letters".
+pub fn dead_letters(n: u64) -> String {
+    if n == 1 {
+        "1 dead letter".to_string()
+    } else {
+        format!("{n} dead letters")
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::dead_letter::DeadLetter;
+    use crate::envelope::check_message;
+
+    /// A dead-letter record for `raw`, which must be an invalid message, from `source`.
+    pub(in crate::tools::dlq) fn record(raw: &[u8], source: &str) -> Vec<u8> {
+        let reason = check_message(raw, 1 << 20).unwrap_err();
+        DeadLetter::new(raw, &reason, source, "2026-01-01T00:00:00.000000+00:00").to_bytes()
+    }
+
+    #[test]
+    fn errors_name_the_list_address_and_kind() {
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let failure = RedisFailure::new("h:1", "LLEN, DEL", refused).with_key("dead");
+        let e = DlqError::Redis {
+            what: "purge",
+            failure,
+        };
+        assert!(
+            e.to_string()
+                .starts_with("cannot purge dead on Redis at h:1 (io): "),
+            "{e}"
+        );
+        assert_eq!(dead_letters(1), "1 dead letter");
+        assert_eq!(dead_letters(2), "2 dead letters");
+    }
+}
