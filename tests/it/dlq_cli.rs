@@ -1,14 +1,14 @@
 //! `batch-processor dlq list|replay|purge`, run as the built binary against a real
 //! redis-server. Dead letters are written directly in the daemon's record format, except in
 //! the bad-then-fixed scenario, where a running daemon writes them.
-mod common;
-use common::*;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use batch_processor::dead_letter::DeadLetter;
 use batch_processor::envelope::check_message;
+
+use crate::harness::*;
 
 /// The record a daemon writes for `raw` taken from `source`.
 fn record(raw: &[u8], source: &str, failed_at: &str) -> Vec<u8> {

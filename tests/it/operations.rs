@@ -1,11 +1,9 @@
 //! Operations against a running daemon: metrics and status agree with what was moved, and
 //! scheduled mode takes no more than its batches per tick.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 
 #[test]
 fn metrics_and_status_match_what_was_moved() {

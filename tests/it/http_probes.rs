@@ -2,7 +2,6 @@
 //! redis-server: readiness follows Redis going away and coming back within 2 s, /metrics
 //! shows the list lengths, the heartbeat registers the replica, the stats line and scheduled mode
 //! tick.
-mod common;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -18,11 +17,12 @@ use batch_processor::settings;
 use batch_processor::telemetry::health::Health;
 use batch_processor::telemetry::http::{self, HttpError};
 use batch_processor::telemetry::metrics::Metrics;
-use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::harness::*;
 
 /// The HTTP server and the daemon's scheduler running against a private redis-server.
 struct Rig {

@@ -1,15 +1,14 @@
 //! `batch-processor status`, run as the built binary against a real redis-server. The state
 //! is written directly in the daemon's key layout; no daemon runs.
-mod common;
-use common::*;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use batch_processor::envelope::format_timestamp;
-use batch_processor::redis::keys::Keys;
+
+use crate::harness::*;
 
 /// Run the binary with exactly `env` (plus PATH), killing it after `limit`.
-fn run_cli(env: &[(String, String)], args: &[&str], limit: Duration) -> CliOutput {
+fn run_cli_within(env: &[(String, String)], args: &[&str], limit: Duration) -> CliOutput {
     start_cli(env, args).finish(limit)
 }
 
@@ -53,7 +52,7 @@ fn replica_fields(
 /// Lists, stats, a lease and three replicas (one whose hash expired), as daemons leave them.
 fn populate(server: &RedisServer, names: &Names) -> i64 {
     let mut c = server.conn();
-    let keys = Keys::new(&names.key_prefix, &names.source);
+    let keys = names.keys();
     push_all(
         &mut c,
         &names.source,
@@ -116,7 +115,7 @@ fn json_numbers_match_the_lists_and_hashes() {
     let server = RedisServer::start();
     let names = Names::new();
     let last = populate(&server, &names);
-    let out = run_cli(
+    let out = run_cli_within(
         &daemon_env(&server, &names),
         &["status", "--json"],
         Duration::from_secs(20),
@@ -179,7 +178,7 @@ fn json_numbers_match_the_lists_and_hashes() {
 fn empty_redis_gives_zeros_and_no_lease() {
     let server = RedisServer::start();
     let names = Names::new();
-    let out = run_cli(
+    let out = run_cli_within(
         &daemon_env(&server, &names),
         &["status", "--json"],
         Duration::from_secs(20),
@@ -204,7 +203,7 @@ fn text_mode_shows_queue_names_lengths_and_replicas() {
     let server = RedisServer::start();
     let names = Names::new();
     populate(&server, &names);
-    let out = run_cli(
+    let out = run_cli_within(
         &daemon_env(&server, &names),
         &["status"],
         Duration::from_secs(20),
@@ -251,7 +250,7 @@ fn nothing_listening_fails_fast_with_one_clear_line() {
         ("REDIS_HTTP_ADDR".into(), "off".into()),
     ];
     for args in [&["status", "--json"][..], &["status"]] {
-        let out = run_cli(&env, args, Duration::from_secs(10));
+        let out = run_cli_within(&env, args, Duration::from_secs(10));
         assert_eq!(
             out.code,
             Some(1),
@@ -275,18 +274,11 @@ fn nothing_listening_fails_fast_with_one_clear_line() {
 
 #[test]
 fn wrong_password_is_reported_without_the_password() {
-    let server = RedisServer::start_with(&[
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--requirepass",
-        "right-one",
-    ]);
+    let server = RedisServer::start_with_password("right-one");
     let names = Names::new();
     let mut env = daemon_env(&server, &names);
     env.push(("REDIS_PASSWORD".into(), "wrong-secret".into()));
-    let out = run_cli(&env, &["status", "--json"], Duration::from_secs(10));
+    let out = run_cli_within(&env, &["status", "--json"], Duration::from_secs(10));
     assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
     assert_eq!(out.stdout, "");
     let expected = format!(
@@ -313,7 +305,7 @@ fn a_server_that_stops_answering_cannot_hang_status() {
     env.push(("REDIS_CONNECT_TIMEOUT".into(), "1".into()));
     env.push(("REDIS_COMMAND_TIMEOUT".into(), "1".into()));
     server.pause();
-    let out = run_cli(&env, &["status", "--json"], Duration::from_secs(15));
+    let out = run_cli_within(&env, &["status", "--json"], Duration::from_secs(15));
     server.resume();
     assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
     assert!(

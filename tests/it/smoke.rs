@@ -1,6 +1,6 @@
 //! The harness itself works: a server starts, takes data and stops.
-mod common;
-use common::*;
+
+use crate::harness::*;
 
 #[test]
 fn harness_starts_a_private_redis() {

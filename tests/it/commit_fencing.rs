@@ -2,15 +2,14 @@
 //! refuses a stale lease value (fencing), refuses a commit whose predecessor did not run
 //! (the lease chain), and undoes its pushes when one of them failed.
 
-mod common;
-
 use std::time::Instant;
 
 use batch_processor::mover::commit::{Commit, CommitError, Request};
 use batch_processor::mover::plan::{self, Limits, Peeked};
 use batch_processor::redis::keys::Keys;
 use batch_processor::settings::Queues;
-use common::*;
+
+use crate::harness::*;
 
 struct Fixture {
     server: RedisServer,
@@ -23,7 +22,7 @@ impl Fixture {
         let server = RedisServer::start();
         let n = Names::new();
         Fixture {
-            keys: Keys::new(&n.key_prefix, &n.source),
+            keys: n.keys(),
             queues: Queues {
                 source: n.source,
                 processing: n.processing,

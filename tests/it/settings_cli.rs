@@ -1,10 +1,10 @@
-//! Issue 2 items 3 and 9: bad settings exit 2 before touching Redis, with one stderr line
-//! naming the variable and the value; secrets never printed; unknown variables ignored;
-//! `check-config`.
-mod common;
-use common::*;
+//! Settings: a bad setting exits 2 before touching Redis, with one stderr line naming the
+//! variable and the value; secrets are never printed; unknown `REDIS_*` variables are
+//! ignored; `check-config` prints the effective settings with the password redacted.
 
 use std::time::Duration;
+
+use crate::harness::*;
 
 const PASSWORD: &str = "pw-Zq81-never-print-me";
 

@@ -1,0 +1,47 @@
+//! Test harness shared by the integration tests: a real `redis-server` on a free port that
+//! stops on drop, a random key prefix per test, the daemon binary run with a clean
+//! environment, and the exactly-once audit of what it produced.
+
+mod audit;
+mod daemon;
+mod http;
+mod queues;
+mod redis_server;
+mod tls;
+
+pub use audit::*;
+pub use daemon::*;
+pub use http::*;
+pub use queues::*;
+pub use redis_server::*;
+pub use tls::*;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Send a signal by name (`TERM`, `KILL`, `STOP`, `CONT`, `INT`).
+pub fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Poll `f` every 10 ms until it is true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A random duration between `lo` and `hi` milliseconds.
+pub fn random_ms(lo: u64, hi: u64) -> Duration {
+    Duration::from_millis(fastrand::u64(lo..=hi))
+}

@@ -1,0 +1,179 @@
+//! Throwaway `redis-server` processes: one per test, on a free port, stopped on drop.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::signal;
+
+/// A throwaway `redis-server` process. Killed (and its directory removed) on drop.
+pub struct RedisServer {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+impl RedisServer {
+    /// A plain server: no persistence.
+    pub fn start() -> Self {
+        Self::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// A server that persists every write (AOF, fsync always), so it can be restarted
+    /// without losing data.
+    pub fn start_persistent() -> Self {
+        Self::start_with(&[
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
+    }
+
+    /// A server without persistence whose default user needs `password`.
+    pub fn start_with_password(password: &str) -> Self {
+        Self::start_with(&[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            password,
+        ])
+    }
+
+    /// A server with extra `redis-server` arguments.
+    pub fn start_with(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server = RedisServer {
+            port: free_port(),
+            dir,
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (see README)");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                // Accepting connections; with AOF it may still be loading, so ask.
+                if let Ok(mut c) = redis::Client::open(self.url()).and_then(|c| c.get_connection())
+                {
+                    let pong: redis::RedisResult<String> = redis::cmd("PING").query(&mut c);
+                    match pong {
+                        Ok(_) => return,
+                        // Auth-protected servers answer NOAUTH: they are up.
+                        Err(e)
+                            if e.code() == Some("NOAUTH")
+                                || e.kind() == redis::ErrorKind::AuthenticationFailed =>
+                        {
+                            return
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A synchronous client connection for setting up and checking tests.
+    pub fn conn(&self) -> redis::Connection {
+        connect(&self.url())
+    }
+
+    /// The URL with credentials (`user` `None` means the default user).
+    pub fn url_auth(&self, user: Option<&str>, password: &str) -> String {
+        format!(
+            "redis://{}:{}@127.0.0.1:{}/",
+            user.unwrap_or(""),
+            password,
+            self.port
+        )
+    }
+
+    /// A connection that authenticates first.
+    pub fn conn_auth(&self, user: Option<&str>, password: &str) -> redis::Connection {
+        connect(&self.url_auth(user, password))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    /// Stop the server the hard way (SIGKILL). With `start_persistent` the data survives.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same port and directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// SIGSTOP: the server stops answering but keeps its connections.
+    pub fn pause(&self) {
+        signal(self.pid(), "STOP");
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        signal(self.pid(), "CONT");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            signal(c.id(), "CONT");
+        }
+        self.kill();
+    }
+}
+
+/// A synchronous connection to `url` (for threads that cannot borrow the server).
+pub fn connect(url: &str) -> redis::Connection {
+    redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("connect to test redis")
+}

@@ -1,0 +1,18 @@
+//! The integration tests, compiled as one test binary: the daemon and its CLI run as the
+//! built binary (or in process) against real `redis-server` processes started per test.
+//!
+//! Every test gets its own key prefix (`Names::new()`), and every test that needs Redis
+//! starts its own server, so tests run in parallel without seeing each other's keys.
+
+mod harness;
+
+mod commit_fencing;
+mod core;
+mod dlq_cli;
+mod http_probes;
+mod operations;
+mod reliability;
+mod settings_cli;
+mod smoke;
+mod status_cli;
+mod tls;
