@@ -24,6 +24,9 @@
 //! `--memory` drains 1,000,000 messages (unless `--messages` says otherwise) and only
 //! reports peak memory, failing if it exceeds `--max-rss-mb`.
 
+// Measured figures and counts are small and positive; the cast lints guard the library.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
 use std::error::Error;
 use std::fs::File;
 use std::io::Write as _;

@@ -13,6 +13,9 @@
 //! cargo run --release --example demo_producer
 //! ```
 
+// Small counters index small tables; the cast lints guard the library.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
 use std::error::Error;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};

@@ -10,16 +10,17 @@
 //!   the Lua scripts.
 //! - [`mover`]: the loop that holds a source's lease, peeks its tail, plans envelopes and
 //!   commits them in one atomic step each.
-//! - [`envelope`] and [`dead_letter`]: the two record formats other services depend on.
+//! - [`message`]: what makes a message good (the strict JSON profile); [`envelope`] and
+//!   [`dead_letter`]: the two record formats other services depend on.
 //! - [`daemon`]: wires the mover, the scheduler and its jobs, and the HTTP server under one
 //!   shutdown; catches signals.
 //! - [`telemetry`]: events (a log line and its metric together), metrics, readiness, the HTTP
 //!   probes and logging.
 //! - [`tools`]: the operator commands (`status`, `dlq`).
 //! - [`cli`]: command-line parsing, mode dispatch and exit codes; `main.rs` only calls it.
-
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
+//!
+//! Crate-wide lints (no `unsafe`, documented public items, no unreachable `pub`, no silent
+//! numeric casts, no `unwrap` outside tests) live in `Cargo.toml`'s `[lints]` table.
 
 pub mod cli;
 pub mod daemon;

@@ -1,7 +1,5 @@
 //! The `batch-processor` binary: everything lives in the library; see [`batch_processor::cli`].
 
-#![forbid(unsafe_code)]
-
 fn main() -> std::process::ExitCode {
     batch_processor::cli::main()
 }

@@ -11,6 +11,7 @@ pub mod signal;
 
 use std::sync::Arc;
 
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -42,36 +43,18 @@ pub enum DaemonError {
 
 /// Run until `shutdown` is cancelled.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), DaemonError> {
-    let settings = Arc::new(settings);
-    let connector = Connector::new(&settings.redis)?;
-    let keys = Keys::new(&settings.replica.key_prefix, &settings.queues.source);
-    let metrics = Metrics::new();
-    let health = Health::default();
-    let allowance = match settings.schedule {
-        Schedule::Continuous => None,
-        Schedule::Every { .. } => Some(BatchAllowance::new()),
-    };
-    tracing::info!(
-        message = "daemon started",
-        redis = %connector.addr(),
-        source = %settings.queues.source,
-        processing = %settings.queues.processing,
-        dead_letter = %settings.queues.dead_letter,
-        batch_size = settings.batch.size.get(),
-        processing_timeout_s = settings.batch.timeout.as_secs_f64(),
-        consumer = %settings.replica.consumer_name,
-        version = env!("CARGO_PKG_VERSION"),
-    );
-
+    let ctx = context(settings)?;
+    let settings = Arc::clone(&ctx.settings);
+    log_start(&ctx);
     // Bind first, so a taken port fails the start instead of a background task.
     let listener = match settings.http_addr {
         Some(addr) => Some(http::bind(addr).await?),
         None => None,
     };
-
     let tasks = TaskTracker::new();
     if let Some(listener) = listener {
-        let (health, metrics, shutdown) = (health.clone(), metrics.clone(), shutdown.clone());
+        let (health, metrics, shutdown) =
+            (ctx.health.clone(), ctx.metrics.clone(), shutdown.clone());
         tasks.spawn(
             async move {
                 if let Err(error) = http::serve(listener, health, metrics, shutdown).await {
@@ -81,62 +64,96 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
             .instrument(tracing::info_span!("http")),
         );
     }
-    let ctx = Context {
-        settings: Arc::clone(&settings),
-        connector,
-        keys,
-        metrics,
-        health,
-        allowance,
-        started_at: chrono::Utc::now(),
-    };
     tasks.spawn(
         jobs::daemon_scheduler(ctx.clone())
             .run(shutdown.clone())
             .instrument(tracing::info_span!("scheduler")),
     );
     let health = ctx.health.clone();
-    let mover = Mover::new(ctx);
-    let mut mover = tasks.spawn(
-        mover
+    let mover = tasks.spawn(
+        Mover::new(ctx)
             .run(shutdown.clone())
             .instrument(tracing::info_span!("mover_task")),
     );
     tasks.close();
 
-    // The mover returns only on shutdown; if it ends before, it panicked. Then the daemon
-    // stops with an error instead of answering probes while nothing moves.
-    let failed = tokio::select! {
-        biased;
-        _ = shutdown.cancelled() => None,
-        // On shutdown the mover ends too, possibly first: that is no failure.
-        ended = &mut mover => (!shutdown.is_cancelled()).then_some(ended),
-    };
-    if let Some(ended) = failed {
+    if let Some(error) = mover_failure(mover, &shutdown).await {
         health.set_mover_running(false);
-        let error = match ended {
-            Err(e) => e.to_string(),
-            Ok(()) => "the mover stopped".to_string(),
-        };
         tracing::error!(message = "mover stopped unexpectedly", error = %error);
         shutdown.cancel();
         // The other tasks stop with the shared shutdown; give them the usual grace.
         let _ = tokio::time::timeout(settings.shutdown_grace, tasks.wait()).await;
         return Err(DaemonError::MoverStopped(error));
     }
+    drain(&tasks, settings.shutdown_grace).await;
+    Ok(())
+}
+
+/// The handles the daemon's tasks share.
+fn context(settings: Settings) -> Result<Context, DaemonError> {
+    let connector = Connector::new(&settings.redis)?;
+    let keys = Keys::new(&settings.replica.key_prefix, &settings.queues.source);
+    let allowance = match settings.schedule {
+        Schedule::Continuous => None,
+        Schedule::Every { .. } => Some(BatchAllowance::new()),
+    };
+    Ok(Context {
+        settings: Arc::new(settings),
+        connector,
+        keys,
+        metrics: Metrics::new(),
+        health: Health::default(),
+        allowance,
+        started_at: chrono::Utc::now(),
+    })
+}
+
+fn log_start(ctx: &Context) {
+    let settings = &ctx.settings;
+    tracing::info!(
+        message = "daemon started",
+        redis = %ctx.connector.addr(),
+        source = %settings.queues.source,
+        processing = %settings.queues.processing,
+        dead_letter = %settings.queues.dead_letter,
+        batch_size = settings.batch.size.get(),
+        processing_timeout_s = settings.batch.timeout.as_secs_f64(),
+        consumer = %settings.replica.consumer_name,
+        version = env!("CARGO_PKG_VERSION"),
+    );
+}
+
+/// Wait for shutdown. The mover returns only on shutdown; if it ends before, it panicked:
+/// then this returns why, and the daemon stops instead of answering probes while nothing
+/// moves.
+async fn mover_failure(mut mover: JoinHandle<()>, shutdown: &CancellationToken) -> Option<String> {
+    let ended = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return None,
+        ended = &mut mover => ended,
+    };
+    // On shutdown the mover ends too, possibly first: that is no failure.
+    if shutdown.is_cancelled() {
+        return None;
+    }
+    Some(match ended {
+        Err(e) => e.to_string(),
+        Ok(()) => "the mover stopped".to_string(),
+    })
+}
+
+/// Give every task `grace` to finish after shutdown; past that, return anyway. Nothing is
+/// lost: the mover keeps nothing only in memory.
+async fn drain(tasks: &TaskTracker, grace: std::time::Duration) {
     tracing::info!(
         message = "shutting down",
-        grace_ms = settings.shutdown_grace.as_millis() as u64
+        grace_ms = crate::telemetry::millis(grace)
     );
-    if tokio::time::timeout(settings.shutdown_grace, tasks.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
         tracing::warn!(
             message = "shutdown grace period over",
             note = "tasks still busy with Redis are abandoned; nothing is lost",
         );
     }
     tracing::info!(message = "shutdown complete");
-    Ok(())
 }

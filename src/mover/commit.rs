@@ -145,8 +145,8 @@ impl Request {
         if let Some(r) = read {
             pipe.cmd("LRANGE")
                 .arg(&queues.source)
-                .arg(-((r.skip + r.count) as i64))
-                .arg(-(r.skip as i64) - 1);
+                .arg(-tail_index(r.skip + r.count))
+                .arg(-tail_index(r.skip) - 1);
         }
         Request {
             pipe,
@@ -278,6 +278,11 @@ impl redis::ToRedisArgs for EnvelopeArg<'_> {
         // The writer appends to a Vec and cannot fail.
         let _ = self.envelope.write(self.pending, self.timestamp, &mut arg);
     }
+}
+
+/// An LRANGE index counted from the tail. A list cannot hold more than `i64::MAX` items.
+fn tail_index(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// A command of the request was refused with the server error `e`.

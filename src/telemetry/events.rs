@@ -78,8 +78,8 @@ impl EnvelopeLog {
                 envelopes = self.suppressed_envelopes,
                 messages = self.suppressed_messages,
                 dead_letters = self.suppressed_dead_letters,
-                max_oldest_age_ms = self.max_age.as_millis() as u64,
-                window_ms = now.duration_since(self.window_start).as_millis() as u64,
+                max_oldest_age_ms = crate::telemetry::millis(self.max_age),
+                window_ms = crate::telemetry::millis(now.duration_since(self.window_start)),
             );
         }
         self.window_start = now;
@@ -106,7 +106,7 @@ impl EnvelopeLog {
             metrics.batches.inc();
             metrics.batch_size.observe(e.size as f64);
             metrics.oldest_message_age.observe(age.as_secs_f64());
-            let age_ms = age.as_millis() as u64;
+            let age_ms = crate::telemetry::millis(age);
             if self.logged < self.per_second {
                 self.logged += 1;
                 tracing::info!(
@@ -158,7 +158,7 @@ pub fn redis_failed(
 ) {
     metrics.redis_error(kind);
     metrics.lease_held.set(0);
-    let next_delay_ms = next_delay.as_millis() as u64;
+    let next_delay_ms = crate::telemetry::millis(next_delay);
     let error_kind = kind.as_str();
     if kind.needs_operator() {
         tracing::error!(

@@ -98,7 +98,7 @@ pub async fn serve(
             match tokio::time::timeout(DRAIN_LIMIT, &mut server).await {
                 Ok(result) => result,
                 Err(_) => {
-                    tracing::warn!(addr = %addr, limit_ms = DRAIN_LIMIT.as_millis() as u64, "http drain ran out; closing open connections");
+                    tracing::warn!(addr = %addr, limit_ms = crate::telemetry::millis(DRAIN_LIMIT), "http drain ran out; closing open connections");
                     Ok(())
                 }
             }

@@ -6,3 +6,8 @@ pub mod health;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+
+/// `d` in whole milliseconds, for log fields; saturates instead of truncating.
+pub fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -4,6 +4,11 @@
 //! Every test gets its own key prefix (`Names::new()`), and every test that needs Redis
 //! starts its own server, so tests run in parallel without seeing each other's keys.
 
+// A panic is how a test fails: the harness unwraps wherever a failure ends the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Counts and timestamps in tests are small; the cast lints guard the library.
+#![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+
 mod harness;
 
 mod commit_fencing;

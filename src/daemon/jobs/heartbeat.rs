@@ -67,7 +67,8 @@ impl Heartbeat {
             "0"
         };
         let expire_ms = self.lease_ttl.saturating_mul(3).as_millis();
-        let cutoff = now_ms.saturating_sub(REPLICA_RETENTION.as_millis() as i64);
+        let cutoff =
+            now_ms.saturating_sub(i64::try_from(REPLICA_RETENTION.as_millis()).unwrap_or(i64::MAX));
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("HSET")

@@ -6,12 +6,12 @@ use super::{batch_raw, event, read_all, seq_of, Names};
 
 /// Size limit the [`workload`] assumes (set `REDIS_MAX_MESSAGE_BYTES` to this): its
 /// too-large messages are 5,000 bytes, its good ones much smaller.
-pub const WORKLOAD_MAX_BYTES: &str = "4096";
+pub(crate) const WORKLOAD_MAX_BYTES: &str = "4096";
 
 /// A bad message of one of five kinds, unique by `seq`: truncated JSON, binary (not
 /// UTF-8), plain text, valid JSON followed by garbage, too large (needs
 /// [`WORKLOAD_MAX_BYTES`]).
-pub fn bad_message(seq: u64, kind: u64) -> Vec<u8> {
+pub(crate) fn bad_message(seq: u64, kind: u64) -> Vec<u8> {
     match kind % 5 {
         0 => format!(r#"{{"seq":{seq},"source":"scraper","title":"trunc"#).into_bytes(),
         1 => {
@@ -27,7 +27,7 @@ pub fn bad_message(seq: u64, kind: u64) -> Vec<u8> {
 }
 
 /// Messages in push order, with what each should become.
-pub struct Workload {
+pub(crate) struct Workload {
     /// Every message, oldest first.
     pub messages: Vec<Vec<u8>>,
     /// Seqs of the good messages, in push order.
@@ -40,7 +40,7 @@ pub struct Workload {
 
 /// `n` messages of about `size` bytes; every `bad_every`-th (0: none) is bad, cycling
 /// through the kinds of [`bad_message`].
-pub fn workload(n: u64, bad_every: u64, size: usize) -> Workload {
+pub(crate) fn workload(n: u64, bad_every: u64, size: usize) -> Workload {
     let mut w = Workload {
         messages: Vec::with_capacity(n as usize),
         good: Vec::new(),
@@ -64,7 +64,7 @@ pub fn workload(n: u64, bad_every: u64, size: usize) -> Workload {
 
 /// One dead-letter record, checked for format and decoded.
 #[derive(Debug, Clone)]
-pub struct DeadRecord {
+pub(crate) struct DeadRecord {
     /// The original bytes (from `raw` or `raw_b64`).
     pub original: Vec<u8>,
     /// Whether it was stored as `raw_b64`.
@@ -77,7 +77,7 @@ pub struct DeadRecord {
 
 /// Parse and check one stored dead-letter record: a JSON object with `reason`,
 /// `source_queue`, `failed_at` (RFC 3339) and exactly one of `raw` / `raw_b64`.
-pub fn parse_dead_letter(bytes: &[u8]) -> DeadRecord {
+pub(crate) fn parse_dead_letter(bytes: &[u8]) -> DeadRecord {
     use base64::Engine as _;
     let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_else(|e| {
         panic!(
@@ -120,7 +120,7 @@ pub fn parse_dead_letter(bytes: &[u8]) -> DeadRecord {
 /// `event_id` (a v4 UUID), `event_type` (`batch_processing`), `payload` (`batch`, a
 /// non-empty array, and `size`, its length), `service` (`batch_processor`) and `timestamp`
 /// (the current UTC time as `YYYY-MM-DDTHH:MM:SS.ffffff+00:00`).
-pub fn assert_envelope_format(v: &serde_json::Value) {
+pub(crate) fn assert_envelope_format(v: &serde_json::Value) {
     let obj = v
         .as_object()
         .unwrap_or_else(|| panic!("envelope is not an object: {v}"));
@@ -173,7 +173,7 @@ pub fn assert_envelope_format(v: &serde_json::Value) {
 }
 
 /// Everything the daemon produced for one test, oldest first.
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Raw envelopes, oldest first.
     pub envelopes: Vec<Vec<u8>>,
     /// The messages of each envelope, as spliced, oldest envelope first.
@@ -185,7 +185,7 @@ pub struct Outcome {
 }
 
 /// Read the processing, dead-letter and source lists.
-pub fn outcome(conn: &mut redis::Connection, names: &Names) -> Outcome {
+pub(crate) fn outcome(conn: &mut redis::Connection, names: &Names) -> Outcome {
     let envelopes = read_all(conn, &names.processing);
     let batches = envelopes.iter().map(|e| batch_raw(e)).collect();
     let dead = read_all(conn, &names.dead_letter)
@@ -207,7 +207,13 @@ pub fn outcome(conn: &mut redis::Connection, names: &Names) -> Outcome {
 /// anywhere. With `ordered` (one daemon), the envelopes hold a prefix of the good messages
 /// in push order and the source holds exactly the untouched suffix of the workload.
 /// With `complete`, the source must be empty.
-pub fn assert_accounted(out: &Outcome, w: &Workload, names: &Names, ordered: bool, complete: bool) {
+pub(crate) fn assert_accounted(
+    out: &Outcome,
+    w: &Workload,
+    names: &Names,
+    ordered: bool,
+    complete: bool,
+) {
     use std::collections::HashMap;
     let mut seen: HashMap<u64, usize> = HashMap::new();
     let mut in_envelopes = Vec::new();

@@ -12,7 +12,7 @@ use super::{signal, wait_until, Names, RedisServer};
 /// The built daemon binary, or the one named by `BATCH_PROCESSOR_BIN` when set (a copy
 /// taken right after the build, when several worktrees share one target directory and
 /// overwrite each other's binary, or a release build for the benchmark script).
-pub fn binary() -> PathBuf {
+pub(crate) fn binary() -> PathBuf {
     match std::env::var_os("BATCH_PROCESSOR_BIN") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => PathBuf::from(env!("CARGO_BIN_EXE_batch-processor")),
@@ -20,14 +20,14 @@ pub fn binary() -> PathBuf {
 }
 
 /// A running daemon process with its stdout captured line by line.
-pub struct Daemon {
+pub(crate) struct Daemon {
     pub child: Child,
     pub lines: Arc<Mutex<Vec<String>>>,
     pub stderr: Arc<Mutex<Vec<String>>>,
 }
 
 /// The environment a test daemon gets: queues, a fast lease, no HTTP unless asked.
-pub fn daemon_env(server: &RedisServer, names: &Names) -> Vec<(String, String)> {
+pub(crate) fn daemon_env(server: &RedisServer, names: &Names) -> Vec<(String, String)> {
     [
         ("REDIS_PORT", server.port.to_string()),
         ("REDIS_RAW_DATA_QUEUE", names.source.clone()),
@@ -44,7 +44,7 @@ pub fn daemon_env(server: &RedisServer, names: &Names) -> Vec<(String, String)> 
 }
 
 /// [`daemon_env`] with `extra` settings added or replacing the defaults.
-pub fn env_with(
+pub(crate) fn env_with(
     server: &RedisServer,
     names: &Names,
     extra: &[(&str, &str)],
@@ -58,12 +58,12 @@ pub fn env_with(
 }
 
 /// `batch-processor run` against `server` with the test's queues plus `extra` settings.
-pub fn start_daemon(server: &RedisServer, names: &Names, extra: &[(&str, &str)]) -> Daemon {
+pub(crate) fn start_daemon(server: &RedisServer, names: &Names, extra: &[(&str, &str)]) -> Daemon {
     spawn_daemon(&env_with(server, names, extra), &["run"])
 }
 
 /// The binary with exactly `env` (plus PATH) and `args`, stdout and stderr piped.
-pub fn binary_command(env: &[(String, String)], args: &[&str]) -> Command {
+pub(crate) fn binary_command(env: &[(String, String)], args: &[&str]) -> Command {
     let mut cmd = Command::new(binary());
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -78,7 +78,7 @@ pub fn binary_command(env: &[(String, String)], args: &[&str]) -> Command {
 }
 
 /// Run the binary with exactly `env` (plus PATH) and `args`, capturing output.
-pub fn spawn_daemon(env: &[(String, String)], args: &[&str]) -> Daemon {
+pub(crate) fn spawn_daemon(env: &[(String, String)], args: &[&str]) -> Daemon {
     let mut child = binary_command(env, args)
         .spawn()
         .expect("spawn batch-processor");
@@ -102,12 +102,12 @@ fn pump<R: std::io::Read + Send + 'static>(r: R, into: Arc<Mutex<Vec<String>>>) 
 }
 
 impl Daemon {
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// SIGTERM and wait; returns the exit code and how long it took.
-    pub fn terminate(&mut self) -> (Option<i32>, Duration) {
+    pub(crate) fn terminate(&mut self) -> (Option<i32>, Duration) {
         let started = Instant::now();
         signal(self.pid(), "TERM");
         let status = self.wait_timeout(Duration::from_secs(15));
@@ -115,13 +115,13 @@ impl Daemon {
     }
 
     /// SIGKILL and reap.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Wait up to `limit` for exit; `None` if it is still running (then it is killed).
-    pub fn wait_timeout(&mut self, limit: Duration) -> Option<i32> {
+    pub(crate) fn wait_timeout(&mut self, limit: Duration) -> Option<i32> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -134,7 +134,7 @@ impl Daemon {
     }
 
     /// Stdout lines so far, parsed as JSON (every line must be JSON).
-    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn json_lines(&self) -> Vec<serde_json::Value> {
         self.lines
             .lock()
             .unwrap()
@@ -144,7 +144,7 @@ impl Daemon {
     }
 
     /// Wait until a stdout line contains `needle`.
-    pub fn wait_for_line(&self, needle: &str, limit: Duration) -> bool {
+    pub(crate) fn wait_for_line(&self, needle: &str, limit: Duration) -> bool {
         wait_until(limit, || {
             self.lines
                 .lock()
@@ -155,12 +155,12 @@ impl Daemon {
     }
 
     /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Everything written so far on stdout and stderr, one line each.
-    pub fn all_output(&self) -> String {
+    pub(crate) fn all_output(&self) -> String {
         let mut s = self.lines.lock().unwrap().join("\n");
         s.push('\n');
         s.push_str(&self.stderr.lock().unwrap().join("\n"));
@@ -168,12 +168,12 @@ impl Daemon {
     }
 
     /// Stdout lines so far (raw).
-    pub fn stdout_lines(&self) -> Vec<String> {
+    pub(crate) fn stdout_lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
 
     /// Stdout lines parsed as JSON whose `message` is `msg`.
-    pub fn events(&self, msg: &str) -> Vec<serde_json::Value> {
+    pub(crate) fn events(&self, msg: &str) -> Vec<serde_json::Value> {
         self.json_lines()
             .into_iter()
             .filter(|v| v["message"] == msg)
@@ -181,7 +181,7 @@ impl Daemon {
     }
 
     /// Peak resident memory (`VmHWM`) in kB, read from /proc while the process runs.
-    pub fn vm_hwm_kb(&self) -> Option<u64> {
+    pub(crate) fn vm_hwm_kb(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
         status
             .lines()
@@ -191,7 +191,7 @@ impl Daemon {
     }
 
     /// SIGTERM, then assert the exit is code 0 within 5 seconds.
-    pub fn terminate_ok(&mut self) {
+    pub(crate) fn terminate_ok(&mut self) {
         let (code, took) = self.terminate();
         assert_eq!(
             code,
@@ -213,7 +213,7 @@ impl Drop for Daemon {
 }
 
 /// Log lines at WARN or ERROR level (JSON format), raw.
-pub fn problem_lines(d: &Daemon) -> Vec<String> {
+pub(crate) fn problem_lines(d: &Daemon) -> Vec<String> {
     d.stdout_lines()
         .into_iter()
         .filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\""))
@@ -221,7 +221,7 @@ pub fn problem_lines(d: &Daemon) -> Vec<String> {
 }
 
 /// What one CLI run printed.
-pub struct CliOutput {
+pub(crate) struct CliOutput {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
@@ -229,7 +229,7 @@ pub struct CliOutput {
 }
 
 /// A CLI process started but not yet waited for.
-pub struct CliRun {
+pub(crate) struct CliRun {
     child: Child,
     started: Instant,
     out: std::thread::JoinHandle<String>,
@@ -247,7 +247,7 @@ fn read_to_string_thread<R: std::io::Read + Send + 'static>(
 }
 
 /// Start the binary with exactly `env` (plus PATH) and `args`.
-pub fn start_cli(env: &[(String, String)], args: &[&str]) -> CliRun {
+pub(crate) fn start_cli(env: &[(String, String)], args: &[&str]) -> CliRun {
     let started = Instant::now();
     let mut child = binary_command(env, args)
         .spawn()
@@ -264,7 +264,7 @@ pub fn start_cli(env: &[(String, String)], args: &[&str]) -> CliRun {
 
 impl CliRun {
     /// Wait up to `limit` for exit; past it the process is killed and `code` is `None`.
-    pub fn finish(mut self, limit: Duration) -> CliOutput {
+    pub(crate) fn finish(mut self, limit: Duration) -> CliOutput {
         let mut code = None;
         while self.started.elapsed() < limit {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -288,6 +288,6 @@ impl CliRun {
 }
 
 /// Run the CLI to completion (30 s at most).
-pub fn run_cli(env: &[(String, String)], args: &[&str]) -> CliOutput {
+pub(crate) fn run_cli(env: &[(String, String)], args: &[&str]) -> CliOutput {
     start_cli(env, args).finish(Duration::from_secs(30))
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// A blocking HTTP/1.1 GET; returns the status code and the body.
-pub fn http_get(port: u16, path: &str) -> (u16, String) {
+pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect http");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -27,7 +27,7 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
 }
 
 /// The value of an unlabelled series (or a full `name{labels}` key) in Prometheus text.
-pub fn metric(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (name, value) = l.rsplit_once(' ')?;
         (name == series).then(|| value.parse().ok())?

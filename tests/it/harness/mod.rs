@@ -9,18 +9,18 @@ mod queues;
 mod redis_server;
 mod tls;
 
-pub use audit::*;
-pub use daemon::*;
-pub use http::*;
-pub use queues::*;
-pub use redis_server::*;
-pub use tls::*;
+pub(crate) use audit::*;
+pub(crate) use daemon::*;
+pub(crate) use http::*;
+pub(crate) use queues::*;
+pub(crate) use redis_server::*;
+pub(crate) use tls::*;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Send a signal by name (`TERM`, `KILL`, `STOP`, `CONT`, `INT`).
-pub fn signal(pid: u32, name: &str) {
+pub(crate) fn signal(pid: u32, name: &str) {
     let _ = Command::new("kill")
         .arg(format!("-{name}"))
         .arg(pid.to_string())
@@ -28,7 +28,7 @@ pub fn signal(pid: u32, name: &str) {
 }
 
 /// Poll `f` every 10 ms until it is true or `limit` passes.
-pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         if f() {
@@ -42,6 +42,6 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// A random duration between `lo` and `hi` milliseconds.
-pub fn random_ms(lo: u64, hi: u64) -> Duration {
+pub(crate) fn random_ms(lo: u64, hi: u64) -> Duration {
     Duration::from_millis(fastrand::u64(lo..=hi))
 }

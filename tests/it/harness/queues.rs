@@ -14,7 +14,7 @@ fn prefix() -> String {
 
 /// Queue names and the daemon's key prefix for one test.
 #[derive(Clone, Debug)]
-pub struct Names {
+pub(crate) struct Names {
     pub source: String,
     pub processing: String,
     pub dead_letter: String,
@@ -22,7 +22,7 @@ pub struct Names {
 }
 
 impl Names {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let p = prefix();
         Names {
             source: format!("{p}:raw"),
@@ -33,13 +33,13 @@ impl Names {
     }
 
     /// The daemon's own keys for this test's source, named as the daemon names them.
-    pub fn keys(&self) -> Keys {
+    pub(crate) fn keys(&self) -> Keys {
         Keys::new(&self.key_prefix, &self.source)
     }
 }
 
 /// LPUSH `messages` onto `list` in order (the first pushed is the oldest).
-pub fn push_all(conn: &mut redis::Connection, list: &str, messages: &[Vec<u8>]) {
+pub(crate) fn push_all(conn: &mut redis::Connection, list: &str, messages: &[Vec<u8>]) {
     for chunk in messages.chunks(1000) {
         let mut cmd = redis::cmd("LPUSH");
         cmd.arg(list);
@@ -51,7 +51,7 @@ pub fn push_all(conn: &mut redis::Connection, list: &str, messages: &[Vec<u8>]) 
 }
 
 /// Every element of `list`, oldest (tail) first.
-pub fn read_all(conn: &mut redis::Connection, list: &str) -> Vec<Vec<u8>> {
+pub(crate) fn read_all(conn: &mut redis::Connection, list: &str) -> Vec<Vec<u8>> {
     let mut v: Vec<Vec<u8>> = redis::cmd("LRANGE")
         .arg(list)
         .arg(0)
@@ -62,12 +62,12 @@ pub fn read_all(conn: &mut redis::Connection, list: &str) -> Vec<Vec<u8>> {
     v
 }
 
-pub fn llen(conn: &mut redis::Connection, list: &str) -> usize {
+pub(crate) fn llen(conn: &mut redis::Connection, list: &str) -> usize {
     redis::cmd("LLEN").arg(list).query(conn).expect("LLEN")
 }
 
 /// The envelopes on `list`, oldest first, parsed.
-pub fn envelopes(conn: &mut redis::Connection, list: &str) -> Vec<serde_json::Value> {
+pub(crate) fn envelopes(conn: &mut redis::Connection, list: &str) -> Vec<serde_json::Value> {
     read_all(conn, list)
         .iter()
         .map(|e| serde_json::from_slice(e).expect("envelope is JSON"))
@@ -76,7 +76,7 @@ pub fn envelopes(conn: &mut redis::Connection, list: &str) -> Vec<serde_json::Va
 
 /// The raw bytes of each message inside an envelope, as spliced (found by scanning the
 /// envelope's `batch` array with serde_json's RawValue).
-pub fn batch_raw(envelope: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn batch_raw(envelope: &[u8]) -> Vec<Vec<u8>> {
     #[derive(serde::Deserialize)]
     struct Env<'a> {
         #[serde(borrow)]
@@ -96,7 +96,7 @@ pub fn batch_raw(envelope: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// A realistic scraper event of about `size` bytes with a unique sequence number.
-pub fn event(seq: u64, size: usize) -> Vec<u8> {
+pub(crate) fn event(seq: u64, size: usize) -> Vec<u8> {
     let head = format!(
         r#"{{"seq":{seq},"source":"scraper","url":"https://example.com/item/{seq}","title":"Item \u00e9 {seq}","body":""#
     );
@@ -108,18 +108,18 @@ pub fn event(seq: u64, size: usize) -> Vec<u8> {
 }
 
 /// The `seq` of an event made by [`event`].
-pub fn seq_of(raw: &[u8]) -> u64 {
+pub(crate) fn seq_of(raw: &[u8]) -> u64 {
     let v: serde_json::Value = serde_json::from_slice(raw).expect("event JSON");
     v["seq"].as_u64().expect("seq")
 }
 
 /// Wait until the source list is empty.
-pub fn wait_drained(conn: &mut redis::Connection, names: &Names, limit: Duration) -> bool {
+pub(crate) fn wait_drained(conn: &mut redis::Connection, names: &Names, limit: Duration) -> bool {
     wait_until(limit, || llen(conn, &names.source) == 0)
 }
 
 /// The consumer name holding the lease, if any.
-pub fn lease_holder(conn: &mut redis::Connection, names: &Names) -> Option<String> {
+pub(crate) fn lease_holder(conn: &mut redis::Connection, names: &Names) -> Option<String> {
     let v: Option<String> = redis::cmd("GET")
         .arg(names.keys().lease())
         .query(conn)
@@ -128,7 +128,7 @@ pub fn lease_holder(conn: &mut redis::Connection, names: &Names) -> Option<Strin
 }
 
 /// Push from a thread: `messages` in chunks of `chunk`, sleeping `pause` between chunks.
-pub fn spawn_producer(
+pub(crate) fn spawn_producer(
     url: String,
     list: String,
     messages: Vec<Vec<u8>>,
@@ -147,7 +147,7 @@ pub fn spawn_producer(
 /// Push the next messages of `w` (from `*pushed` on) until the source holds at least
 /// `backlog` messages or the workload is exhausted, so that a daemon started now has a
 /// drain in progress when it is killed.
-pub fn top_up(
+pub(crate) fn top_up(
     conn: &mut redis::Connection,
     names: &Names,
     w: &Workload,
@@ -166,7 +166,7 @@ pub fn top_up(
 /// the source holds now, polling every millisecond: a random moment in the middle of a
 /// drain, whatever the daemon's speed. Returns how many were waiting and the target.
 /// With fewer than two messages waiting it returns at once.
-pub fn wait_random_progress(
+pub(crate) fn wait_random_progress(
     conn: &mut redis::Connection,
     names: &Names,
     limit: Duration,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::signal;
 
 /// A throwaway `redis-server` process. Killed (and its directory removed) on drop.
-pub struct RedisServer {
+pub(crate) struct RedisServer {
     pub port: u16,
     pub dir: tempfile::TempDir,
     extra_args: Vec<String>,
@@ -15,7 +15,7 @@ pub struct RedisServer {
 }
 
 /// A port nobody listens on right now.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -24,13 +24,13 @@ pub fn free_port() -> u16 {
 
 impl RedisServer {
     /// A plain server: no persistence.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self::start_with(&["--save", "", "--appendonly", "no"])
     }
 
     /// A server that persists every write (AOF, fsync always), so it can be restarted
     /// without losing data.
-    pub fn start_persistent() -> Self {
+    pub(crate) fn start_persistent() -> Self {
         Self::start_with(&[
             "--save",
             "",
@@ -42,7 +42,7 @@ impl RedisServer {
     }
 
     /// A server without persistence whose default user needs `password`.
-    pub fn start_with_password(password: &str) -> Self {
+    pub(crate) fn start_with_password(password: &str) -> Self {
         Self::start_with(&[
             "--save",
             "",
@@ -54,7 +54,7 @@ impl RedisServer {
     }
 
     /// A server with extra `redis-server` arguments.
-    pub fn start_with(args: &[&str]) -> Self {
+    pub(crate) fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut server = RedisServer {
             port: free_port(),
@@ -109,17 +109,17 @@ impl RedisServer {
         panic!("redis-server on port {} did not start", self.port);
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
     /// A synchronous client connection for setting up and checking tests.
-    pub fn conn(&self) -> redis::Connection {
+    pub(crate) fn conn(&self) -> redis::Connection {
         connect(&self.url())
     }
 
     /// The URL with credentials (`user` `None` means the default user).
-    pub fn url_auth(&self, user: Option<&str>, password: &str) -> String {
+    pub(crate) fn url_auth(&self, user: Option<&str>, password: &str) -> String {
         format!(
             "redis://{}:{}@127.0.0.1:{}/",
             user.unwrap_or(""),
@@ -129,16 +129,16 @@ impl RedisServer {
     }
 
     /// A connection that authenticates first.
-    pub fn conn_auth(&self, user: Option<&str>, password: &str) -> redis::Connection {
+    pub(crate) fn conn_auth(&self, user: Option<&str>, password: &str) -> redis::Connection {
         connect(&self.url_auth(user, password))
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().expect("server running").id()
     }
 
     /// Stop the server the hard way (SIGKILL). With `start_persistent` the data survives.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -146,18 +146,18 @@ impl RedisServer {
     }
 
     /// Start it again on the same port and directory.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.kill();
         self.spawn();
     }
 
     /// SIGSTOP: the server stops answering but keeps its connections.
-    pub fn pause(&self) {
+    pub(crate) fn pause(&self) {
         signal(self.pid(), "STOP");
     }
 
     /// SIGCONT after [`pause`](Self::pause).
-    pub fn resume(&self) {
+    pub(crate) fn resume(&self) {
         signal(self.pid(), "CONT");
     }
 }
@@ -172,7 +172,7 @@ impl Drop for RedisServer {
 }
 
 /// A synchronous connection to `url` (for threads that cannot borrow the server).
-pub fn connect(url: &str) -> redis::Connection {
+pub(crate) fn connect(url: &str) -> redis::Connection {
     redis::Client::open(url)
         .and_then(|c| c.get_connection())
         .expect("connect to test redis")

@@ -20,7 +20,7 @@ fn openssl(dir: &Path, args: &str) {
 }
 
 /// A CA, and a server certificate for 127.0.0.1 signed by it.
-pub fn make_certs(dir: &Path) {
+pub(crate) fn make_certs(dir: &Path) {
     openssl(
         dir,
         "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=test-ca",
@@ -37,7 +37,7 @@ pub fn make_certs(dir: &Path) {
 }
 
 /// A TLS-only `redis-server` (no plain port), killed on drop.
-pub struct TlsRedis {
+pub(crate) struct TlsRedis {
     child: Child,
     pub port: u16,
 }
@@ -50,7 +50,7 @@ impl Drop for TlsRedis {
 }
 
 /// Start a TLS-only server with the certificates [`make_certs`] left in `dir`.
-pub fn start_tls_redis(dir: &Path) -> TlsRedis {
+pub(crate) fn start_tls_redis(dir: &Path) -> TlsRedis {
     let port = free_port();
     let child = Command::new("redis-server")
         .args([
