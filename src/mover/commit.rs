@@ -45,6 +45,14 @@ pub enum CommitError {
         /// What Redis said.
         detail: String,
     },
+    /// The items at the boundaries of the trim are not the ones the daemon read: something
+    /// other than the daemon changed the source's tail (a producer that RPUSHes, an
+    /// operator's LREM or LSET, another consumer). Nothing was applied.
+    #[error("the tail of {source_queue} changed under the daemon; commit undone")]
+    TailChanged {
+        /// Source list.
+        source_queue: String,
+    },
     /// The lease was lost before the commit ran; nothing was applied.
     #[error("lease on {source_queue} was lost; commit undone")]
     Fenced {
@@ -118,21 +126,29 @@ impl Request {
                     lpush.arg(&d[..]);
                 }
             }
+            let covered = &commit.pending[..plan.trim.min(commit.pending.len())];
+            let (oldest, newest) = (covered.first(), covered.last());
+            let fingerprint =
+                |p: Option<&Peeked>| p.map_or_else(String::new, |p| fingerprint(p.bytes()));
             pipe.cmd("EVAL")
                 .arg(COMMIT)
-                .arg(5)
+                .arg(6)
                 .arg(&queues.source)
                 .arg(&queues.processing)
                 .arg(&queues.dead_letter)
                 .arg(keys.lease())
                 .arg(keys.stats())
+                .arg(keys.legacy_lease())
                 .arg(commit.lease_before)
                 .arg(plan.trim)
                 .arg(plan.envelopes.len())
                 .arg(plan.dead_letters.len())
                 .arg(plan.messages)
                 .arg(commit.now_ms)
-                .arg(commit.lease_after);
+                .arg(commit.lease_after)
+                .arg(token_prefix(commit.lease_before))
+                .arg(fingerprint(oldest))
+                .arg(fingerprint(newest));
             pipe.cmd("EXEC");
         }
         // A read without a commit carries no lease check of its own, yet its position assumes
@@ -255,6 +271,9 @@ fn check_exec(
         "fenced" => Err(CommitError::Fenced {
             source_queue: queues.source.clone(),
         }),
+        "tail_changed" => Err(CommitError::TailChanged {
+            source_queue: queues.source.clone(),
+        }),
         reason => Err(push_error.unwrap_or_else(|| CommitError::Refused {
             command: "EVAL commit",
             key: queues.source.clone(),
@@ -278,6 +297,28 @@ impl redis::ToRedisArgs for EnvelopeArg<'_> {
         // The writer appends to a Vec and cannot fail.
         let _ = self.envelope.write(self.pending, self.timestamp, &mut arg);
     }
+}
+
+/// The acquisition part of a lease value `<consumer>/<token>.<seq>`: everything up to and
+/// including the last `.` (consumer names hold no `/`, tokens are hex).
+pub fn token_prefix(lease_value: &str) -> &str {
+    lease_value
+        .rfind('.')
+        .map_or(lease_value, |dot| &lease_value[..=dot])
+}
+
+/// What the commit script compares with the item it finds at a boundary of the trim:
+/// `<length>:<sha1 hex>` of the item, or of its first and last 1024 bytes when it is longer
+/// than 2048 bytes (see `commit.lua`).
+pub fn fingerprint(item: &[u8]) -> String {
+    let mut sha = sha1_smol::Sha1::new();
+    if item.len() > 2048 {
+        sha.update(&item[..1024]);
+        sha.update(&item[item.len() - 1024..]);
+    } else {
+        sha.update(item);
+    }
+    format!("{}:{}", item.len(), sha.digest())
 }
 
 /// An LRANGE index counted from the tail. A list cannot hold more than `i64::MAX` items.
@@ -306,6 +347,7 @@ impl CommitError {
             CommitError::Redis { source, .. } => ErrorKind::of(source),
             CommitError::Refused { kind, .. } => *kind,
             CommitError::Fenced { .. } => ErrorKind::Fenced,
+            CommitError::TailChanged { .. } => ErrorKind::TailChanged,
             CommitError::Protocol(_) => ErrorKind::Protocol,
         }
     }

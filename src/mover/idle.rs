@@ -1,6 +1,7 @@
 //! Waiting when there is nothing to send: block on the server while the source is empty,
 //! poll while a partial batch waits for more messages or its deadline, or wait for the next
-//! scheduled tick. Every wait also wakes for the lease renewal and the log summary.
+//! scheduled tick. Every wait also wakes in time to notice a lost lease (a third of its TTL)
+//! and for the log summary.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,9 @@ use super::{sleep, until, Mover, MoverError, Outcome};
 
 /// Shortest pause between checks for new messages while a partial batch waits.
 const MIN_POLL_DELAY: Duration = Duration::from_millis(1);
+
+/// How soon to look at the lease again while it is too short to commit under.
+const LEASE_RECHECK: Duration = Duration::from_millis(20);
 
 /// The mover's waiting state.
 #[derive(Debug)]
@@ -50,17 +54,22 @@ impl Idle {
 }
 
 impl Mover {
-    /// Nothing to do right now: wait for new messages, a deadline, a scheduled tick or a
-    /// renewal.
+    /// Nothing to do right now: wait for new messages, a deadline, a scheduled tick, or the
+    /// lease keeper's news.
     pub(super) async fn wait(
         &mut self,
         shutdown: &CancellationToken,
     ) -> Result<Outcome, MoverError> {
-        // Wake for a lease renewal, and for the summary of held-back log lines.
-        let renew_in = self.lease.renew_in().unwrap_or(Duration::ZERO);
+        // Wake to take in the keeper's news (soon, while the lease is too short to commit
+        // under), and for the summary of held-back log lines.
+        let lease_check = if self.may_commit() {
+            self.ctx.settings.replica.lease_ttl / 3
+        } else {
+            LEASE_RECHECK
+        };
         let wake_in = match self.log.summary_due_in(Instant::now()) {
-            Some(due) => renew_in.min(due),
-            None => renew_in,
+            Some(due) => lease_check.min(due),
+            None => lease_check,
         };
         self.window.expect_more();
         if self.window.is_empty() {
@@ -78,11 +87,11 @@ impl Mover {
         }
         if let Some(allowance) = &self.ctx.allowance {
             if allowance.available() == 0 {
-                // Scheduled mode: nothing may leave before the next tick; keep renewing.
-                let renew = tokio::time::sleep(wake_in);
+                // Scheduled mode: nothing may leave before the next tick.
+                let recheck = tokio::time::sleep(wake_in);
                 return Ok(tokio::select! {
                     granted = allowance.wait(shutdown) => if granted { Outcome::Continue } else { Outcome::Stop },
-                    _ = renew => Outcome::Continue,
+                    _ = recheck => Outcome::Continue,
                 });
             }
         }

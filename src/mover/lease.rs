@@ -1,63 +1,88 @@
 //! The fenced lease that makes one replica at a time the owner of a source list's tail.
 //!
-//! The lease is a Redis string `<consumer>/<token>.<seq>` with a TTL. Every acquisition draws
-//! a new random token, and every commit carries the value it was built under; the commit
-//! script refuses a commit whose value no longer matches. So a replica that stalled past its
-//! TTL, or a commit still queued on a connection the daemon gave up on, can never trim what a
-//! newer holder has read.
+//! The lease is a Redis string `<consumer>/<token>.<seq>` with a TTL, at a key named after
+//! the source list alone (see [`crate::redis::keys::Keys::lease`]); the holder also holds the
+//! legacy key of earlier releases, so that a rolling upgrade never lets an old and a new
+//! replica move one source. Every acquisition draws a new random token, and every commit
+//! carries the value it was built under; the commit script refuses a commit whose value no
+//! longer matches. So a replica that stalled past its TTL, or a commit still queued on a
+//! connection the daemon gave up on, can never trim what a newer holder has read.
 //!
 //! Each successful commit also moves `<seq>` one step. Commits are pipelined, and each one
 //! trims a count of items off the tail, so commit N+1 is only right after commit N: the chain
 //! makes Redis refuse commit N+1 whenever commit N did not happen.
+//!
+//! Renewal runs apart from the mover, in the [`keeper`](super::keeper) task on a connection of
+//! its own, so slow requests never hold it up; this type takes in the keeper's news.
 
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Script};
 
+use super::keeper::{Grant, KeeperHandle, News};
+use crate::redis::keys::Keys;
+
 const ACQUIRE: &str = include_str!("../redis/scripts/lease_acquire.lua");
-const RENEW: &str = include_str!("../redis/scripts/lease_renew.lua");
 const RELEASE: &str = include_str!("../redis/scripts/lease_release.lua");
 
 /// This replica's view of the lease.
 #[derive(Debug)]
 pub struct Lease {
-    key: String,
+    /// The source lease and the legacy lease.
+    keys: [String; 2],
     consumer: String,
     ttl: Duration,
     held: Option<Held>,
+    keeper: KeeperHandle,
     acquire: Script,
-    renew: Script,
     release: Script,
 }
 
 #[derive(Debug, Clone)]
 struct Held {
-    /// `<consumer>/<token>`.
-    base: String,
+    /// `<consumer>/<token>.`: what every value of this acquisition starts with.
+    prefix: String,
     /// Commits sent under this token so far.
     seq: u64,
-    renewed_at: Instant,
+    /// Until when the lease surely lives: the TTL counted from when the last successful
+    /// acquisition or renewal was sent.
+    valid_until: Instant,
 }
 
 impl Held {
     fn value(&self) -> String {
-        format!("{}.{}", self.base, self.seq)
+        format!("{}{}", self.prefix, self.seq)
     }
 }
 
+/// The outcome of an attempt to take the lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquired {
+    /// This replica holds the lease now.
+    Won,
+    /// Another holder stands in the way: its lease value.
+    HeldBy(String),
+}
+
 impl Lease {
-    /// The lease at `key` for `consumer`, living `ttl` without renewal.
-    pub fn new(key: String, consumer: String, ttl: Duration) -> Self {
+    /// The lease on `keys`' source for `consumer`, living `ttl` without renewal, renewed by
+    /// `keeper`.
+    pub fn new(keys: &Keys, consumer: String, ttl: Duration, keeper: KeeperHandle) -> Self {
         Lease {
-            key,
+            keys: [keys.lease(), keys.legacy_lease()],
             consumer,
             ttl,
             held: None,
+            keeper,
             acquire: Script::new(ACQUIRE),
-            renew: Script::new(RENEW),
             release: Script::new(RELEASE),
         }
+    }
+
+    /// The source lease's key, for error messages.
+    pub fn key(&self) -> &str {
+        &self.keys[0]
     }
 
     /// The value the lease holds once every commit sent so far has run.
@@ -78,11 +103,34 @@ impl Lease {
         self.held.is_some()
     }
 
-    /// Time until the next renewal is due (a third of the TTL after the last one).
-    pub fn renew_in(&self) -> Option<Duration> {
-        self.held
-            .as_ref()
-            .map(|h| (h.renewed_at + self.ttl / 3).saturating_duration_since(Instant::now()))
+    /// How long the lease surely lives on; zero when it is not held.
+    pub fn remaining(&self) -> Duration {
+        self.held.as_ref().map_or(Duration::ZERO, |h| {
+            h.valid_until.saturating_duration_since(Instant::now())
+        })
+    }
+
+    /// Take in the keeper's latest news. `false` when the lease is lost: the keeper found
+    /// another value there, or the lease ran out without a renewal.
+    pub fn refresh(&mut self) -> bool {
+        let Some(held) = self.held.as_mut() else {
+            return false;
+        };
+        match self.keeper.news() {
+            News::Renewed { prefix, sent_at } if prefix == held.prefix => {
+                held.valid_until = held.valid_until.max(sent_at + self.ttl);
+            }
+            News::Lost { prefix } if prefix == held.prefix => {
+                self.forget();
+                return false;
+            }
+            _ => {}
+        }
+        if self.remaining().is_zero() {
+            self.forget();
+            return false;
+        }
+        true
     }
 
     /// How often a standby replica tries to take the lease.
@@ -93,58 +141,51 @@ impl Lease {
     /// Forget the lease locally (after an error); the next acquisition draws a new token.
     pub fn forget(&mut self) {
         self.held = None;
+        self.keeper.keep(None);
     }
 
-    /// Try to take the lease with a fresh token. `Ok(true)` when this replica now holds it.
-    pub async fn acquire(&mut self, conn: &mut MultiplexedConnection) -> Result<bool, RedisError> {
-        let base = format!("{}/{:016x}", self.consumer, fastrand::u64(..));
-        let value = format!("{base}.0");
+    /// Try to take the lease with a fresh token.
+    pub async fn acquire(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<Acquired, RedisError> {
+        let prefix = format!("{}/{:016x}.", self.consumer, fastrand::u64(..));
         let sent_at = Instant::now();
-        let won: i64 = self
+        let outcome: String = self
             .acquire
-            .key(&self.key)
+            .key(&self.keys[0])
+            .key(&self.keys[1])
             .arg(&self.consumer)
-            .arg(&value)
+            .arg(format!("{prefix}0"))
             .arg(ttl_ms(self.ttl))
             .invoke_async(conn)
             .await?;
-        self.held = (won == 1).then_some(Held {
-            base,
-            seq: 0,
-            renewed_at: sent_at,
-        });
-        Ok(self.held.is_some())
-    }
-
-    /// Extend the lease. `Ok(false)` when it was lost (another replica holds it now). Call it
-    /// only when no commit is in flight, so the value it checks is the one Redis holds.
-    pub async fn renew(&mut self, conn: &mut MultiplexedConnection) -> Result<bool, RedisError> {
-        let Some(held) = self.held.as_mut() else {
-            return Ok(false);
-        };
-        let sent_at = Instant::now();
-        let kept: i64 = self
-            .renew
-            .key(&self.key)
-            .arg(held.value())
-            .arg(ttl_ms(self.ttl))
-            .invoke_async(conn)
-            .await?;
-        if kept == 1 {
-            held.renewed_at = sent_at;
-        } else {
-            self.held = None;
+        if outcome != "ok" {
+            self.forget();
+            return Ok(Acquired::HeldBy(outcome));
         }
-        Ok(kept == 1)
+        self.keeper.keep(Some(Grant {
+            prefix: prefix.clone(),
+            acquired_at: sent_at,
+        }));
+        self.held = Some(Held {
+            prefix,
+            seq: 0,
+            valid_until: sent_at + self.ttl,
+        });
+        Ok(Acquired::Won)
     }
 
     /// Give the lease up. Best effort: an error leaves it to expire.
     pub async fn release(&mut self, conn: &mut MultiplexedConnection) -> Result<(), RedisError> {
-        if let Some(held) = self.held.take() {
+        let held = self.held.take();
+        self.keeper.keep(None);
+        if let Some(held) = held {
             let _: i64 = self
                 .release
-                .key(&self.key)
-                .arg(held.value())
+                .key(&self.keys[0])
+                .key(&self.keys[1])
+                .arg(&held.prefix)
                 .invoke_async(conn)
                 .await?;
         }
@@ -152,6 +193,7 @@ impl Lease {
     }
 }
 
-fn ttl_ms(ttl: Duration) -> u64 {
+/// A TTL in whole milliseconds, at least 1 (Redis refuses 0).
+pub(super) fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }

@@ -12,12 +12,14 @@
 //! part requests in flight cover), [`plan`] (which messages the next commit takes),
 //! [`commit`] (the one atomic transaction, plus the next read), [`pipeline`] (requests in
 //! flight), `idle` (waiting when there is nothing to do), [`backoff`] and [`allowance`]
-//! (scheduled mode's batches per tick).
+//! (scheduled mode's batches per tick). The [`keeper`] task renews the lease beside the
+//! loop, on a connection of its own.
 
 pub mod allowance;
 pub mod backoff;
 pub mod commit;
 mod idle;
+pub mod keeper;
 pub mod lease;
 pub mod pipeline;
 pub mod plan;
@@ -34,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use self::backoff::Backoff;
 use self::commit::CommitError;
 use self::idle::Idle;
+use self::keeper::KeeperConfig;
 use self::lease::Lease;
 use self::pipeline::Pipeline;
 use self::window::TailWindow;
@@ -91,16 +94,25 @@ pub struct Mover {
     idle: Idle,
     log: EnvelopeLog,
     backoff: Backoff,
+    /// The other holder last seen in the way while standing by, so it is logged once.
+    standing_by_for: Option<String>,
 }
 
 impl Mover {
     /// A mover that has not touched Redis yet.
     pub fn new(ctx: Context) -> Self {
         let settings = &ctx.settings;
+        let keeper = keeper::spawn(KeeperConfig {
+            connector: ctx.connector.clone(),
+            keys: [ctx.keys.lease(), ctx.keys.legacy_lease()],
+            ttl: settings.replica.lease_ttl,
+            command_timeout: settings.redis.command_timeout,
+        });
         let lease = Lease::new(
-            ctx.keys.lease(),
+            &ctx.keys,
             settings.replica.consumer_name.clone(),
             settings.replica.lease_ttl,
+            keeper,
         );
         let log = EnvelopeLog::new(settings.log_envelopes_per_second);
         let backoff = Backoff::new(settings.retry);
@@ -112,6 +124,7 @@ impl Mover {
             idle: Idle::new(),
             log,
             backoff,
+            standing_by_for: None,
         }
     }
 

@@ -39,6 +39,11 @@ impl Peeked {
         }
     }
 
+    /// The message as read, byte for byte.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// Whether the message goes into an envelope.
     pub fn is_good(&self) -> bool {
         self.verdict.is_ok()

@@ -1,12 +1,13 @@
 //! One turn of the mover's loop: keep the lease, send what is ready, handle the oldest reply.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::commit::{self, CommitError};
+use super::lease::Acquired;
 use super::pipeline::{Answer, ReplyFuture, Sent};
 use super::plan::{self, Limits, Peeked};
 use super::{sleep, until, Mover, MoverError, Outcome};
@@ -26,24 +27,20 @@ impl Mover {
         if !self.lease.is_held() {
             return self.take_lease(conn, shutdown).await;
         }
-        // A renewal waits for the pipeline to empty, so it checks the value Redis holds.
-        if self.renewal_due() && self.pipeline.is_empty() {
-            let Some(kept) = until(shutdown, self.lease.renew(conn)).await else {
-                return Ok(Outcome::Stop);
-            };
-            let kept = kept.map_err(|source| {
-                self.command_error("EVAL lease_renew", self.ctx.keys.lease(), source)
-            })?;
-            if !kept {
-                self.lease_lost();
-                return Ok(Outcome::Continue);
-            }
+        if !self.lease.refresh() {
+            self.lease_lost();
+            return Ok(Outcome::Continue);
         }
         self.step(conn, shutdown).await
     }
 
-    fn renewal_due(&self) -> bool {
-        self.lease.renew_in() == Some(Duration::ZERO)
+    /// Whether the lease lives long enough for a commit built now to run under it. Renewals
+    /// come every third of the TTL, so this is false only while the keeper cannot reach
+    /// Redis; then the mover waits rather than send commits that Redis would refuse.
+    pub(super) fn may_commit(&self) -> bool {
+        let settings = &self.ctx.settings;
+        let margin = (settings.replica.lease_ttl / 3).min(settings.redis.command_timeout);
+        self.lease.remaining() > margin
     }
 
     /// Try to take the lease; stand by for a while when another replica holds it.
@@ -52,19 +49,29 @@ impl Mover {
         conn: &mut MultiplexedConnection,
         shutdown: &CancellationToken,
     ) -> Result<Outcome, MoverError> {
-        let Some(won) = until(shutdown, self.lease.acquire(conn)).await else {
+        let Some(acquired) = until(shutdown, self.lease.acquire(conn)).await else {
             return Ok(Outcome::Stop);
         };
-        let won = won.map_err(|source| {
-            self.command_error("EVAL lease_acquire", self.ctx.keys.lease(), source)
-        })?;
+        let key = self.lease.key().to_owned();
+        let acquired =
+            acquired.map_err(|source| self.command_error("EVAL lease_acquire", key, source))?;
         let settings = &self.ctx.settings;
-        if won {
-            let (source, consumer) = (&settings.queues.source, &settings.replica.consumer_name);
-            events::lease_acquired(&self.ctx.metrics, source, consumer);
-            self.window.reset();
-            self.pipeline.clear();
-            return Ok(Outcome::Continue);
+        let (source, consumer) = (&settings.queues.source, &settings.replica.consumer_name);
+        match acquired {
+            Acquired::Won => {
+                self.standing_by_for = None;
+                events::lease_acquired(&self.ctx.metrics, source, consumer);
+                self.window.reset();
+                self.pipeline.clear();
+                return Ok(Outcome::Continue);
+            }
+            Acquired::HeldBy(value) => {
+                let holder = crate::tools::status::lease_holder(&value);
+                if self.standing_by_for.as_deref() != Some(holder) {
+                    events::standing_by(source, consumer, holder);
+                    self.standing_by_for = Some(holder.to_owned());
+                }
+            }
         }
         // Standing by is healthy: Redis answered and another replica holds the lease.
         self.ctx.metrics.lease_held.set(0);
@@ -91,8 +98,8 @@ impl Mover {
         conn: &MultiplexedConnection,
         shutdown: &CancellationToken,
     ) -> Result<Outcome, MoverError> {
-        let renew_due = self.renewal_due();
-        while !renew_due && self.pipeline.has_room() && self.send_next(conn).await {}
+        let may_commit = self.may_commit();
+        while may_commit && self.pipeline.has_room() && self.send_next(conn).await {}
         if self.pipeline.is_empty() {
             self.log.roll(Instant::now());
             return self.wait(shutdown).await;
@@ -170,6 +177,14 @@ impl Mover {
             Ok(items) => Ok(self.completed(sent, items)),
             Err(CommitError::Fenced { .. }) => {
                 self.lease_lost();
+                Ok(Outcome::Continue)
+            }
+            Err(CommitError::TailChanged { .. }) => {
+                let settings = &self.ctx.settings;
+                events::source_changed(&self.ctx.metrics, &settings.queues.source);
+                // Re-read from the tail as it is now, under a new token (the commits still in
+                // flight were built on the old reading and are fenced off).
+                self.reset();
                 Ok(Outcome::Continue)
             }
             Err(e) => Err(e.into()),

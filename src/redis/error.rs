@@ -40,13 +40,16 @@ pub enum ErrorKind {
     Protocol,
     /// The lease was lost before a commit ran, so the commit was undone.
     Fenced,
+    /// The source's tail was not what the daemon read (a foreign writer changed it), so the
+    /// commit was undone.
+    TailChanged,
     /// Anything else (client-side errors).
     Other,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::Timeout,
         ErrorKind::Io,
         ErrorKind::Auth,
@@ -61,6 +64,7 @@ impl ErrorKind {
         ErrorKind::Server,
         ErrorKind::Protocol,
         ErrorKind::Fenced,
+        ErrorKind::TailChanged,
         ErrorKind::Other,
     ];
 
@@ -82,6 +86,7 @@ impl ErrorKind {
             ErrorKind::Server => "server",
             ErrorKind::Protocol => "protocol",
             ErrorKind::Fenced => "fenced",
+            ErrorKind::TailChanged => "tail_changed",
             ErrorKind::Other => "other",
         }
     }
@@ -247,6 +252,7 @@ mod tests {
                 "server",
                 "protocol",
                 "fenced",
+                "tail_changed",
                 "other"
             ]
         );

@@ -140,6 +140,25 @@ pub fn lease_acquired(metrics: &Metrics, source: &str, consumer: &str) {
     tracing::info!(message = "lease acquired", source, consumer);
 }
 
+/// Another holder has the source's lease: this replica stands by. Logged once per holder,
+/// so an operator sees who owns the source (another deployment with a different
+/// `REDIS_KEY_PREFIX` included).
+pub fn standing_by(source: &str, consumer: &str, holder: &str) {
+    tracing::info!(message = "standing by", source, consumer, holder);
+}
+
+/// The source's tail was not what the daemon read: something other than the daemon changed
+/// it. The commit was undone and the daemon reads again.
+pub fn source_changed(metrics: &Metrics, source: &str) {
+    metrics.source_changed.inc();
+    tracing::error!(
+        message = "source changed under the daemon",
+        source,
+        likely_cause = "a producer using RPUSH instead of LPUSH, or another consumer or an operator (LREM, LSET, LPOP/RPOP) changing the source list",
+        effect = "commit undone; reading the tail again",
+    );
+}
+
 /// The lease was lost (another replica holds it, or it expired).
 pub fn lease_lost(metrics: &Metrics, source: &str, consumer: &str) {
     metrics.lease_held.set(0);

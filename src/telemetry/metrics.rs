@@ -44,6 +44,8 @@ pub struct Metrics {
     pub redis_errors: Family<ErrorKindLabel, Counter>,
     /// 1 while this replica holds the source lease.
     pub lease_held: Gauge,
+    /// Commits undone because the source's tail was not what the daemon read.
+    pub source_changed: Counter,
     registry: Arc<Registry>,
 }
 
@@ -71,6 +73,7 @@ impl Metrics {
         let queue_length = Family::<QueueLabel, Gauge>::default();
         let redis_errors = Family::<ErrorKindLabel, Counter>::default();
         let lease_held = Gauge::default();
+        let source_changed = Counter::default();
         registry.register(
             "messages",
             "Messages sent inside envelopes",
@@ -99,6 +102,11 @@ impl Metrics {
             "1 while this replica holds the source lease",
             lease_held.clone(),
         );
+        registry.register(
+            "source_changed",
+            "Commits undone because something other than the daemon changed the source's tail (RPUSH, LREM, LSET, another consumer)",
+            source_changed.clone(),
+        );
         // Series for the common error kinds exist from the start, at zero, so dashboards and
         // alerts see them before the first error.
         for kind in [
@@ -123,6 +131,7 @@ impl Metrics {
             queue_length,
             redis_errors,
             lease_held,
+            source_changed,
             registry: Arc::new(registry),
         }
     }

@@ -1,6 +1,8 @@
 //! The commit transaction against a real Redis: it hands messages over whole or not at all,
 //! refuses a stale lease value (fencing), refuses a commit whose predecessor did not run
-//! (the lease chain), and undoes its pushes when one of them failed.
+//! (the lease chain) or whose legacy lease an earlier release took, refuses a commit whose
+//! tail was changed by a foreign writer after the read, and undoes its pushes when one of
+//! them failed.
 
 use std::time::Instant;
 
@@ -48,12 +50,25 @@ impl Fixture {
         before: &str,
         after: &str,
     ) -> Result<Vec<Vec<u8>>, CommitError> {
+        self.commit_after(count, before, after, |_| {}).await
+    }
+
+    /// [`Fixture::commit`], with `meddle` changing the source between the read and the
+    /// commit, as a foreign writer would.
+    async fn commit_after(
+        &self,
+        count: usize,
+        before: &str,
+        after: &str,
+        meddle: impl FnOnce(&mut redis::Connection),
+    ) -> Result<Vec<Vec<u8>>, CommitError> {
         let mut sync = self.server.conn();
         let tail: Vec<Peeked> = read_all(&mut sync, &self.queues.source)
             .into_iter()
             .take(count)
             .map(|b| Peeked::new(b, 1 << 20, Instant::now()))
             .collect();
+        meddle(&mut sync);
         let plan = plan::plan(
             &tail,
             Limits {
@@ -81,9 +96,15 @@ impl Fixture {
         request.send(self.conn().await, &self.queues).await
     }
 
+    /// Set the source lease and the legacy lease, as an acquisition does.
     fn set_lease(&self, value: &str) {
+        self.set(&self.keys.lease(), value);
+        self.set(&self.keys.legacy_lease(), value);
+    }
+
+    fn set(&self, key: &str, value: &str) {
         let _: () = redis::cmd("SET")
-            .arg(self.keys.lease())
+            .arg(key)
             .arg(value)
             .query(&mut self.server.conn())
             .unwrap();
@@ -264,4 +285,82 @@ async fn a_plain_read_checks_the_lease_value_its_predecessors_leave() {
         .await
         .unwrap_err();
     assert!(matches!(err, CommitError::Fenced { .. }), "{err:?}");
+}
+
+/// Nothing changed: the source, the processing and dead-letter lists and the lease are as
+/// `seed` left them with the lease at `lease`.
+fn assert_untouched(f: &Fixture, source_len: usize, lease: &str) {
+    let mut c = f.server.conn();
+    assert_eq!(llen(&mut c, &f.queues.source), source_len);
+    assert_eq!(llen(&mut c, &f.queues.processing), 0);
+    assert_eq!(llen(&mut c, &f.queues.dead_letter), 0);
+    assert_eq!(f.lease().as_deref(), Some(lease));
+}
+
+#[tokio::test]
+async fn a_legacy_lease_held_by_an_earlier_release_fences_the_commit() {
+    let f = Fixture::new();
+    seed(&f);
+    f.set_lease("me/t.0");
+    // A replica of the earlier release took the key it knows (after ours expired).
+    f.set(&f.keys.legacy_lease(), "old-host-7/0123456789abcdef.4");
+    let err = f.commit(5, "me/t.0", "me/t.1").await.unwrap_err();
+    assert!(matches!(err, CommitError::Fenced { .. }), "{err:?}");
+    assert_untouched(&f, 5, "me/t.0");
+}
+
+#[tokio::test]
+async fn a_tail_changed_by_a_foreign_writer_after_the_read_is_refused() {
+    let f = Fixture::new();
+    seed(&f);
+    f.set_lease("me/t.0");
+    let source = f.queues.source.clone();
+    // A producer RPUSHes: the tail is no longer the oldest item read.
+    let err = f
+        .commit_after(5, "me/t.0", "me/t.1", |c| {
+            let _: () = redis::cmd("RPUSH").arg(&source).arg("x").query(c).unwrap();
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CommitError::TailChanged { .. }), "{err:?}");
+    assert_untouched(&f, 6, "me/t.0");
+}
+
+#[tokio::test]
+async fn items_removed_or_replaced_inside_the_trim_are_noticed() {
+    let f = Fixture::new();
+    seed(&f);
+    f.set_lease("me/t.0");
+    let source = f.queues.source.clone();
+    // The commit covers [e0, bad, e1]; an operator's LREM of "bad" shifts e2 into the
+    // newest covered position.
+    let err = f
+        .commit_after(3, "me/t.0", "me/t.1", |c| {
+            let _: () = redis::cmd("LREM")
+                .arg(&source)
+                .arg(0)
+                .arg("bad")
+                .query(c)
+                .unwrap();
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CommitError::TailChanged { .. }), "{err:?}");
+    assert_untouched(&f, 4, "me/t.0");
+    // An LSET of the oldest item.
+    let err = f
+        .commit_after(3, "me/t.0", "me/t.1", |c| {
+            let _: () = redis::cmd("LSET")
+                .arg(&source)
+                .arg(-1)
+                .arg("{}")
+                .query(c)
+                .unwrap();
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CommitError::TailChanged { .. }), "{err:?}");
+    assert_untouched(&f, 4, "me/t.0");
+    // Left alone, the same commit goes through.
+    f.commit(3, "me/t.0", "me/t.1").await.expect("commit");
 }

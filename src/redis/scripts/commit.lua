@@ -3,16 +3,24 @@
 -- the pushes are undone and the source is untouched.
 --
 -- KEYS[1] source list          KEYS[2] processing list    KEYS[3] dead-letter list
--- KEYS[4] lease string         KEYS[5] stats hash
+-- KEYS[4] source lease string  KEYS[5] stats hash          KEYS[6] legacy lease string
 -- ARGV[1] lease value "<consumer>/<token>.<seq>" the commit was built under
 -- ARGV[2] items to trim from the source's tail
 -- ARGV[3] envelopes just pushed         ARGV[4] dead letters just pushed
 -- ARGV[5] messages inside the envelopes ARGV[6] now, ms since the epoch
 -- ARGV[7] the lease value the next commit will carry (the lease value is a chain: each
 --         commit moves it one step, so a commit can only follow the one it was built after)
+-- ARGV[8] the acquisition's prefix "<consumer>/<token>.", which the legacy lease must hold
+-- ARGV[9] fingerprint of the oldest item to trim (the tail)
+-- ARGV[10] fingerprint of the newest item to trim (the trim-th from the tail)
+--
+-- A fingerprint is "<length>:<sha1 hex>" of the item, or of its first and last 1024 bytes
+-- when it is longer than 2048 bytes: cheap, and enough to notice that the items at the
+-- boundaries of the trim are not the ones the daemon read (a producer that RPUSHes, or an
+-- LREM, LSET or second consumer on the source).
 --
 -- Returns "ok", or the reason nothing happened: "fenced", "processing_not_list",
--- "dead_letter_not_list", "source_too_short", or "check_failed: <what Redis said>".
+-- "dead_letter_not_list", "tail_changed", or "check_failed: <what Redis said>".
 local trim = tonumber(ARGV[2])
 local envelopes = tonumber(ARGV[3])
 local dead = tonumber(ARGV[4])
@@ -31,13 +39,26 @@ local function undo(reason)
   return reason
 end
 
+local function fingerprint(item)
+  if not item then return 'none' end
+  local n = #item
+  if n > 2048 then item = string.sub(item, 1, 1024) .. string.sub(item, -1024) end
+  return n .. ':' .. redis.sha1hex(item)
+end
+
 -- Every check that could raise an error (a key of the wrong type) runs before anything is
 -- trimmed, under pcall, so an error undoes the pushes instead of leaving them behind.
 local function checks()
   if redis.call('GET', KEYS[4]) ~= ARGV[1] then return 'fenced' end
+  local legacy = redis.call('GET', KEYS[6])
+  if not legacy or string.sub(legacy, 1, #ARGV[8]) ~= ARGV[8] then return 'fenced' end
   if not dest_ok then return 'processing_not_list' end
   if not dead_ok then return 'dead_letter_not_list' end
-  if redis.call('LLEN', KEYS[1]) < trim then return 'source_too_short' end
+  if redis.call('LLEN', KEYS[1]) < trim then return 'tail_changed' end
+  if fingerprint(redis.call('LINDEX', KEYS[1], -1)) ~= ARGV[9] then return 'tail_changed' end
+  if trim > 1 and fingerprint(redis.call('LINDEX', KEYS[1], -trim)) ~= ARGV[10] then
+    return 'tail_changed'
+  end
   return nil
 end
 local ran, refusal = pcall(checks)

@@ -1,14 +1,20 @@
--- Take the source lease if it is free, or if it was held by a previous life of this same
--- consumer (a restart with the same name takes its own lease back at once).
+-- Take a source's lease if it is free, or if it was held by a previous life of this same
+-- consumer (a restart with the same name takes its own lease back at once). The source
+-- lease and the legacy lease of earlier releases are taken together or not at all.
 --
--- KEYS[1] lease string
--- ARGV[1] consumer name   ARGV[2] new lease value "<consumer>/<token>.<seq>"   ARGV[3] TTL in ms
+-- KEYS[1] source lease string      KEYS[2] legacy lease string (<prefix>:lease:<source>)
+-- ARGV[1] consumer name   ARGV[2] new lease value "<consumer>/<token>.0"   ARGV[3] TTL in ms
 --
--- Returns 1 when the lease is now ARGV[2], else 0.
-local current = redis.call('GET', KEYS[1])
+-- Returns "ok" when both leases now hold ARGV[2]; otherwise the value that stands in the
+-- way (the other holder's "<consumer>/<token>.<seq>"), and nothing changes.
 local mine = ARGV[1] .. '/'
-if not current or string.sub(current, 1, #mine) == mine then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
+for _, key in ipairs(KEYS) do
+  local current = redis.call('GET', key)
+  if current and string.sub(current, 1, #mine) ~= mine then
+    return current
+  end
 end
-return 0
+for _, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[2], 'PX', ARGV[3])
+end
+return 'ok'

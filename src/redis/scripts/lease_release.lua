@@ -1,11 +1,15 @@
--- Give the lease up (graceful shutdown) so a standby replica takes over at once.
+-- Give a lease up (graceful shutdown) so a standby replica takes over at once.
 --
--- KEYS[1] lease string
--- ARGV[1] lease value "<consumer>/<token>.<seq>"
+-- KEYS[1] source lease string      KEYS[2] legacy lease string
+-- ARGV[1] the acquisition's prefix "<consumer>/<token>."
 --
--- Returns 1 when released, 0 when it was not ours any more.
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
+-- Returns how many of the two keys were released (a key no longer ours is left alone).
+local released = 0
+for _, key in ipairs(KEYS) do
+  local current = redis.call('GET', key)
+  if current and string.sub(current, 1, #ARGV[1]) == ARGV[1] then
+    redis.call('DEL', key)
+    released = released + 1
+  end
 end
-return 0
+return released

@@ -1,11 +1,18 @@
--- Extend the lease if it still holds exactly this value.
+-- Extend a lease that this acquisition still holds. The check is on the token, not the
+-- sequence number, so a renewal can run on its own connection while commits (which move
+-- the sequence number) are in flight; commits still check the exact value.
 --
--- KEYS[1] lease string
--- ARGV[1] lease value "<consumer>/<token>.<seq>"   ARGV[2] TTL in ms
+-- KEYS[1] source lease string      KEYS[2] legacy lease string
+-- ARGV[1] the acquisition's prefix "<consumer>/<token>."   ARGV[2] TTL in ms
 --
--- Returns 1 when extended, 0 when the lease was lost.
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+-- Returns 1 when both were extended, 0 when either was lost (nothing is extended then).
+for _, key in ipairs(KEYS) do
+  local current = redis.call('GET', key)
+  if not current or string.sub(current, 1, #ARGV[1]) ~= ARGV[1] then
+    return 0
+  end
 end
-return 0
+for _, key in ipairs(KEYS) do
+  redis.call('PEXPIRE', key, ARGV[2])
+end
+return 1
