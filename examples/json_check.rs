@@ -3,8 +3,9 @@
 //! with a visitor) and the strict fast scan (`check_message`), on a typical scraper event
 //! and on a message nested 64 levels deep.
 //!
-//! `cargo run --release --example json_check [iterations] [raw|reference|fast]`: with a
-//! check named, only that one runs (for instruction counts under callgrind).
+//! `cargo run --release --example json_check [iterations] [raw|reference|fast|all]
+//! [event|nested]`: with a check or a message named, only that one runs (for instruction
+//! counts under callgrind).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -67,7 +68,8 @@ fn main() {
     let iterations: u32 = args
         .next()
         .map_or(1_000_000, |n| n.parse().expect("iterations"));
-    let only = args.next();
+    let only = args.next().filter(|c| c != "all");
+    let only_message = args.next();
     let nested = nested();
     let messages = [("event", EVENT.as_bytes()), ("nested", nested.as_bytes())];
     let checks: [(&str, Check); 3] = [("raw", raw), ("reference", reference), ("fast", fast)];
@@ -79,6 +81,9 @@ fn main() {
     }
     for round in 1..=3 {
         for (name, m) in messages {
+            if only_message.as_deref().is_some_and(|o| o != name) {
+                continue;
+            }
             let line: Vec<String> = checks
                 .iter()
                 .filter(|(check, _)| only.as_deref().is_none_or(|o| o == *check))

@@ -735,7 +735,7 @@ mod generated {
     }
 
     proptest! {
-        #![proptest_config(config(300_000))]
+        #![proptest_config(config(2_000_000))]
 
         /// The long run: `cargo test --release --lib message -- --ignored`.
         #[test]
