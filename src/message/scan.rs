@@ -1,0 +1,282 @@
+//! The fast check: one pass over the bytes, no allocation, no recursion, no value built.
+//!
+//! It decides exactly what the reference decides (the unit tests compare the two on
+//! generated and mutated messages), but only answers yes or no: a message it refuses goes
+//! to the reference, which names the reason.
+//!
+//! - Strings skip plain bytes eight at a time (a word-wide test for `"`, `\`, control
+//!   characters and non-ASCII bytes); a non-ASCII byte starts a UTF-8 sequence that is
+//!   checked on the spot (shortest form, no surrogate code points, at most U+10FFFF), so the
+//!   input is never validated as a whole. `\u` escapes must pair their surrogates.
+//! - Nesting is a counter and a bit per level (object or array): serde_json refuses the
+//!   128th level whatever the profile says, so at most 127 bits are ever needed.
+//! - A number is finite when its decimal magnitude (the power of ten of its first non-zero
+//!   digit) is below 308 and infinite above; within [1e308, 1e309) serde_json's own parser
+//!   decides, as it rounds.
+
+use super::reference;
+
+/// Deepest nesting serde_json's parser takes: it refuses the 128th level.
+const SERDE_JSON_DEPTH: usize = 127;
+
+/// Explicit exponents saturate here: far past any double, far from overflowing an `i64`.
+const EXPONENT_CAP: i64 = 1 << 40;
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The span of the value (surrounding whitespace left out) if `bytes` is one JSON value in
+/// the profile, nested at most `max_depth` levels; `None` otherwise.
+pub(super) fn scan(bytes: &[u8], max_depth: usize) -> Option<(usize, usize)> {
+    let limit = max_depth.min(SERDE_JSON_DEPTH);
+    let mut i = skip_whitespace(bytes, 0);
+    let start = i;
+    let mut depth = 0;
+    // Bit 0 is the innermost open container: 1 for an object, 0 for an array.
+    let mut objects: u128 = 0;
+    loop {
+        // A value starts at `i`.
+        match *bytes.get(i)? {
+            b'"' => i = string(bytes, i + 1)?,
+            b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return None;
+                }
+                objects = objects << 1 | 1;
+                i = skip_whitespace(bytes, i + 1);
+                if bytes.get(i) == Some(&b'}') {
+                    i += 1;
+                    depth -= 1;
+                    objects >>= 1;
+                } else {
+                    i = member_name(bytes, i)?;
+                    continue;
+                }
+            }
+            b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return None;
+                }
+                objects <<= 1;
+                i = skip_whitespace(bytes, i + 1);
+                if bytes.get(i) == Some(&b']') {
+                    i += 1;
+                    depth -= 1;
+                    objects >>= 1;
+                } else {
+                    continue;
+                }
+            }
+            b't' => i = word(bytes, i, b"true")?,
+            b'f' => i = word(bytes, i, b"false")?,
+            b'n' => i = word(bytes, i, b"null")?,
+            _ => i = number(bytes, i)?,
+        }
+        // A value ends at `i`: close containers until one has a next element.
+        loop {
+            if depth == 0 {
+                return (skip_whitespace(bytes, i) == bytes.len()).then_some((start, i));
+            }
+            i = skip_whitespace(bytes, i);
+            let in_object = objects & 1 == 1;
+            match *bytes.get(i)? {
+                b',' => {
+                    i = skip_whitespace(bytes, i + 1);
+                    if in_object {
+                        i = member_name(bytes, i)?;
+                    }
+                    break;
+                }
+                b']' if !in_object => {}
+                b'}' if in_object => {}
+                _ => return None,
+            }
+            i += 1;
+            depth -= 1;
+            objects >>= 1;
+        }
+    }
+}
+
+#[inline(always)]
+fn skip_whitespace(bytes: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = bytes.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// A member name at `i` and its colon; returns where the member's value starts.
+#[inline(always)]
+fn member_name(bytes: &[u8], i: usize) -> Option<usize> {
+    if bytes.get(i) != Some(&b'"') {
+        return None;
+    }
+    let i = skip_whitespace(bytes, string(bytes, i + 1)?);
+    if bytes.get(i) != Some(&b':') {
+        return None;
+    }
+    Some(skip_whitespace(bytes, i + 1))
+}
+
+fn word(bytes: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+    let end = i + word.len();
+    (bytes.get(i..end)? == word).then_some(end)
+}
+
+/// Bytes a string cannot skip, as the high bit of their byte: `"`, `\`, control characters
+/// and non-ASCII bytes. Only the lowest flagged byte is sure to be one (a borrow can flag
+/// bytes above it), which is the only one used.
+#[inline(always)]
+fn stops(x: u64) -> u64 {
+    let quote = x ^ (ONES * u64::from(b'"'));
+    let backslash = x ^ (ONES * u64::from(b'\\'));
+    let below_space = x.wrapping_sub(ONES * 0x20);
+    (((quote.wrapping_sub(ONES) | backslash.wrapping_sub(ONES) | below_space) & !x) | x) & HIGHS
+}
+
+/// The rest of a string whose opening quote is just before `i`; returns the index after
+/// the closing quote.
+#[inline]
+fn string(bytes: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        while let Some(chunk) = bytes.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+            let flagged = stops(u64::from_le_bytes(*chunk));
+            if flagged != 0 {
+                i += (flagged.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
+        }
+        match *bytes.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => i = escape(bytes, i + 1)?,
+            0..=0x1f => return None,
+            0x80..=0xff => i = utf8_sequence(bytes, i)?,
+            _ => i += 1,
+        }
+    }
+}
+
+/// An escape whose backslash is just before `i`; returns the index after it. A `\u` escape
+/// of a leading surrogate must be followed at once by one of a trailing surrogate.
+fn escape(bytes: &[u8], i: usize) -> Option<usize> {
+    match *bytes.get(i)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(i + 1),
+        b'u' => match hex4(bytes, i + 1)? {
+            0xdc00..=0xdfff => None,
+            0xd800..=0xdbff => {
+                if bytes.get(i + 5..i + 7)? != b"\\u" {
+                    return None;
+                }
+                matches!(hex4(bytes, i + 7)?, 0xdc00..=0xdfff).then_some(i + 11)
+            }
+            _ => Some(i + 5),
+        },
+        _ => None,
+    }
+}
+
+fn hex4(bytes: &[u8], i: usize) -> Option<u32> {
+    bytes.get(i..i + 4)?.iter().try_fold(0, |n, &c| {
+        let digit = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        Some(n << 4 | u32::from(digit))
+    })
+}
+
+/// A UTF-8 sequence whose first byte, at `i`, is not ASCII; returns the index after it.
+/// The ranges are those of RFC 3629: shortest form, no surrogates, at most U+10FFFF.
+#[inline(never)]
+fn utf8_sequence(bytes: &[u8], i: usize) -> Option<usize> {
+    let (len, second) = match bytes[i] {
+        0xc2..=0xdf => (2, 0x80..=0xbf),
+        0xe0 => (3, 0xa0..=0xbf),
+        0xe1..=0xec | 0xee..=0xef => (3, 0x80..=0xbf),
+        0xed => (3, 0x80..=0x9f),
+        0xf0 => (4, 0x90..=0xbf),
+        0xf1..=0xf3 => (4, 0x80..=0xbf),
+        0xf4 => (4, 0x80..=0x8f),
+        _ => return None,
+    };
+    let sequence = bytes.get(i..i + len)?;
+    let continued = sequence[2..].iter().all(|&c| c & 0xc0 == 0x80);
+    (second.contains(&sequence[1]) && continued).then_some(i + len)
+}
+
+fn digits(bytes: &[u8], mut i: usize) -> usize {
+    while let Some(b'0'..=b'9') = bytes.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// A number at `start` (RFC 8259 grammar); returns the index after it if it is finite as
+/// a double.
+#[inline]
+fn number(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut i = start;
+    if bytes.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    let integer = i;
+    match *bytes.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => i = digits(bytes, i + 1),
+        _ => return None,
+    }
+    let integer_digits = i - integer;
+    let integer_is_zero = bytes[integer] == b'0';
+    let mut fraction = i..i;
+    if bytes.get(i) == Some(&b'.') {
+        let end = digits(bytes, i + 1);
+        if end == i + 1 {
+            return None;
+        }
+        fraction = i + 1..end;
+        i = end;
+    }
+    let mut exponent: i64 = 0;
+    if let Some(b'e' | b'E') = bytes.get(i) {
+        i += 1;
+        let negative = bytes.get(i) == Some(&b'-');
+        if let Some(b'-' | b'+') = bytes.get(i) {
+            i += 1;
+        }
+        let first = i;
+        while let Some(&c @ b'0'..=b'9') = bytes.get(i) {
+            exponent = (exponent * 10 + i64::from(c - b'0')).min(EXPONENT_CAP);
+            i += 1;
+        }
+        if i == first {
+            return None;
+        }
+        if negative {
+            exponent = -exponent;
+        }
+    }
+    // The power of ten of the first non-zero digit.
+    let magnitude = if integer_is_zero {
+        if exponent <= 308 {
+            return Some(i);
+        }
+        match bytes[fraction].iter().position(|&c| c != b'0') {
+            // Zero, however it is written, and whatever its exponent.
+            None => return Some(i),
+            Some(zeros) => exponent - zeros as i64 - 1,
+        }
+    } else {
+        integer_digits as i64 - 1 + exponent
+    };
+    match magnitude {
+        ..308 => Some(i),
+        308 => reference::number_is_finite(&bytes[start..i]).then_some(i),
+        _ => None,
+    }
+}

@@ -1,0 +1,754 @@
+//! The checks of both implementations, and the scan against the reference.
+
+use super::*;
+
+const PROFILE: Profile = Profile {
+    max_bytes: 1 << 20,
+    max_depth: 64,
+};
+
+/// `check_message`, after making sure the reference says the same.
+fn check(m: &[u8]) -> Result<&[u8], Rejection> {
+    let fast = check_message(m, PROFILE);
+    assert_eq!(fast, check_message_reference(m, PROFILE), "{m:?}");
+    fast
+}
+
+#[test]
+fn valid_messages_pass_unchanged() {
+    for m in [
+        &br#"{"b":1,"a":2}"#[..],
+        br#"{"x":1.50e3,"u":"\u00e9\ud83d\ude00","s":"caf\u00e9 \"q\""}"#,
+        "{\"raw\":\"é😀\"}".as_bytes(),
+        b"[1,2,3]",
+        b"42",
+        b"-0.0",
+        b"1e308",
+        b"1e-400",
+        b"123456789012345678901234567890",
+        b"\"str\"",
+        b"null",
+        br#"{"a":1,"a":2}"#,
+    ] {
+        assert_eq!(check(m).unwrap(), m);
+    }
+    assert_eq!(check(b"  {\"a\":1}\n").unwrap(), b"{\"a\":1}");
+    assert_eq!(check(b"\t\r\n 7 \n").unwrap(), b"7");
+}
+
+#[test]
+fn bad_messages_are_rejected_with_a_reason() {
+    for m in [
+        &b"{\"a\":"[..],
+        b"hello world",
+        b"{\"a\":1} x",
+        b"",
+        b"  ",
+        b"[1,]",
+    ] {
+        assert!(matches!(check(m), Err(Rejection::NotJson(_))), "{m:?}");
+    }
+    assert_eq!(check(b"\xff\xfe{}"), Err(Rejection::NotUtf8));
+    assert_eq!(check(b"\"\xc3\""), Err(Rejection::NotUtf8));
+    let small = Profile {
+        max_bytes: 3,
+        ..PROFILE
+    };
+    assert_eq!(
+        check_message(b"[1,2,3]", small),
+        Err(Rejection::TooLarge { size: 7, limit: 3 })
+    );
+}
+
+#[test]
+fn unpaired_surrogates_are_refused() {
+    for m in [
+        &br#""\ud83d""#[..],
+        br#""\ude00""#,
+        br#"{"k":"abc\ud83dxyz"}"#,
+        br#"{"\ud83d":1}"#,
+        br#"["\ud83d\u0041"]"#,
+        br#""\udc00\ud800""#,
+    ] {
+        let r = check(m);
+        assert!(
+            matches!(r, Err(Rejection::UnpairedSurrogate(_))),
+            "{m:?}: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn numbers_beyond_a_double_are_refused() {
+    for m in [
+        &b"1e999999999"[..],
+        b"-1e309",
+        b"[1,2e400]",
+        br#"{"n":1e309}"#,
+    ] {
+        let r = check(m);
+        assert!(
+            matches!(r, Err(Rejection::NumberOutOfRange(_))),
+            "{m:?}: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn depth_is_limited_and_deep_input_cannot_overflow_the_stack() {
+    let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    assert!(check(nested(64).as_bytes()).is_ok());
+    assert_eq!(
+        check(nested(65).as_bytes()),
+        Err(Rejection::TooDeep { limit: 64 })
+    );
+    let objects = format!("{}1{}", "{\"a\":".repeat(65), "}".repeat(65));
+    assert_eq!(
+        check(objects.as_bytes()),
+        Err(Rejection::TooDeep { limit: 64 })
+    );
+    // Far past any limit: refused, not a stack overflow.
+    let deep = nested(100_000);
+    assert!(check_message(
+        deep.as_bytes(),
+        Profile {
+            max_bytes: 1 << 20,
+            max_depth: MAX_DEPTH_LIMIT
+        }
+    )
+    .is_err());
+    assert!(check(b"0").is_ok());
+    let flat = Profile {
+        max_depth: 0,
+        ..PROFILE
+    };
+    assert!(check_message(b"[]", flat).is_err());
+    assert!(check_message(b"\"s\"", flat).is_ok());
+}
+
+#[test]
+fn the_deepest_message_still_makes_an_envelope_serde_json_accepts() {
+    let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    let max = Profile {
+        max_bytes: 1 << 20,
+        max_depth: MAX_DEPTH_LIMIT,
+    };
+    let m = nested(MAX_DEPTH_LIMIT);
+    let value = check_message(m.as_bytes(), max).unwrap();
+    let mut envelope = Vec::new();
+    crate::envelope::write_envelope(&mut envelope, uuid::Uuid::nil(), "ts", [value]).unwrap();
+    assert!(serde_json::from_slice::<serde_json::Value>(&envelope).is_ok());
+    // One level more and serde_json would refuse the envelope: the limit is tight.
+    let m = nested(MAX_DEPTH_LIMIT + 1);
+    let mut envelope = Vec::new();
+    crate::envelope::write_envelope(&mut envelope, uuid::Uuid::nil(), "ts", [m.as_bytes()])
+        .unwrap();
+    assert!(serde_json::from_slice::<serde_json::Value>(&envelope).is_err());
+}
+
+/// Whether the scan and the reference agree on `m`: the same verdict, the same bytes.
+fn scan_agrees(m: &[u8], profile: Profile) -> Result<(), String> {
+    let fast = scan::scan(m, profile.max_depth).map(|(start, end)| &m[start..end]);
+    let slow = reference::check(m, profile);
+    if fast == slow.as_ref().ok().copied() {
+        Ok(())
+    } else {
+        Err(format!(
+            "scan {fast:?}, reference {slow:?} for {:?} (max_depth {})",
+            String::from_utf8_lossy(m),
+            profile.max_depth
+        ))
+    }
+}
+
+/// Asserts that both implementations give `expected` for `m` under `PROFILE`.
+fn expect(m: &[u8], expected: bool) {
+    scan_agrees(m, PROFILE).unwrap();
+    let verdict = check(m);
+    assert_eq!(verdict.is_ok(), expected, "{m:?}: {verdict:?}");
+}
+
+const ACCEPTED: &[&[u8]] = &[
+    // Every escape, and the extremes of \u.
+    br#""\"\\\/\b\f\n\r\t""#,
+    br#""\u0000""#,
+    br#""\u0041\u00e9\u00E9\uFFFF\uffff\ud7ff\ue000""#,
+    br#""\uD83D\uDE00""#,
+    br#""\udbff\udfff\ud800\udc00""#,
+    br#"{"\ud83d\ude00":"\ud83d\ude00x"}"#,
+    // Raw characters: DEL, two, three and four bytes, the largest code points.
+    b"\"\x7f\"",
+    "\"é–😀\"".as_bytes(),
+    b"\"\xef\xbf\xbf\"",
+    b"\"\xf4\x8f\xbf\xbf\"",
+    b"\"\xed\x9f\xbf\xee\x80\x80\"",
+    // Every number form.
+    b"0",
+    b"-0",
+    b"-0.0",
+    b"7",
+    b"-7",
+    b"1E+2",
+    b"1e+2",
+    b"1E2",
+    b"1e-2",
+    b"1.5E-2",
+    b"0e0",
+    b"0.0E+0",
+    b"18446744073709551615",
+    b"18446744073709551616",
+    b"-9223372036854775808",
+    b"-9223372036854775809",
+    b"1234567890123456789012345678901234567890",
+    b"123456789012345678901234567890.123456789e-10",
+    b"1e308",
+    b"1.7976931348623157e308",
+    b"-1.7976931348623157e308",
+    b"0.000123e310",
+    b"0.0000001e315",
+    b"1e-400",
+    b"1e-99999999999999999999999",
+    b"-1e-400",
+    b"0e99999999999999999999999",
+    b"0.000e400",
+    b"-0e400",
+    b"0.0e309",
+    // Structure and whitespace.
+    b"[]",
+    b"{}",
+    b"[[]]",
+    b"[{}]",
+    b" \t\n\r[ 1 , 2 ] \t\n\r",
+    b"{ \"a\" : [ 1 , { \"b\" : null } ] , \"c\" : true , \"d\" : false }",
+    br#"{"a":1,"a":2}"#,
+    br#"["",true,false,null,0,{"":""}]"#,
+];
+
+const REFUSED: &[&[u8]] = &[
+    // Not JSON at all, or not one value.
+    b"",
+    b" ",
+    b" \t\n\r",
+    b"{} x",
+    b"{}{}",
+    b"1 2",
+    b"[1]]",
+    b"[[1]",
+    b"]",
+    b"}",
+    b"[1,]",
+    b"[,1]",
+    b"[1 2]",
+    br#"{"a":1,}"#,
+    br#"{"a"}"#,
+    br#"{"a":}"#,
+    br#"{"a" 1}"#,
+    br#"{"a":1 "b":2}"#,
+    b"{a:1}",
+    b"{1:1}",
+    b"['a']",
+    b"tru",
+    b"truex",
+    b"nul",
+    b"True",
+    b"NaN",
+    b"Infinity",
+    b"-Infinity",
+    b"/* */ 1",
+    b"\x0c1",
+    b"\x0b1",
+    b"\xc2\xa01",
+    b"[1]\x00",
+    b"\xef\xbb\xbf{}",
+    b"\xff\xfe{}",
+    "é".as_bytes(),
+    // Numbers outside the grammar.
+    b"01",
+    b"-01",
+    b"00",
+    b"1.",
+    b".5",
+    b"-.5",
+    b"1.e3",
+    b"-",
+    b"+1",
+    b"1e",
+    b"1e+",
+    b"1E-",
+    b"0x10",
+    b"1_000",
+    b"--1",
+    // Numbers beyond a double.
+    b"1e309",
+    b"-1e309",
+    b"2e308",
+    b"1.7976931348623159e308",
+    b"1e999999999",
+    b"1e99999999999999999999999",
+    b"0.000123e313",
+    b"[1,2e400]",
+    // Strings: escapes.
+    br#""\ud83d""#,
+    br#""\ude00""#,
+    br#""\udc00""#,
+    br#""\udfff""#,
+    br#""\ud800""#,
+    br#""\udbff""#,
+    br#""\ud83d\u0041""#,
+    br#""\ud83d\ue000""#,
+    br#""\ud83d\udbff""#,
+    br#""\ud83d\ud83d\ude00""#,
+    br#""\ud83dx""#,
+    br#""\ud83d\n""#,
+    br#""\ud83d\""#,
+    br#""\ud83d\u""#,
+    br#""\u12""#,
+    br#""\u12g4""#,
+    br#""\u00G0""#,
+    br#""\u00:0""#,
+    br#""\u00@0""#,
+    br#""\u00`0""#,
+    br#""\u00/0""#,
+    br#""\ud83d\udG00""#,
+    br#""\x""#,
+    br#""\'""#,
+    br#""\a""#,
+    br#""\U0041""#,
+    // Strings: control characters, unterminated.
+    b"\"\x00\"",
+    b"\"\x1f\"",
+    b"\"\t\"",
+    b"\"\n\"",
+    b"\"abc",
+    b"\"abc\\",
+    b"\"abcdefghijklmnopqrstuvwxyz",
+    // Strings: not UTF-8 (overlong, surrogates, too large, truncated, stray).
+    b"\"\xc0\x80\"",
+    b"\"\xc1\xbf\"",
+    b"\"\xe0\x80\x80\"",
+    b"\"\xe0\x9f\xbf\"",
+    b"\"\xf0\x80\x80\x80\"",
+    b"\"\xf0\x8f\xbf\xbf\"",
+    b"\"\xed\xa0\x80\"",
+    b"\"\xed\xbf\xbf\"",
+    b"\"\xed\xa0\xbd\xed\xb8\x80\"",
+    b"\"\xf4\x90\x80\x80\"",
+    b"\"\xf5\x80\x80\x80\"",
+    b"\"\xff\"",
+    b"\"\xc3\"",
+    b"\"\xe2\x80\"",
+    b"\"\xf0\x9f\x98\"",
+    b"\"\x80\"",
+    b"\"\xc3\x28\"",
+];
+
+#[test]
+fn a_corpus_of_edge_cases_is_decided_alike() {
+    for m in ACCEPTED {
+        expect(m, true);
+    }
+    for m in REFUSED {
+        expect(m, false);
+    }
+    // Every number form, as a member and in an array too.
+    for m in ACCEPTED.iter().chain(REFUSED) {
+        for wrapped in [
+            [&b"["[..], m, b"]"].concat(),
+            [&br#"{"k":"#[..], m, b"}"].concat(),
+            [&b"[ "[..], m, b" ,1]"].concat(),
+        ] {
+            scan_agrees(&wrapped, PROFILE).unwrap();
+        }
+    }
+}
+
+#[test]
+fn numbers_near_the_largest_double_are_decided_alike() {
+    // The halfway point between the largest double and the next power of two, and numbers
+    // around it: the narrow band the scan hands to serde_json's own parser.
+    let halfway = "179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904174497792";
+    let mut numbers = vec![
+        halfway.to_string(),
+        format!("{}1", &halfway[..halfway.len() - 1]),
+        format!("{}0.9999e0", &halfway[..halfway.len() - 1]),
+        format!("-{halfway}"),
+        format!("0.{halfway}e309"),
+        format!("0.0{halfway}e310"),
+        format!("{halfway}0e-1"),
+        format!("{}e-1", "9".repeat(310)),
+        "9".repeat(308),
+        "9".repeat(309),
+        "9".repeat(310),
+        format!("1{}", "0".repeat(308)),
+        format!("1{}", "0".repeat(309)),
+    ];
+    for mantissa in [
+        "1.7976931348623157",
+        "1.7976931348623158",
+        "1.79769313486231580",
+        "1.797693134862315807",
+        "1.7976931348623158079",
+        "1.79769313486231581",
+        "1.7976931348623159",
+        "17976931348623158",
+        "1",
+        "9.999999999999999999999",
+        "0.17976931348623158",
+    ] {
+        for exponent in ["e307", "e308", "e309", "e292", "e291", "E+308"] {
+            numbers.push(format!("{mantissa}{exponent}"));
+        }
+    }
+    for n in &numbers {
+        scan_agrees(n.as_bytes(), PROFILE).unwrap();
+    }
+    assert!(check(format!("1{}", "0".repeat(308)).as_bytes()).is_ok());
+    assert!(check(format!("1{}", "0".repeat(309)).as_bytes()).is_err());
+}
+
+#[test]
+fn depth_beyond_serde_json_is_refused_whatever_the_profile() {
+    let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    let lax = Profile {
+        max_bytes: 1 << 20,
+        max_depth: 1000,
+    };
+    for n in [0, 1, 64, 124, 126, 127, 128, 129, 200] {
+        scan_agrees(nested(n).as_bytes(), lax).unwrap();
+        for max_depth in [0, 1, 63, 64, 65, 124, 127, 128] {
+            let profile = Profile { max_depth, ..lax };
+            scan_agrees(nested(n).as_bytes(), profile).unwrap();
+        }
+    }
+    assert!(check_message(nested(127).as_bytes(), lax).is_ok());
+    assert!(check_message(nested(128).as_bytes(), lax).is_err());
+    let deep = nested(100_000);
+    assert!(scan::scan(deep.as_bytes(), lax.max_depth).is_none());
+    assert!(check_message(deep.as_bytes(), lax).is_err());
+}
+
+mod generated {
+    //! The scan against the reference on generated messages: JSON values built from
+    //! pieces chosen to hit every rule, then perhaps mutated, and arbitrary bytes.
+
+    use proptest::prelude::*;
+    use proptest::sample::{select, Index};
+    use proptest::test_runner::Config;
+
+    use super::{scan_agrees, Profile};
+
+    /// Pieces of string content: plain runs, every escape, paired surrogates and raw
+    /// characters of every length ...
+    const GOOD_PIECES: &[&[u8]] = &[
+        b"a",
+        b"Z9 ",
+        b"plain text, longer than a word",
+        b"\\n",
+        b"\\\"",
+        b"\\\\",
+        b"\\/",
+        b"\\b\\f\\r\\t",
+        b"\\u0041",
+        b"\\u00e9",
+        b"\\u0000",
+        b"\\uFFFF",
+        b"\\ud83d\\ude00",
+        b"\\uDBFF\\uDFFF",
+        b"\x7f",
+        "é".as_bytes(),
+        "–".as_bytes(),
+        "😀".as_bytes(),
+        b"\xef\xbf\xbf",
+        b"\xf4\x8f\xbf\xbf",
+        b"\xed\x9f\xbf",
+    ];
+
+    /// ... and bad ones: unpaired surrogates, broken escapes, control characters and
+    /// broken UTF-8.
+    const BAD_PIECES: &[&[u8]] = &[
+        b"\\ud83d",
+        b"\\ude00",
+        b"\\ud83d\\u0041",
+        b"\\ud800\\udbff",
+        b"\\ud83d\\",
+        b"\\ud83d\\n",
+        b"\\u12",
+        b"\\uzzzz",
+        b"\\u00G0",
+        b"\\u00:0",
+        b"\\u00@0",
+        b"\\u00`0",
+        b"\\u00/0",
+        b"\\x",
+        b"\\",
+        b"'",
+        b"\x01",
+        b"\x1f",
+        b"\t",
+        b"\xed\xa0\x80",
+        b"\xc0\x80",
+        b"\xe0\x80\x80",
+        b"\xf0\x8f\xbf\xbf",
+        b"\xf4\x90\x80\x80",
+        b"\xff",
+        b"\xc3",
+        b"\xe2\x80",
+        b"\x80",
+    ];
+
+    const LITERALS: &[&[u8]] = &[b"true", b"false", b"null"];
+
+    const WHITESPACE: &[&str] = &["", "", "", " ", "\n", "\t\r "];
+
+    /// JSON whitespace, and now and then a form feed, which is not.
+    fn whitespace() -> impl Strategy<Value = &'static str> {
+        prop_oneof![40 => select(WHITESPACE), 1 => Just("\x0c")]
+    }
+
+    /// Bytes that matter to JSON, for mutations and for short random inputs.
+    const JSON_BYTES: &[u8] =
+        b"{}[],:\"\\ \t\n0123456789.eE+-tfnulrsa\x00\x1f\x7f\x80\xbf\xc3\xed\xf4\xff";
+
+    fn digits(len: std::ops::Range<usize>) -> impl Strategy<Value = String> {
+        prop::collection::vec(0u8..10, len)
+            .prop_map(|d| d.into_iter().map(|d| char::from(b'0' + d)).collect())
+    }
+
+    fn string() -> impl Strategy<Value = Vec<u8>> {
+        // A \u escape of any code unit, most near or among the surrogates, upper or lower
+        // case, and pairs of them.
+        let unit = || prop_oneof![0xd7f0u32..0xe010, 0u32..0x10000];
+        let hex = (unit(), any::<bool>()).prop_map(|(n, upper)| {
+            if upper {
+                format!("\\u{n:04X}")
+            } else {
+                format!("\\u{n:04x}")
+            }
+        });
+        let escape = prop_oneof![
+            hex.clone(),
+            (hex.clone(), hex).prop_map(|(a, b)| format!("{a}{b}")),
+            (0xd800u32..0xdc00, 0xdc00u32..0xe000)
+                .prop_map(|(a, b)| format!("\\u{a:04x}\\u{b:04x}")),
+        ]
+        .prop_map(String::into_bytes);
+        let piece = prop_oneof![
+            12 => select(GOOD_PIECES).prop_map(<[u8]>::to_vec),
+            1 => select(BAD_PIECES).prop_map(<[u8]>::to_vec),
+            2 => escape,
+        ];
+        prop::collection::vec(piece, 0..6)
+            .prop_map(|pieces| [&b"\""[..], &pieces.concat(), b"\""].concat())
+    }
+
+    /// Numbers of every shape, many near the edges: leading zeros, huge exponents, long
+    /// fractions of zeros, and magnitudes around 1e308.
+    fn number() -> impl Strategy<Value = Vec<u8>> {
+        let integer = prop_oneof![
+            3 => Just("0".to_string()),
+            6 => (1u8..10, digits(0..20)).prop_map(|(d, rest)| format!("{d}{rest}")),
+            1 => (1u8..10, digits(300..315)).prop_map(|(d, rest)| format!("{d}{rest}")),
+            1 => digits(2..4),
+        ];
+        let fraction = prop_oneof![
+            4 => Just(String::new()),
+            4 => digits(1..20).prop_map(|d| format!(".{d}")),
+            1 => (0usize..330, digits(1..5)).prop_map(|(z, d)| format!(".{}{d}", "0".repeat(z))),
+            1 => Just(".".to_string()),
+            1 => Just(String::new()),
+        ];
+        let exponent = prop_oneof![
+            4 => Just(String::new()),
+            3 => (select(&["e", "E", "e+", "E-", "e-"][..]), 0u32..400)
+                .prop_map(|(e, n)| format!("{e}{n}")),
+            2 => (select(&["e", "e+", "E"][..]), 280u32..330).prop_map(|(e, n)| format!("{e}{n}")),
+            1 => (select(&["e", "e-"][..]), digits(1..30)).prop_map(|(e, n)| format!("{e}{n}")),
+            1 => select(&["e", "e+", "E-"][..]).prop_map(str::to_string),
+        ];
+        let near_max = (
+            select(
+                &[
+                    "1797693134862315",
+                    "9999999999999999",
+                    "1000000000000000",
+                    "17976931348623158079",
+                ][..],
+            ),
+            digits(0..8),
+            select(&["e307", "e308", "e309", "e292", "e293"][..]),
+        )
+            .prop_map(|(prefix, more, e)| format!("{}.{}{more}{e}", &prefix[..1], &prefix[1..]));
+        let general = (any::<bool>(), integer, fraction, exponent)
+            .prop_map(|(minus, i, f, e)| format!("{}{i}{f}{e}", if minus { "-" } else { "" }));
+        prop_oneof![4 => general, 1 => near_max].prop_map(String::into_bytes)
+    }
+
+    fn value() -> impl Strategy<Value = Vec<u8>> {
+        let leaf = prop_oneof![
+            select(LITERALS).prop_map(<[u8]>::to_vec),
+            number(),
+            string(),
+        ];
+        leaf.prop_recursive(6, 48, 5, |inner| {
+            let ws = whitespace;
+            prop_oneof![
+                prop::collection::vec((ws(), inner.clone(), ws()), 0..5).prop_map(|items| {
+                    let items: Vec<Vec<u8>> = items
+                        .into_iter()
+                        .map(|(a, v, b)| [a.as_bytes(), &v, b.as_bytes()].concat())
+                        .collect();
+                    [&b"["[..], &items.join(&b","[..]), b"]"].concat()
+                }),
+                prop::collection::vec((ws(), string(), ws(), inner, ws()), 0..5).prop_map(
+                    |members| {
+                        let members: Vec<Vec<u8>> = members
+                            .into_iter()
+                            .map(|(a, k, b, v, c)| {
+                                [a.as_bytes(), &k, b.as_bytes(), b":", &v, c.as_bytes()].concat()
+                            })
+                            .collect();
+                        [&b"{"[..], &members.join(&b","[..]), b"}"].concat()
+                    }
+                ),
+            ]
+        })
+    }
+
+    /// A value, perhaps wrapped in many levels of arrays and objects, with whitespace.
+    fn message() -> impl Strategy<Value = Vec<u8>> {
+        (
+            whitespace(),
+            value(),
+            whitespace(),
+            prop_oneof![6 => Just(0usize), 1 => 0usize..140],
+            any::<bool>(),
+        )
+            .prop_map(|(before, v, after, levels, objects)| {
+                let (open, close): (&[u8], &[u8]) = if objects {
+                    (b"{\"k\":", b"}")
+                } else {
+                    (b"[", b"]")
+                };
+                [
+                    before.as_bytes(),
+                    &open.repeat(levels),
+                    &v,
+                    &close.repeat(levels),
+                    after.as_bytes(),
+                ]
+                .concat()
+            })
+    }
+
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Delete(Index),
+        Insert(Index, u8),
+        Replace(Index, u8),
+        Truncate(Index),
+        Repeat(Index, Index),
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        let byte = || prop_oneof![select(JSON_BYTES), any::<u8>()];
+        prop_oneof![
+            any::<Index>().prop_map(Edit::Delete),
+            (any::<Index>(), byte()).prop_map(|(i, b)| Edit::Insert(i, b)),
+            (any::<Index>(), byte()).prop_map(|(i, b)| Edit::Replace(i, b)),
+            any::<Index>().prop_map(Edit::Truncate),
+            (any::<Index>(), any::<Index>()).prop_map(|(i, j)| Edit::Repeat(i, j)),
+        ]
+    }
+
+    fn apply(mut m: Vec<u8>, edits: Vec<Edit>) -> Vec<u8> {
+        for e in edits {
+            let len = m.len();
+            if len == 0 {
+                break;
+            }
+            match e {
+                Edit::Delete(i) => {
+                    m.remove(i.index(len));
+                }
+                Edit::Insert(i, b) => m.insert(i.index(len + 1), b),
+                Edit::Replace(i, b) => m[i.index(len)] = b,
+                Edit::Truncate(i) => m.truncate(i.index(len)),
+                Edit::Repeat(i, j) => {
+                    let (a, b) = (i.index(len), j.index(len));
+                    let piece = m[a.min(b)..a.max(b)].to_vec();
+                    m.splice(a.max(b)..a.max(b), piece);
+                }
+            }
+        }
+        m
+    }
+
+    fn mutated() -> impl Strategy<Value = Vec<u8>> {
+        (message(), prop::collection::vec(edit(), 0..4)).prop_map(|(m, edits)| apply(m, edits))
+    }
+
+    fn max_depth() -> impl Strategy<Value = usize> {
+        prop_oneof![4 => Just(64usize), 4 => 0usize..8, 1 => 120usize..200]
+    }
+
+    fn config(cases: u32) -> Config {
+        Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        }
+    }
+
+    fn agree(m: &[u8], max_depth: usize) -> Result<(), TestCaseError> {
+        let profile = Profile {
+            max_bytes: usize::MAX,
+            max_depth,
+        };
+        scan_agrees(m, profile).map_err(TestCaseError::fail)
+    }
+
+    proptest! {
+        #![proptest_config(config(3000))]
+
+        #[test]
+        fn on_generated_messages(m in message(), depth in max_depth()) {
+            agree(&m, depth)?;
+        }
+
+        #[test]
+        fn on_mutated_messages(m in mutated(), depth in max_depth()) {
+            agree(&m, depth)?;
+        }
+
+        /// The fuzz target: arbitrary bytes, and random strings of the bytes that matter to
+        /// JSON.
+        #[test]
+        fn on_arbitrary_bytes(
+            m in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..64),
+                prop::collection::vec(select(JSON_BYTES), 0..64),
+            ],
+            depth in max_depth(),
+        ) {
+            agree(&m, depth)?;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(2_000_000))]
+
+        /// The long run: `cargo test --release --lib message -- --ignored`.
+        #[test]
+        #[ignore]
+        fn at_length(
+            m in prop_oneof![
+                3 => mutated(),
+                1 => prop::collection::vec(any::<u8>(), 0..256),
+                1 => prop::collection::vec(select(JSON_BYTES), 0..256),
+            ],
+            depth in max_depth(),
+        ) {
+            agree(&m, depth)?;
+        }
+    }
+}
