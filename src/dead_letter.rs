@@ -1,11 +1,11 @@
-//! The dead-letter record: a message refused by [`crate::envelope::check_message`], kept with
+//! The dead-letter record: a message refused by [`crate::message::check_message`], kept with
 //! its exact bytes (`raw` when UTF-8, `raw_b64` otherwise), a reason, the list it came from and
 //! when it was refused. `dlq replay` turns a record back into the original bytes.
 
 use base64::Engine as _;
 use serde::Serialize;
 
-use crate::envelope::Rejection;
+use crate::message::Rejection;
 
 /// One dead-letter record, as stored in the dead-letter list.
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -81,12 +81,19 @@ impl DeadLetter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::check_message;
+    use crate::message::{check_message, Profile};
 
     #[test]
     fn dead_letter_round_trips_exact_bytes() {
         for raw in [&b"not json"[..], b"\xff\x00binary", "{\"é\":".as_bytes()] {
-            let reason = check_message(raw, 100).unwrap_err();
+            let reason = check_message(
+                raw,
+                Profile {
+                    max_bytes: 100,
+                    ..Profile::default()
+                },
+            )
+            .unwrap_err();
             let rec = DeadLetter::new(raw, &reason, "src", "2026-01-01T00:00:00.000000+00:00");
             let stored = rec.to_bytes();
             let back = DeadLetter::parse(&stored).unwrap();

@@ -68,6 +68,16 @@ pub struct Profile {
     pub max_depth: usize,
 }
 
+impl Default for Profile {
+    /// The documented defaults: `REDIS_MAX_MESSAGE_BYTES=1048576`, `REDIS_MAX_JSON_DEPTH=64`.
+    fn default() -> Self {
+        Profile {
+            max_bytes: 1 << 20,
+            max_depth: 64,
+        }
+    }
+}
+
 /// Check one message. On success returns the JSON value's bytes (surrounding whitespace
 /// removed), which is what goes into the envelope.
 pub fn check_message(bytes: &[u8], profile: Profile) -> Result<&[u8], Rejection> {

@@ -269,14 +269,22 @@ fn number(bytes: &[u8], start: usize) -> Option<usize> {
         match bytes[fraction].iter().position(|&c| c != b'0') {
             // Zero, however it is written, and whatever its exponent.
             None => return Some(i),
-            Some(zeros) => exponent - zeros as i64 - 1,
+            Some(zeros) => exponent
+                .saturating_sub(saturating_i64(zeros))
+                .saturating_sub(1),
         }
     } else {
-        integer_digits as i64 - 1 + exponent
+        saturating_i64(integer_digits)
+            .saturating_sub(1)
+            .saturating_add(exponent)
     };
     match magnitude {
         ..308 => Some(i),
         308 => reference::number_is_finite(&bytes[start..i]).then_some(i),
         _ => None,
     }
+}
+/// A digit count as a power of ten; counts past `i64::MAX` (not possible in memory) saturate.
+fn saturating_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

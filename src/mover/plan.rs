@@ -12,7 +12,8 @@ use std::time::Instant;
 use uuid::Uuid;
 
 use crate::dead_letter::DeadLetter;
-use crate::envelope::{self, Rejection};
+use crate::envelope;
+use crate::message::{self, Profile, Rejection};
 
 /// One message read from the source's tail and not yet committed.
 #[derive(Debug)]
@@ -26,8 +27,8 @@ pub struct Peeked {
 
 impl Peeked {
     /// Check `bytes` once, at read time.
-    pub fn new(bytes: Vec<u8>, max_bytes: usize, seen: Instant) -> Self {
-        let verdict = envelope::check_message(&bytes, max_bytes).map(|value| {
+    pub fn new(bytes: Vec<u8>, profile: Profile, seen: Instant) -> Self {
+        let verdict = message::check_message(&bytes, profile).map(|value| {
             // `value` is a subslice of `bytes`; keep it as offsets.
             let start = value.as_ptr() as usize - bytes.as_ptr() as usize;
             start..start + value.len()
@@ -243,6 +244,11 @@ fn build(pending: &[Peeked], batch: &[usize]) -> Envelope {
 mod tests {
     use super::*;
 
+    const PROFILE: crate::message::Profile = crate::message::Profile {
+        max_bytes: 1024,
+        max_depth: 64,
+    };
+
     /// Plan over `items`, all seen at one instant; a `flush_seen_by` in `limits` means "their
     /// deadline has passed".
     fn run(items: &[&str], limits: Limits) -> (Plan, Vec<Peeked>) {
@@ -253,7 +259,7 @@ mod tests {
         };
         let pending: Vec<Peeked> = items
             .iter()
-            .map(|s| Peeked::new(s.as_bytes().to_vec(), 1024, now))
+            .map(|s| Peeked::new(s.as_bytes().to_vec(), PROFILE, now))
             .collect();
         (plan(&pending, limits, "src", "ts"), pending)
     }
@@ -295,7 +301,7 @@ mod tests {
         let pending: Vec<Peeked> = (0..6)
             .map(|i| {
                 let seen = if i < 3 { old } else { young };
-                Peeked::new(format!("{i}").into_bytes(), 1024, seen)
+                Peeked::new(format!("{i}").into_bytes(), PROFILE, seen)
             })
             .collect();
         let limits = |by| Limits {

@@ -207,8 +207,10 @@ impl Mover {
                 .dead_letters_written(metrics, count, source, dead_letter, now);
         }
         if let Some(read) = sent.read {
-            let max = settings.batch.max_message_bytes;
-            let peeked = items.into_iter().map(|bytes| Peeked::new(bytes, max, now));
+            let profile = settings.batch.message;
+            let peeked = items
+                .into_iter()
+                .map(|bytes| Peeked::new(bytes, profile, now));
             if self.window.read_returned(read, peeked) > 0 {
                 self.idle.messages_arrived();
             }

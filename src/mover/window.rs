@@ -140,12 +140,17 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    const PROFILE: crate::message::Profile = crate::message::Profile {
+        max_bytes: 1024,
+        max_depth: 64,
+    };
     use crate::mover::plan::{plan, Limits, MAX_COMMIT_BYTES, MAX_ENVELOPE_BYTES};
 
     fn peeked(items: &[&str], seen: Instant) -> Vec<Peeked> {
         items
             .iter()
-            .map(|s| Peeked::new(s.as_bytes().to_vec(), 1024, seen))
+            .map(|s| Peeked::new(s.as_bytes().to_vec(), PROFILE, seen))
             .collect()
     }
 

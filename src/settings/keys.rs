@@ -23,6 +23,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "batch_size",
     "processing_timeout",
     "max_message_bytes",
+    "max_json_depth",
     "prefetch",
     "poll_interval",
     "block_timeout",

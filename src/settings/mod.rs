@@ -19,6 +19,8 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+pub use crate::message::Profile;
+
 use redis::{ConnectionAddr, ConnectionInfo};
 
 mod env;
@@ -119,8 +121,9 @@ pub struct BatchSettings {
     pub size: NonZeroUsize,
     /// A partial batch is sent this long after its first message was seen.
     pub timeout: Duration,
-    /// Larger messages are dead-lettered.
-    pub max_message_bytes: usize,
+    /// What a good message is: at most this many bytes, JSON nested at most this deep
+    /// (`REDIS_MAX_MESSAGE_BYTES`, `REDIS_MAX_JSON_DEPTH`); anything else is dead-lettered.
+    pub message: Profile,
     /// Most messages read per round trip; a whole number of batches.
     pub prefetch: usize,
     /// Interval between length checks while a partial batch waits.

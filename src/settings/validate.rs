@@ -15,6 +15,7 @@ use super::{
     BatchSettings, LogFormat, Queues, RedisSettings, ReplicaSettings, RetrySettings, Schedule,
     Settings, SettingsError,
 };
+use crate::message::{Profile, MAX_DEPTH_LIMIT};
 
 /// Turn raw strings into checked settings.
 pub(crate) fn validate(raw: &RawSettings) -> Result<Settings, SettingsError> {
@@ -190,7 +191,10 @@ fn batch(raw: &RawSettings) -> Result<BatchSettings, SettingsError> {
     Ok(BatchSettings {
         size,
         timeout: raw.seconds("processing_timeout", 0.0, 31_536_000.0)?,
-        max_message_bytes: raw.int("max_message_bytes", 1, 512 * 1024 * 1024)?,
+        message: Profile {
+            max_bytes: raw.int("max_message_bytes", 1, 512 * 1024 * 1024)?,
+            max_depth: raw.int("max_json_depth", 0, MAX_DEPTH_LIMIT)?,
+        },
         prefetch: prefetch.div_ceil(size.get()) * size.get(),
         poll_interval: raw.seconds("poll_interval", 0.001, 60.0)?,
     })

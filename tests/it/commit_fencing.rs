@@ -11,7 +11,14 @@ use batch_processor::mover::plan::{self, Limits, Peeked};
 use batch_processor::redis::keys::Keys;
 use batch_processor::settings::Queues;
 
+use batch_processor::message::Profile;
+
 use crate::harness::*;
+
+const PROFILE: Profile = Profile {
+    max_bytes: 1 << 20,
+    max_depth: 64,
+};
 
 struct Fixture {
     server: RedisServer,
@@ -66,7 +73,7 @@ impl Fixture {
         let tail: Vec<Peeked> = read_all(&mut sync, &self.queues.source)
             .into_iter()
             .take(count)
-            .map(|b| Peeked::new(b, 1 << 20, Instant::now()))
+            .map(|b| Peeked::new(b, PROFILE, Instant::now()))
             .collect();
         meddle(&mut sync);
         let plan = plan::plan(

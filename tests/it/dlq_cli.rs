@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use batch_processor::dead_letter::DeadLetter;
-use batch_processor::envelope::check_message;
+use batch_processor::message::{check_message, Profile};
 
 use crate::harness::*;
 
 /// The record a daemon writes for `raw` taken from `source`.
 fn record(raw: &[u8], source: &str, failed_at: &str) -> Vec<u8> {
-    let reason = check_message(raw, 1 << 20).expect_err("test messages are bad");
+    let reason = check_message(raw, Profile::default()).expect_err("test messages are bad");
     DeadLetter::new(raw, &reason, source, failed_at).to_bytes()
 }
 

@@ -129,11 +129,11 @@ pub fn dead_letters(n: u64) -> String {
 pub(super) mod tests {
     use super::*;
     use crate::dead_letter::DeadLetter;
-    use crate::envelope::check_message;
+    use crate::message::{check_message, Profile};
 
     /// A dead-letter record for `raw`, which must be an invalid message, from `source`.
     pub(in crate::tools::dlq) fn record(raw: &[u8], source: &str) -> Vec<u8> {
-        let reason = check_message(raw, 1 << 20).unwrap_err();
+        let reason = check_message(raw, Profile::default()).unwrap_err();
         DeadLetter::new(raw, &reason, source, "2026-01-01T00:00:00.000000+00:00").to_bytes()
     }
 
