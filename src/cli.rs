@@ -55,7 +55,7 @@ pub enum Command {
 /// Dead-letter actions.
 #[derive(Debug, Subcommand)]
 pub enum DlqAction {
-    /// Show dead letters, oldest first.
+    /// Show dead letters, oldest first, with counts per reason and per source queue.
     List {
         /// Show at most this many.
         #[arg(long)]
@@ -63,12 +63,28 @@ pub enum DlqAction {
         /// Print one JSON document on stdout.
         #[arg(long)]
         json: bool,
+        /// Read and count at most this many records, oldest first (more if --limit asks).
+        #[arg(long, value_name = "N", default_value_t = crate::tools::dlq::DEFAULT_SCAN_LIMIT)]
+        scan_limit: usize,
     },
-    /// Put dead letters back on the queue they came from, byte for byte, oldest first.
+    /// Put dead letters back on the queue they came from, byte for byte, oldest first; only
+    /// records already dead-lettered when the replay starts.
     Replay {
         /// Replay at most this many (all when omitted).
         #[arg(long)]
         limit: Option<usize>,
+        /// Only records whose source_queue is NAME.
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// Only records whose reason contains TEXT.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// Only records dead-lettered at least this long ago (30s, 15m, 2h, 1d).
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        older_than: Option<std::time::Duration>,
+        /// Only records dead-lettered less than this long ago (30s, 15m, 2h, 1d).
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        newer_than: Option<std::time::Duration>,
     },
     /// Delete every dead letter.
     Purge {
@@ -137,27 +153,68 @@ async fn dispatch(
             ExitCode::SUCCESS
         }
         Command::Status { json } => report(crate::tools::status::run(&settings, json).await),
-        Command::Dlq { action } => match action {
-            DlqAction::List { limit, json } => {
-                report(crate::tools::dlq::list(&settings, limit, json).await)
+        Command::Dlq { action } => dlq(action, &settings).await,
+    }
+}
+
+/// An age option, as clap wants its parsers (the error as text).
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    crate::tools::dlq::parse_age(text).map_err(|e| e.to_string())
+}
+
+/// The `dlq` actions. Option combinations that can match nothing exit 2 before Redis is
+/// touched, like any usage error.
+async fn dlq(action: DlqAction, settings: &Settings) -> ExitCode {
+    use crate::tools::dlq::{self, ListOptions, ReplayFilter};
+    match action {
+        DlqAction::List {
+            limit,
+            json,
+            scan_limit,
+        } => {
+            let opts = ListOptions {
+                limit,
+                json,
+                scan_limit,
+            };
+            report(dlq::list(settings, opts).await)
+        }
+        DlqAction::Replay {
+            limit,
+            source,
+            reason,
+            older_than,
+            newer_than,
+        } => {
+            let filter = ReplayFilter {
+                source,
+                reason,
+                older_than,
+                newer_than,
+            };
+            if let Err(e) = filter.validate() {
+                eprintln!("batch-processor: {e}");
+                return ExitCode::from(EXIT_BAD_CONFIG);
             }
-            DlqAction::Replay { limit } => report(
-                crate::tools::dlq::replay(&settings, limit)
+            report(
+                dlq::replay(settings, limit, &filter)
                     .await
                     .map(|r| r.to_string()),
-            ),
-            DlqAction::Purge { yes } => {
-                if !yes {
-                    eprintln!("batch-processor: dlq purge deletes every dead letter; add --yes to confirm");
-                    return ExitCode::from(EXIT_BAD_CONFIG);
-                }
-                report(
-                    crate::tools::dlq::purge(&settings)
-                        .await
-                        .map(|n| format!("purged {}", crate::tools::dlq::dead_letters(n))),
-                )
+            )
+        }
+        DlqAction::Purge { yes } => {
+            if !yes {
+                eprintln!(
+                    "batch-processor: dlq purge deletes every dead letter; add --yes to confirm"
+                );
+                return ExitCode::from(EXIT_BAD_CONFIG);
             }
-        },
+            report(
+                dlq::purge(settings)
+                    .await
+                    .map(|n| format!("purged {}", dlq::dead_letters(n))),
+            )
+        }
     }
 }
 

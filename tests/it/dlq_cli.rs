@@ -77,10 +77,32 @@ fn list_shows_oldest_first_with_limit_and_json() {
         serde_json::Value::Array(expected[..2].to_vec())
     );
 
+    assert_eq!(v["scanned"], 3, "the counts cover the whole list");
+    assert_eq!(
+        v["by_reason"],
+        serde_json::json!({"message is not valid JSON": 2, "message is not valid UTF-8": 1})
+    );
+    let mut by_source = serde_json::Map::new();
+    by_source.insert(names.source.clone(), 2.into());
+    by_source.insert("other-queue".into(), 1.into());
+    assert_eq!(v["by_source"], serde_json::Value::Object(by_source));
+    assert_eq!(v["unreadable"], 0);
+
     let out = run_cli(&env, &["dlq", "list"]);
     assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{}", out.stdout);
+    assert_eq!(lines.len(), 10, "{}", out.stdout);
+    assert_eq!(
+        lines[4..],
+        [
+            "by reason:".to_string(),
+            "       2  message is not valid JSON".to_string(),
+            "       1  message is not valid UTF-8".to_string(),
+            "by source:".to_string(),
+            format!("       2  {}", names.source),
+            "       1  other-queue".to_string(),
+        ]
+    );
     assert_eq!(lines[0], format!("{}: 3 dead letters", names.dead_letter));
     assert!(lines[1].starts_with(&format!(
         "{}  {}  message is not valid JSON",
@@ -104,7 +126,8 @@ fn list_shows_oldest_first_with_limit_and_json() {
 
     let out = run_cli(&env, &["dlq", "list", "--limit", "1"]);
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines.len(), 2);
+    assert_eq!(lines.len(), 8, "counts still cover all: {}", out.stdout);
+    assert_eq!(lines[2], "by reason:");
     assert_eq!(
         lines[0],
         format!(
@@ -115,7 +138,9 @@ fn list_shows_oldest_first_with_limit_and_json() {
 
     let out = run_cli(&env, &["dlq", "list", "--limit", "0", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(v, serde_json::json!({"total": 3, "records": []}));
+    assert_eq!(v["total"], 3);
+    assert_eq!(v["scanned"], 3);
+    assert_eq!(v["records"], serde_json::json!([]));
     assert_eq!(
         llen(&mut c, &names.dead_letter),
         3,
@@ -465,4 +490,451 @@ fn bad_then_fixed_messages_end_up_once_in_envelopes() {
         .filter(|s| *s > 100)
         .collect();
     assert_eq!(fixed_order, vec![101, 102, 103, 104, 105]);
+}
+
+/// A record with an explicit `failed_at` and source, for messages that are still bad.
+fn record_at(i: usize, source: &str, failed_at: &str) -> Vec<u8> {
+    record(&bad(i), source, failed_at)
+}
+
+/// `failed_at` for the `i`th record written long before any test runs.
+fn long_ago(i: usize) -> String {
+    format!(
+        "2020-01-01T00:{:02}:{:02}.{:06}+00:00",
+        i / 60 % 60,
+        i % 60,
+        i
+    )
+}
+
+/// `failed_at` for a record dead-lettered `ago` before now.
+fn ago(ago: Duration) -> String {
+    let at = chrono::Utc::now() - chrono::TimeDelta::from_std(ago).unwrap();
+    batch_processor::envelope::format_timestamp(at)
+}
+
+/// The JSON log lines a CLI run wrote on stderr whose message is `msg`.
+fn logged(out: &CliOutput, msg: &str) -> Vec<serde_json::Value> {
+    out.stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == msg)
+        .collect()
+}
+
+/// "replayed N dead letters ..." -> N.
+fn replayed_count(out: &CliOutput) -> u64 {
+    out.stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("replayed N: {}", out.stdout))
+}
+
+fn instant(text: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("{text:?}: {e}"))
+        .with_timezone(&chrono::Utc)
+}
+
+/// What one replay run logged: its cutoff, its budget and the `failed_at` of every record
+/// it replayed (debug log), checked against its own summary line.
+struct RunLog {
+    cutoff: chrono::DateTime<chrono::Utc>,
+    present: u64,
+    replayed: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+fn run_log(out: &CliOutput) -> RunLog {
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let started = logged(out, "replay started");
+    assert_eq!(started.len(), 1, "stderr: {}", out.stderr);
+    let replayed: Vec<_> = logged(out, "dead letter replayed")
+        .iter()
+        .map(|v| instant(v["failed_at"].as_str().unwrap()))
+        .collect();
+    assert_eq!(replayed.len() as u64, replayed_count(out), "{}", out.stdout);
+    RunLog {
+        cutoff: instant(started[0]["cutoff"].as_str().unwrap()),
+        present: started[0]["present"].as_u64().unwrap(),
+        replayed,
+    }
+}
+
+#[test]
+fn list_counts_in_pages_up_to_the_scan_limit() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let env = daemon_env(&server, &names);
+    let mut c = server.conn();
+    let sources = ["q0", "q1", "q2"];
+    // More than two pages of 500; bad(i) is not UTF-8 when i % 3 == 2.
+    let recs: Vec<Vec<u8>> = (0..1200)
+        .map(|i| record_at(i, sources[i % 3], &long_ago(i)))
+        .collect();
+    push_all(&mut c, &names.dead_letter, &recs);
+
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["dlq", "list", "--json"];
+        all.extend_from_slice(args);
+        let out = run_cli(&env, &all);
+        assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+        serde_json::from_str(&out.stdout).unwrap()
+    };
+    let v = json(&["--limit", "0"]);
+    assert_eq!(
+        (v["total"].as_u64(), v["scanned"].as_u64()),
+        (Some(1200), Some(1200))
+    );
+    assert_eq!(
+        v["by_source"],
+        serde_json::json!({"q0": 400, "q1": 400, "q2": 400})
+    );
+    assert_eq!(
+        v["by_reason"],
+        serde_json::json!({"message is not valid JSON": 800, "message is not valid UTF-8": 400})
+    );
+
+    // Only the oldest 700 are counted: i in 0..700.
+    let v = json(&["--limit", "0", "--scan-limit", "700"]);
+    assert_eq!(
+        (v["total"].as_u64(), v["scanned"].as_u64()),
+        (Some(1200), Some(700))
+    );
+    assert_eq!(
+        v["by_source"],
+        serde_json::json!({"q0": 234, "q1": 233, "q2": 233})
+    );
+    assert_eq!(
+        v["by_reason"],
+        serde_json::json!({"message is not valid JSON": 467, "message is not valid UTF-8": 233})
+    );
+
+    // --limit asks for more than the scan limit: the scan reads what is shown.
+    let v = json(&["--limit", "900", "--scan-limit", "10"]);
+    assert_eq!(v["scanned"], 900);
+    let shown = v["records"].as_array().unwrap();
+    assert_eq!(shown.len(), 900);
+    assert_eq!(
+        shown[899],
+        serde_json::from_slice::<serde_json::Value>(&recs[899]).unwrap()
+    );
+
+    let out = run_cli(
+        &env,
+        &["dlq", "list", "--limit", "1", "--scan-limit", "700"],
+    );
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!(
+            "{}: 1200 dead letters, showing the oldest 1",
+            names.dead_letter
+        )
+    );
+    assert_eq!(
+        lines[2],
+        "by reason (the oldest 700 of 1200; see --scan-limit):"
+    );
+    assert_eq!(
+        llen(&mut c, &names.dead_letter),
+        1200,
+        "listing changes nothing"
+    );
+}
+
+#[test]
+fn replay_filters_leave_the_rest_in_place_in_order() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let env = daemon_env(&server, &names);
+    let a = names.source.clone();
+    let b = format!("{}:other", names.key_prefix);
+    let mut c = server.conn();
+    let min = |m: u64| Duration::from_secs(60 * m);
+    // bad(i) is not UTF-8 when i % 3 == 2: here the messages of records 1 and 2.
+    let plan: [(usize, &str, String); 7] = [
+        (0, &a, ago(min(180))),
+        (2, &b, ago(min(180))),
+        (5, &a, ago(min(90))),
+        (3, &a, ago(min(30))),
+        (4, &b, ago(min(10))),
+        (6, &a, ago(min(1))),
+        (7, &a, "not a time".to_string()),
+    ];
+    let recs: Vec<Vec<u8>> = plan.iter().map(|(i, q, t)| record_at(*i, q, t)).collect();
+    push_all(&mut c, &names.dead_letter, &recs);
+    let kept = |c: &mut redis::Connection, idx: &[usize]| {
+        let want: Vec<Vec<u8>> = idx.iter().map(|&k| recs[k].clone()).collect();
+        assert_eq!(
+            read_all(c, &names.dead_letter),
+            want,
+            "left in place, in order"
+        );
+    };
+
+    // Usage errors change nothing and exit 2.
+    for args in [
+        &["dlq", "replay", "--older-than", "2h", "--newer-than", "1h"][..],
+        &["dlq", "replay", "--older-than", "2x"],
+        &["dlq", "replay", "--newer-than", "90"],
+    ] {
+        let out = run_cli(&env, args);
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stdout, "");
+    }
+    kept(&mut c, &[0, 1, 2, 3, 4, 5, 6]);
+
+    let out = run_cli(
+        &env,
+        &["dlq", "replay", "--source", &b, "--reason", "UTF-8"],
+    );
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert_eq!(
+        out.stdout.trim_end(),
+        format!(
+            "replayed 1 dead letter ({b}: 1); skipped 6 not matching the filters, left in place"
+        )
+    );
+    assert_eq!(read_all(&mut c, &b), vec![bad(2)]);
+    kept(&mut c, &[0, 2, 3, 4, 5, 6]);
+
+    // Between one and two hours old; the undated record has no age and stays.
+    let out = run_cli(
+        &env,
+        &["dlq", "replay", "--older-than", "1h", "--newer-than", "2h"],
+    );
+    assert_eq!(
+        out.stdout.trim_end(),
+        format!(
+            "replayed 1 dead letter ({a}: 1); skipped 5 not matching the filters, left in place"
+        )
+    );
+    assert_eq!(read_all(&mut c, &a), vec![bad(5)]);
+    kept(&mut c, &[0, 3, 4, 5, 6]);
+
+    // The limit stops the walk at the first match.
+    let out = run_cli(
+        &env,
+        &["dlq", "replay", "--newer-than", "20m", "--limit", "1"],
+    );
+    assert_eq!(
+        out.stdout.trim_end(),
+        format!(
+            "replayed 1 dead letter ({b}: 1); skipped 2 not matching the filters, left in place"
+        )
+    );
+    assert_eq!(read_all(&mut c, &b), vec![bad(2), bad(4)]);
+    kept(&mut c, &[0, 3, 5, 6]);
+
+    let out = run_cli(&env, &["dlq", "replay", "--source", &a]);
+    assert_eq!(
+        out.stdout.trim_end(),
+        format!(
+            "replayed 4 dead letters ({a}: 4); skipped 0 not matching the filters, left in place"
+        )
+    );
+    assert_eq!(
+        read_all(&mut c, &a),
+        vec![bad(5), bad(0), bad(3), bad(6), bad(7)]
+    );
+    assert_eq!(llen(&mut c, &names.dead_letter), 0);
+}
+
+/// A run with `--source` leaves the other source's records behind it while a run without
+/// filters removes them: the filtered run notices its index went stale and starts again
+/// from the tail, so nothing is skipped, moved twice or reordered.
+#[test]
+fn a_filtered_and_an_unfiltered_replay_at_once_move_each_record_once_in_order() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let env = daemon_env(&server, &names);
+    let a = names.source.clone();
+    let b = format!("{}:other", names.key_prefix);
+    let mut c = server.conn();
+    let n = 300;
+    let recs: Vec<Vec<u8>> = (0..n)
+        .map(|i| record_at(i, if i % 2 == 0 { &a } else { &b }, &long_ago(i)))
+        .collect();
+    push_all(&mut c, &names.dead_letter, &recs);
+
+    let filtered = start_cli(&env, &["dlq", "replay", "--source", &a]);
+    let all = start_cli(&env, &["dlq", "replay"]);
+    let (filtered, all) = (
+        filtered.finish(Duration::from_secs(60)),
+        all.finish(Duration::from_secs(60)),
+    );
+    assert_eq!(filtered.code, Some(0), "stderr: {}", filtered.stderr);
+    assert_eq!(all.code, Some(0), "stderr: {}", all.stderr);
+    assert_eq!(
+        replayed_count(&filtered) + replayed_count(&all),
+        n as u64,
+        "{} / {}",
+        filtered.stdout,
+        all.stdout
+    );
+    assert!(
+        !filtered.stdout.contains(&format!("{b}:")),
+        "{}",
+        filtered.stdout
+    );
+    assert_eq!(llen(&mut c, &names.dead_letter), 0);
+    let expect =
+        |parity: usize| -> Vec<Vec<u8>> { (0..n).filter(|i| i % 2 == parity).map(bad).collect() };
+    assert_eq!(read_all(&mut c, &a), expect(0));
+    assert_eq!(read_all(&mut c, &b), expect(1));
+}
+
+/// Environment variables for one process.
+type Env = Vec<(String, String)>;
+
+/// Environment for a daemon that dead-letters quickly, and for CLI runs that log each record
+/// they replay.
+fn daemon_and_cli_env(server: &RedisServer, names: &Names) -> (Env, Env) {
+    let daemon = env_with(
+        server,
+        names,
+        &[
+            ("REDIS_PROCESSING_TIMEOUT", "0.05"),
+            ("REDIS_BATCH_SIZE", "5"),
+        ],
+    );
+    let cli = env_with(server, names, &[("RUST_LOG", "batch_processor=debug")]);
+    (daemon, cli)
+}
+
+/// The message of every record on the dead-letter list, as the index `i` of `bad(i)`, and
+/// the records' `failed_at`.
+fn dead_lettered(c: &mut redis::Connection, names: &Names, n: usize) -> (Vec<usize>, Vec<String>) {
+    let by_bytes: HashMap<Vec<u8>, usize> = (0..n).map(|i| (bad(i), i)).collect();
+    let mut ids = Vec::new();
+    let mut times = Vec::new();
+    for rec in read_all(c, &names.dead_letter) {
+        let rec = DeadLetter::parse(&rec).unwrap();
+        ids.push(by_bytes[&rec.original_bytes().unwrap()]);
+        times.push(rec.failed_at);
+    }
+    ids.sort_unstable();
+    (ids, times)
+}
+
+/// With a daemon dead-lettering every replayed message again, one replay puts back exactly
+/// the records that were there when it started, and none of the ones that come back.
+#[test]
+fn replay_with_a_daemon_running_stops_at_the_records_present_at_its_start() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let (daemon_env, cli_env) = daemon_and_cli_env(&server, &names);
+    let mut daemon = spawn_daemon(&daemon_env, &[]);
+    let mut c = server.conn();
+    let n = 200;
+    let recs: Vec<Vec<u8>> = (0..n)
+        .map(|i| record_at(i, &names.source, &long_ago(i)))
+        .collect();
+    push_all(&mut c, &names.dead_letter, &recs);
+
+    let out = run_cli(&cli_env, &["dlq", "replay"]);
+    let run = run_log(&out);
+    assert_eq!(run.present, n as u64);
+    assert_eq!(
+        out.stdout.trim_end(),
+        format!("replayed {n} dead letters ({}: {n})", names.source)
+    );
+    assert!(run.replayed.iter().all(|t| *t < run.cutoff));
+
+    // Every message comes back once, dead-lettered after the run started.
+    assert!(
+        wait_until(Duration::from_secs(30), || llen(&mut c, &names.dead_letter)
+            == n
+            && llen(&mut c, &names.source) == 0
+            && !read_all(&mut c, &names.dead_letter)
+                .iter()
+                .any(|r| recs.contains(r))),
+        "the daemon did not dead-letter the replayed messages again: {}",
+        daemon.all_output()
+    );
+    let (ids, times) = dead_lettered(&mut c, &names, n);
+    assert_eq!(ids, (0..n).collect::<Vec<_>>(), "each message exactly once");
+    assert!(times.iter().all(|t| instant(t) >= run.cutoff));
+    daemon.terminate_ok();
+}
+
+/// Two replays at once with a daemon running: neither replays a record dead-lettered after
+/// it started, so together they replay at most what was there at the first one's start plus
+/// what was dead-lettered before the second one's.
+#[test]
+fn two_replays_with_a_daemon_running_take_only_records_present_at_their_start() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let (daemon_env, cli_env) = daemon_and_cli_env(&server, &names);
+    let mut daemon = spawn_daemon(&daemon_env, &[]);
+    let mut c = server.conn();
+    let n = 400;
+    let recs: Vec<Vec<u8>> = (0..n)
+        .map(|i| record_at(i, &names.source, &long_ago(i)))
+        .collect();
+    push_all(&mut c, &names.dead_letter, &recs);
+
+    let first = start_cli(&cli_env, &["dlq", "replay"]);
+    // The second starts once messages replayed by the first are coming back.
+    let back = wait_until(Duration::from_secs(20), || {
+        let head: Option<Vec<u8>> = redis::cmd("LINDEX")
+            .arg(&names.dead_letter)
+            .arg(0)
+            .query(&mut c)
+            .unwrap();
+        head.is_some_and(|h| !recs.contains(&h))
+    });
+    assert!(back, "nothing came back: {}", daemon.all_output());
+    let second = start_cli(&cli_env, &["dlq", "replay"]);
+    let first = run_log(&first.finish(Duration::from_secs(60)));
+    let second = run_log(&second.finish(Duration::from_secs(60)));
+    assert_eq!(first.present, n as u64);
+    assert!(first.cutoff <= second.cutoff);
+
+    // No run replays a record dead-lettered at or after its own start.
+    for (name, run) in [("first", &first), ("second", &second)] {
+        assert!(run.replayed.len() as u64 <= run.present, "{name}");
+        let late: Vec<_> = run.replayed.iter().filter(|t| **t >= run.cutoff).collect();
+        assert!(
+            late.is_empty(),
+            "{name} replayed records from after its start: {late:?}"
+        );
+    }
+    // The first took only originals: anything else was dead-lettered after its start.
+    let old = instant(&long_ago(n));
+    assert!(first.replayed.iter().all(|t| *t <= old));
+
+    assert!(
+        wait_until(Duration::from_secs(30), || llen(&mut c, &names.dead_letter)
+            == n
+            && llen(&mut c, &names.source) == 0),
+        "the daemon did not settle: {}",
+        daemon.all_output()
+    );
+    daemon.terminate_ok();
+    let (ids, times) = dead_lettered(&mut c, &names, n);
+    assert_eq!(ids, (0..n).collect::<Vec<_>>(), "each message exactly once");
+    // Every record that ever existed is either still there or was replayed exactly once.
+    let total = (first.replayed.len() + second.replayed.len()) as u64;
+    let stats: u64 = redis::cmd("HGET")
+        .arg(names.keys().stats())
+        .arg("dead_letters")
+        .query::<Option<u64>>(&mut c)
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(
+        stats, total,
+        "every replayed message was dead-lettered once more"
+    );
+    let appeared_between = times
+        .iter()
+        .map(|t| instant(t))
+        .chain(first.replayed.iter().chain(&second.replayed).copied())
+        .filter(|t| *t >= first.cutoff && *t < second.cutoff)
+        .count() as u64;
+    assert!(
+        total <= n as u64 + appeared_between,
+        "replayed {total}, present at the first start {n}, dead-lettered before the second start {appeared_between}"
+    );
 }

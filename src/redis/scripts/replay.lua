@@ -1,18 +1,29 @@
--- Move one dead-letter record back onto the queue its message came from.
+-- Move one dead-letter record back onto the queue its message came from (`dlq replay`).
 --
 -- KEYS[1]  the dead-letter list
 -- KEYS[2]  the record's source_queue: where the original message goes back to
 -- ARGV[1]  the record, byte for byte as the caller read it at index ARGV[3]
 -- ARGV[2]  the original message bytes, decoded from the record by the caller
 -- ARGV[3]  the record's index in KEYS[1], counted from the tail (-1 = the oldest record)
--- ARGV[4]  a placeholder unique to this call, used to remove a record that is not at the
---          tail (records the caller could not decode stay in place behind it)
+-- ARGV[4]  a placeholder unique to this caller, used to remove a record that is not at the
+--          tail (records the caller left in place stay behind it)
+-- ARGV[5]  when ARGV[3] < -1: the record the caller left in place at index ARGV[3] + 1, the
+--          one just behind ARGV[1]
 --
 -- Returns 1 when the record was still at that index and was moved: the message is LPUSHed
 -- (like a new message from a producer) and the record removed. Returns 0, changing nothing,
 -- when the record is no longer there (another replay moved it, or the list was purged); the
--- caller then reads the list again.
+-- caller then reads the same index again. Returns -1, changing nothing, when the record
+-- behind it is not the caller's: another replay removed a record the caller had left in
+-- place, so the caller's index is stale and it starts again from the tail.
+--
+-- The caller decides from ARGV[1] alone whether to move the record (its failed_at, the
+-- filters), so checking that exactly those bytes are at the index makes that decision hold
+-- at the moment of the move.
 local index = tonumber(ARGV[3])
+if index < -1 and redis.call('LINDEX', KEYS[1], index + 1) ~= ARGV[5] then
+  return -1
+end
 if redis.call('LINDEX', KEYS[1], index) ~= ARGV[1] then
   return 0
 end
@@ -21,6 +32,8 @@ redis.call('LPUSH', KEYS[2], ARGV[2])
 if index == -1 then
   redis.call('RPOP', KEYS[1])
 else
+  -- LSET and LREM run inside this script, so nothing sees the placeholder, and it is unique
+  -- to the caller, so the LREM (first match from the tail) removes exactly this position.
   redis.call('LSET', KEYS[1], index, ARGV[4])
   redis.call('LREM', KEYS[1], -1, ARGV[4])
 end

@@ -6,11 +6,17 @@
 //! pushing the message back and removing the record in one atomic step. A replay that races
 //! another replay (or a purge) just sees the check fail and reads again, so each record is put
 //! back exactly once, oldest first, while daemons keep pushing new dead letters at the head.
-//! Records that cannot be decoded are left where they are and counted; the walk steps past
-//! them by index.
+//! Records that cannot be decoded, that the filters leave out, or that were dead-lettered
+//! after the replay started are left where they are and counted; the walk steps past them by
+//! index (see [`replay`] for how concurrent runs stay within the records present at their
+//! start).
 
+mod age;
+mod filter;
 mod list;
+mod record;
 mod replay;
+mod walk;
 
 use redis::aio::MultiplexedConnection;
 use redis::RedisError;
@@ -19,7 +25,9 @@ use crate::redis::connection;
 use crate::redis::RedisFailure;
 use crate::settings::Settings;
 
-pub use list::list;
+pub use age::parse_age;
+pub use filter::ReplayFilter;
+pub use list::{list, ListOptions, DEFAULT_SCAN_LIMIT};
 pub use replay::{replay, ReplayReport};
 
 /// Why a dead-letter command failed.
@@ -58,6 +66,17 @@ pub enum DlqError {
         #[source]
         failure: RedisFailure,
     },
+    /// An age on the command line (`--older-than`) is not `<number><s|m|h|d>`.
+    #[error("invalid age {input:?}: {why} (examples: 30s, 15m, 2h, 1d)")]
+    Age {
+        /// What was given.
+        input: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// Options that cannot be used together; exit code 2, like any usage error.
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// The dead-letter list a failure was about ([`Session::failure`] always names it).

@@ -1,21 +1,32 @@
 //! `dlq replay`: put dead letters back on their source queues, oldest first, each exactly
-//! once (see the module header of [`super`] for how the walk works).
+//! once, taking only records that were on the list when this run started.
+//!
+//! A message that is still bad comes straight back: the daemon reads it again and LPUSHes a
+//! new record for it. A run must not chase those, and two runs at once must not together
+//! replay more than was there. So each run starts with one `MULTI TIME LLEN EXEC`:
+//!
+//! - the **cutoff**, Redis `TIME`: the one clock every run shares. A record whose
+//!   `failed_at` is at or after the cutoff was dead-lettered after the run started; it is left
+//!   in place (counted as "after the start") and never replayed by this run.
+//! - the **budget**, `LLEN`: the run deals with at most that many records (replayed, left in
+//!   place, or seen taken by another run), so it ends even when clocks disagree. A record
+//!   whose `failed_at` is missing or unreadable counts as present at the start, and is
+//!   replayable, only while the budget lasts.
+//!
+//! The cutoff is checked in the caller, on the exact bytes read; `replay.lua` moves a record
+//! only if those same bytes are still at that index, so the check holds at the moment of the
+//! move just as if the script had made it. Daemons write `failed_at` from their own clock
+//! when they plan a commit, so the cutoff assumes the daemon hosts' clocks agree with Redis's:
+//! a daemon running behind stamps records that look older than they are.
 
 use std::collections::BTreeMap;
 
-use redis::{RedisError, Script};
-use uuid::Uuid;
+use chrono::{DateTime, Utc};
 
-use super::{dead_letters, DlqError, Session};
-use crate::dead_letter::{DeadLetter, DeadLetterError};
-use crate::redis::RedisFailure;
+use super::walk::{Walk, Walked};
+use super::{dead_letters, DlqError, ReplayFilter, Session};
+use crate::envelope::format_timestamp;
 use crate::settings::Settings;
-
-/// The move of one record; see the header of the file for KEYS and ARGV.
-const REPLAY_LUA: &str = include_str!("../../redis/scripts/replay.lua");
-
-/// Undecodable records logged one by one after a replay; the rest are counted.
-const SKIPS_LOGGED: usize = 20;
 
 /// What a replay did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -24,6 +35,12 @@ pub struct ReplayReport {
     pub replayed: u64,
     /// Records that could not be decoded and were left in place.
     pub skipped: u64,
+    /// Records the filters left out (left in place).
+    pub filtered: u64,
+    /// Records dead-lettered at or after the cutoff, left in place.
+    pub after_start: u64,
+    /// Whether filters were given (the filtered count is then always shown).
+    pub filtering: bool,
     /// Records put back, by the queue they went to.
     pub queues: BTreeMap<String, u64>,
 }
@@ -39,6 +56,20 @@ impl std::fmt::Display for ReplayReport {
                 .collect();
             write!(f, " ({})", per.join(", "))?;
         }
+        if self.filtering || self.filtered > 0 {
+            write!(
+                f,
+                "; skipped {} not matching the filters, left in place",
+                self.filtered
+            )?;
+        }
+        if self.after_start > 0 {
+            write!(
+                f,
+                "; left {} dead-lettered after the replay started in place",
+                self.after_start
+            )?;
+        }
         if self.skipped > 0 {
             write!(
                 f,
@@ -50,209 +81,68 @@ impl std::fmt::Display for ReplayReport {
     }
 }
 
-/// Why a record cannot be replayed; it is left in place.
-#[derive(Debug, thiserror::Error)]
-enum Undecodable {
-    #[error(transparent)]
-    Record(#[from] DeadLetterError),
-    #[error("dead-letter record has an empty source_queue")]
-    NoSource,
-    #[error("dead-letter record's source_queue is the dead-letter list itself")]
-    SourceIsDeadLetter,
-}
-
-/// An undecodable record walked past, and why.
-type Skipped = (Vec<u8>, Undecodable);
-
-/// The queue to put a record's message back on and the message's original bytes.
-fn decode(record: &[u8], dead_letter: &str) -> Result<(String, Vec<u8>), Undecodable> {
-    let rec = DeadLetter::parse(record)?;
-    let bytes = rec.original_bytes()?;
-    if rec.source_queue.is_empty() {
-        return Err(Undecodable::NoSource);
-    }
-    if rec.source_queue == dead_letter {
-        // Replaying it would push it straight back onto the list being walked.
-        return Err(Undecodable::SourceIsDeadLetter);
-    }
-    Ok((rec.source_queue, bytes))
-}
-
-/// The list index of the record after `skipped` records at the tail: -1, -2, ...
-fn tail_index(skipped: usize) -> i64 {
-    -i64::try_from(skipped).unwrap_or(i64::MAX) - 1
-}
-
-/// Put up to `limit` dead letters back on their source queues, oldest first; all of them
-/// when `None` (the records present when the replay starts, so records dead-lettered again
-/// meanwhile are not chased forever).
-pub async fn replay(s: &Settings, limit: Option<usize>) -> Result<ReplayReport, DlqError> {
+/// Put up to `limit` dead letters (all when `None`) that pass `filter` back on their source
+/// queues, oldest first, taking only records present when the run starts (see the header).
+pub async fn replay(
+    s: &Settings,
+    limit: Option<usize>,
+    filter: &ReplayFilter,
+) -> Result<ReplayReport, DlqError> {
+    filter.validate()?;
     let mut session = Session::open(s).await?;
-    // Only records present at the start are replayed: a message that is still bad comes back
-    // to the dead-letter list while the replay runs and must not be replayed again.
-    let present: u64 = redis::cmd("LLEN")
-        .arg(&session.list)
-        .query_async(&mut session.conn)
-        .await
-        .map_err(session.error("read the length of", "LLEN"))?;
-    let budget = limit.map_or(present, |n| {
-        present.min(u64::try_from(n).unwrap_or(u64::MAX))
-    });
-    let mut report = ReplayReport::default();
-    let skipped = walk(&mut session, present, budget, &mut report)
+    let (cutoff, present) = start(&mut session).await?;
+    tracing::info!(
+        list = %session.list,
+        cutoff = %format_timestamp(cutoff),
+        present,
+        "replay started"
+    );
+    let limit = limit.map_or(u64::MAX, |n| u64::try_from(n).unwrap_or(u64::MAX));
+    let mut report = ReplayReport {
+        filtering: filter.is_active(),
+        ..ReplayReport::default()
+    };
+    let walked: Walked = Walk::new(&mut session, filter, cutoff)
+        .run(present, limit, &mut report)
         .await
         .map_err(|failure| DlqError::Replay {
             replayed: report.replayed,
             failure,
         })?;
-    log_skipped(&session.list, &skipped);
-    report.skipped = skipped.len() as u64;
+    walked.log(&session.list);
+    report.skipped = walked.undecodable;
+    report.filtered = walked.filtered;
+    report.after_start = walked.after_start;
     tracing::info!(
         list = %session.list,
         replayed = report.replayed,
+        filtered = report.filtered,
+        after_start = report.after_start,
         skipped = report.skipped,
         "dead letters replayed"
     );
     Ok(report)
 }
 
-/// Move records from the tail until `budget` are replayed or all `present` ones were dealt
-/// with, counting into `report`; returns the undecodable records walked past, tail first.
-async fn walk(
-    session: &mut Session,
-    present: u64,
-    budget: u64,
-    report: &mut ReplayReport,
-) -> Result<Vec<Skipped>, RedisFailure> {
-    let script = Script::new(REPLAY_LUA);
-    let placeholder = format!("batch-processor:replay-placeholder:{}", Uuid::new_v4());
-    // The undecodable records walked past sit at indexes -1, -2, ...
-    let mut skipped: Vec<Skipped> = Vec::new();
-    // Records another replay (or a purge) took first. The replay stops once it has dealt with
-    // as many records as were there at the start, however each one went.
-    let mut taken_by_others = 0u64;
-    while report.replayed < budget
-        && report.replayed + skipped.len() as u64 + taken_by_others < present
-    {
-        let index = tail_index(skipped.len());
-        let record: Option<Vec<u8>> = redis::cmd("LINDEX")
-            .arg(&session.list)
-            .arg(index)
-            .query_async(&mut session.conn)
-            .await
-            .map_err(|source| session.failure("LINDEX", source))?;
-        let Some(record) = record else { break };
-        let (target, original) = match decode(&record, &session.list) {
-            Ok(decoded) => decoded,
-            Err(why) => {
-                skipped.push((record, why));
-                continue;
-            }
-        };
-        let moved: i64 = script
-            .key(&session.list)
-            .key(&target)
-            .arg(&record[..])
-            .arg(&original[..])
-            .arg(index)
-            .arg(&placeholder)
-            .invoke_async(&mut session.conn)
-            .await
-            .map_err(|source| session.failure("EVALSHA replay.lua", source))?;
-        if moved == 1 {
-            tracing::debug!(index, queue = %target, "dead letter replayed");
-            report.replayed += 1;
-            *report.queues.entry(target).or_default() += 1;
-        } else {
-            // Someone else moved the record (another replay) or emptied the list (a purge).
-            tracing::debug!(index, "dead letter moved by someone else; reading again");
-            taken_by_others += 1;
-            recheck_skipped(session, &mut skipped).await?;
-        }
-    }
-    Ok(skipped)
-}
-
-/// After someone else moved a record: replays never remove undecodable records, so normally
-/// they are all still at the tail and the walk resumes at the same index. If not, forget them
-/// so the walk starts again from the tail and nothing is taken out of order or left behind.
-async fn recheck_skipped(
-    session: &mut Session,
-    skipped: &mut Vec<Skipped>,
-) -> Result<(), RedisFailure> {
-    if skipped.is_empty() {
-        return Ok(());
-    }
-    let tail = read_tail(session, skipped.len())
-        .await
-        .map_err(|source| session.failure("LRANGE", source))?;
-    if !tail.iter().eq(skipped.iter().map(|(r, _)| r)) {
-        skipped.clear();
-    }
-    Ok(())
-}
-
-/// The last `n` records of the dead-letter list, tail first.
-async fn read_tail(session: &mut Session, n: usize) -> Result<Vec<Vec<u8>>, RedisError> {
-    let start = -i64::try_from(n).unwrap_or(i64::MAX);
-    let mut tail: Vec<Vec<u8>> = redis::cmd("LRANGE")
+/// The run's cutoff (Redis `TIME`) and budget (`LLEN`), read in one transaction so that
+/// exactly the records on the list at the cutoff are counted in the budget.
+async fn start(session: &mut Session) -> Result<(DateTime<Utc>, u64), DlqError> {
+    let ((secs, micros), present): ((i64, u32), u64) = redis::pipe()
+        .atomic()
+        .cmd("TIME")
+        .cmd("LLEN")
         .arg(&session.list)
-        .arg(start)
-        .arg(-1)
         .query_async(&mut session.conn)
-        .await?;
-    tail.reverse();
-    Ok(tail)
-}
-
-/// One warning per record left in place, up to [`SKIPS_LOGGED`], then a count of the rest.
-fn log_skipped(list: &str, skipped: &[Skipped]) {
-    for (i, (_, why)) in skipped.iter().enumerate().take(SKIPS_LOGGED) {
-        let index = tail_index(i);
-        tracing::warn!(list = %list, index, error = %why, "dead letter left in place");
-    }
-    if skipped.len() > SKIPS_LOGGED {
-        tracing::warn!(
-            list = %list,
-            more = skipped.len() - SKIPS_LOGGED,
-            "more dead letters left in place"
-        );
-    }
+        .await
+        .map_err(session.error("read the time and the length of", "MULTI/EXEC TIME, LLEN"))?;
+    // TIME's microseconds are below 1_000_000, so this is always a valid instant.
+    let cutoff = DateTime::from_timestamp(secs, micros.saturating_mul(1000)).unwrap_or_default();
+    Ok((cutoff, present))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tools::dlq::tests::record;
-
-    #[test]
-    fn decode_gives_target_and_exact_bytes() {
-        let (q, b) = decode(&record(b"\xff\x00x", "raw"), "dead").unwrap();
-        assert_eq!((q.as_str(), &b[..]), ("raw", &b"\xff\x00x"[..]));
-        assert!(matches!(
-            decode(b"nope", "dead"),
-            Err(Undecodable::Record(_))
-        ));
-        assert!(matches!(
-            decode(&record(b"x", ""), "dead"),
-            Err(Undecodable::NoSource)
-        ));
-        assert!(matches!(
-            decode(&record(b"x", "dead"), "dead"),
-            Err(Undecodable::SourceIsDeadLetter)
-        ));
-        let no_raw = br#"{"reason":"r","source_queue":"raw","failed_at":"t"}"#;
-        assert!(matches!(
-            decode(no_raw, "dead"),
-            Err(Undecodable::Record(DeadLetterError::MissingRaw))
-        ));
-    }
-
-    #[test]
-    fn tail_indexes_count_from_minus_one() {
-        assert_eq!(tail_index(0), -1);
-        assert_eq!(tail_index(2), -3);
-    }
 
     #[test]
     fn report_summary_names_queues_and_skips() {
@@ -265,6 +155,14 @@ mod tests {
         assert_eq!(
             r.to_string(),
             "replayed 3 dead letters (a: 2, b: 1); skipped 1 undecodable records, left in place (see dlq list)"
+        );
+        r.filtering = true;
+        r.after_start = 2;
+        assert_eq!(
+            r.to_string(),
+            "replayed 3 dead letters (a: 2, b: 1); skipped 0 not matching the filters, left in \
+             place; left 2 dead-lettered after the replay started in place; skipped 1 \
+             undecodable records, left in place (see dlq list)"
         );
     }
 }
