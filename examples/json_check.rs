@@ -8,7 +8,7 @@
 //! counts under callgrind).
 
 // The sample messages are valid by construction: a failed check is a bug to stop on.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::time::Instant;
