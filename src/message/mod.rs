@@ -59,6 +59,31 @@ pub enum Rejection {
     },
 }
 
+impl Rejection {
+    /// Every [`Rejection::class`], for metrics that start at zero.
+    pub const CLASSES: [&'static str; 6] = [
+        "too_large",
+        "not_utf8",
+        "not_json",
+        "unpaired_surrogate",
+        "number_out_of_range",
+        "too_deep",
+    ];
+
+    /// A short, stable name for the rule the message broke: the `reason` label of the
+    /// dead-letter metric.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Rejection::TooLarge { .. } => "too_large",
+            Rejection::NotUtf8 => "not_utf8",
+            Rejection::NotJson(_) => "not_json",
+            Rejection::UnpairedSurrogate(_) => "unpaired_surrogate",
+            Rejection::NumberOutOfRange(_) => "number_out_of_range",
+            Rejection::TooDeep { .. } => "too_deep",
+        }
+    }
+}
+
 /// Limits a message must meet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Profile {

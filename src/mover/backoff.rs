@@ -53,6 +53,7 @@ mod tests {
         let mut b = Backoff::new(RetrySettings {
             initial_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
+            stuck_after: Duration::from_secs(30),
         });
         let d: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
         assert!(d[0] >= Duration::from_millis(50) && d[0] <= Duration::from_millis(100));

@@ -24,10 +24,11 @@ pub mod lease;
 pub mod pipeline;
 pub mod plan;
 mod step;
+mod stuck;
 pub mod window;
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::RedisError;
@@ -39,11 +40,13 @@ use self::idle::Idle;
 use self::keeper::KeeperConfig;
 use self::lease::Lease;
 use self::pipeline::Pipeline;
+use self::stuck::StuckWatch;
 use self::window::TailWindow;
 use crate::daemon::context::Context;
 use crate::redis::connection;
 use crate::redis::{ErrorKind, RedisFailure};
 use crate::telemetry::events::{self, EnvelopeLog};
+use crate::telemetry::metrics::QueueLabel;
 
 /// Why one session with Redis ended. The mover logs it, backs off and starts a new session.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +99,7 @@ pub struct Mover {
     backoff: Backoff,
     /// The other holder last seen in the way while standing by, so it is logged once.
     standing_by_for: Option<String>,
+    stuck: StuckWatch,
 }
 
 impl Mover {
@@ -116,6 +120,7 @@ impl Mover {
         );
         let log = EnvelopeLog::new(settings.log_envelopes_per_second);
         let backoff = Backoff::new(settings.retry);
+        let stuck = StuckWatch::new(settings.retry.stuck_after);
         Mover {
             ctx,
             lease,
@@ -125,6 +130,7 @@ impl Mover {
             log,
             backoff,
             standing_by_for: None,
+            stuck,
         }
     }
 
@@ -137,6 +143,7 @@ impl Mover {
             let Err(error) = self.session(&shutdown).await else {
                 break;
             };
+            self.failed(&error.to_string());
             self.reset();
             let delay = self.backoff.next_delay();
             let attempts = self.backoff.attempts();
@@ -162,7 +169,10 @@ impl Mover {
                     self.release(&mut conn).await;
                     return Ok(());
                 }
-                Outcome::Progress => self.backoff.reset(),
+                Outcome::Progress => {
+                    self.backoff.reset();
+                    self.progressed();
+                }
                 Outcome::Continue => {}
             }
         }
@@ -174,6 +184,28 @@ impl Mover {
         self.window.reset();
         self.pipeline.clear();
         self.lease.forget();
+    }
+
+    /// A commit or a session failed: the mover may now be stuck.
+    fn failed(&mut self, cause: &str) {
+        let metrics = &self.ctx.metrics;
+        let waiting = metrics
+            .queue_length
+            .get_or_create(&QueueLabel { queue: "source" })
+            .get();
+        let backlog = waiting > 0 || !self.window.is_empty();
+        if let Some(failing_for) = self.stuck.failed(Instant::now(), backlog) {
+            let source = &self.ctx.settings.queues.source;
+            events::mover_stuck(metrics, &self.ctx.health, source, cause, failing_for);
+        }
+    }
+
+    /// Redis answered and the mover moved on.
+    fn progressed(&mut self) {
+        if self.stuck.progressed() {
+            let source = &self.ctx.settings.queues.source;
+            events::mover_recovered(&self.ctx.metrics, &self.ctx.health, source);
+        }
     }
 
     async fn release(&mut self, conn: &mut MultiplexedConnection) {
@@ -192,15 +224,15 @@ impl Mover {
 
     fn connect_error(&self, source: RedisError) -> MoverError {
         let failure = self.ctx.connector.failure(connection::CONNECT, source);
-        self.failed(failure)
+        self.redis_error(failure)
     }
 
     fn command_error(&self, command: &'static str, key: String, source: RedisError) -> MoverError {
         let failure = self.ctx.connector.failure(command, source).with_key(key);
-        self.failed(failure)
+        self.redis_error(failure)
     }
 
-    fn failed(&self, failure: RedisFailure) -> MoverError {
+    fn redis_error(&self, failure: RedisFailure) -> MoverError {
         MoverError::Redis {
             failure,
             user: self.user().to_string(),

@@ -123,6 +123,8 @@ pub struct Plan {
     pub envelopes: Vec<Envelope>,
     /// Dead-letter records, oldest first.
     pub dead_letters: Vec<Vec<u8>>,
+    /// The [`crate::message::Rejection::class`] of each dead letter, in the same order.
+    pub dead_letter_classes: Vec<&'static str>,
     /// Messages inside the envelopes.
     pub messages: usize,
     /// The envelopes' `timestamp` and the dead letters' `failed_at`.
@@ -218,16 +220,13 @@ pub fn plan(pending: &[Peeked], limits: Limits, source_queue: &str, timestamp: &
     }
     plan.trim = covered;
     plan.messages = plan.envelopes.iter().map(|e| e.size).sum();
-    plan.dead_letters = pending
-        .iter()
-        .take(covered)
-        .filter_map(|p| {
-            p.verdict
-                .as_ref()
-                .err()
-                .map(|why| DeadLetter::new(&p.bytes, why, source_queue, timestamp).to_bytes())
-        })
-        .collect();
+    for p in &pending[..covered] {
+        if let Err(why) = &p.verdict {
+            let record = DeadLetter::new(&p.bytes, why, source_queue, timestamp);
+            plan.dead_letters.push(record.to_bytes());
+            plan.dead_letter_classes.push(why.class());
+        }
+    }
     plan
 }
 

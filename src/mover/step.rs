@@ -182,6 +182,7 @@ impl Mover {
             Err(CommitError::TailChanged { .. }) => {
                 let settings = &self.ctx.settings;
                 events::source_changed(&self.ctx.metrics, &settings.queues.source);
+                self.failed("the source's tail keeps changing under the daemon (a foreign writer)");
                 // Re-read from the tail as it is now, under a new token (the commits still in
                 // flight were built on the old reading and are fenced off).
                 self.reset();
@@ -202,9 +203,9 @@ impl Mover {
             let metrics = &self.ctx.metrics;
             self.log
                 .envelopes_sent(metrics, &plan.envelopes, source, processing, now);
-            let (count, dead_letter) = (plan.dead_letters.len(), &settings.queues.dead_letter);
+            let (classes, dead_letter) = (&plan.dead_letter_classes, &settings.queues.dead_letter);
             self.log
-                .dead_letters_written(metrics, count, source, dead_letter, now);
+                .dead_letters_written(metrics, classes, source, dead_letter, now);
         }
         if let Some(read) = sent.read {
             let profile = settings.batch.message;

@@ -32,6 +32,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "lease_ttl",
     "retry_initial_delay",
     "retry_max_delay",
+    "stuck_after",
     "shutdown_grace",
     "schedule",
     "max_batches_per_tick",

@@ -148,6 +148,9 @@ pub struct RetrySettings {
     pub initial_delay: Duration,
     /// Largest delay.
     pub max_delay: Duration,
+    /// How long commits may keep failing, with a backlog waiting, before the mover is called
+    /// stuck (`/readyz` 503, `mover stuck` logged, `mover_stuck` metric).
+    pub stuck_after: Duration,
 }
 
 /// Validated settings: every value checked and typed.

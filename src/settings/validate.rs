@@ -233,6 +233,7 @@ fn retry(raw: &RawSettings) -> Result<RetrySettings, SettingsError> {
     let retry = RetrySettings {
         initial_delay: raw.seconds("retry_initial_delay", 0.001, 3600.0)?,
         max_delay: raw.seconds("retry_max_delay", 0.001, 3600.0)?,
+        stuck_after: raw.seconds("stuck_after", 1.0, 86_400.0)?,
     };
     if retry.max_delay < retry.initial_delay {
         return Err(SettingsError::invalid(

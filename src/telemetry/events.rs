@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::mover::plan::Envelope;
 use crate::redis::ErrorKind;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics::{Metrics, ReasonLabel};
 
 /// Rate limiter and summary for per-envelope log lines.
 #[derive(Debug)]
@@ -29,16 +30,23 @@ impl EnvelopeLog {
     pub fn dead_letters_written(
         &mut self,
         metrics: &Metrics,
-        count: usize,
+        classes: &[&'static str],
         source: &str,
         dead_letter: &str,
         now: Instant,
     ) {
+        let count = classes.len();
         if count == 0 {
             return;
         }
         self.roll(now);
         metrics.dead_letters.inc_by(count as u64);
+        for &reason in classes {
+            metrics
+                .dead_letters_by_reason
+                .get_or_create(&ReasonLabel { reason })
+                .inc();
+        }
         if self.logged < self.per_second {
             self.logged += 1;
             tracing::warn!(message = "dead letters written", count, source, dead_letter);
@@ -157,6 +165,33 @@ pub fn source_changed(metrics: &Metrics, source: &str) {
         likely_cause = "a producer using RPUSH instead of LPUSH, or another consumer or an operator (LREM, LSET, LPOP/RPOP) changing the source list",
         effect = "commit undone; reading the tail again",
     );
+}
+
+/// The mover's commits have kept failing for `failing_for` while messages wait: retrying
+/// alone will not help. Readiness turns false with `cause` until a commit succeeds.
+pub fn mover_stuck(
+    metrics: &Metrics,
+    health: &Health,
+    source: &str,
+    cause: &str,
+    failing_for: Duration,
+) {
+    metrics.mover_stuck.set(1);
+    metrics.mover_stuck_episodes.inc();
+    health.set_mover_stuck(Some(cause.to_owned()));
+    tracing::error!(
+        message = "mover stuck",
+        source,
+        cause,
+        failing_for_ms = crate::telemetry::millis(failing_for),
+    );
+}
+
+/// A stuck mover committed again.
+pub fn mover_recovered(metrics: &Metrics, health: &Health, source: &str) {
+    metrics.mover_stuck.set(0);
+    health.set_mover_stuck(None);
+    tracing::info!(message = "mover recovered", source);
 }
 
 /// The lease was lost (another replica holds it, or it expired).

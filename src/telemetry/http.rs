@@ -1,8 +1,8 @@
 //! The HTTP server for probes and metrics:
 //!
 //! - `GET /healthz`: `200 ok` while the process runs (liveness).
-//! - `GET /readyz`: `200 ready` while Redis answers the probe and the mover loop runs, else
-//!   `503` with a body naming what is missing (readiness).
+//! - `GET /readyz`: `200 ready` while Redis answers the probe and the mover loop runs and is
+//!   not stuck, else `503` with a body naming what is missing (readiness).
 //! - `GET /metrics`: the Prometheus text exposition.
 //!
 //! Handlers only read shared state ([`Health`] flags, [`Metrics`] series); none of them
@@ -119,10 +119,13 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
     let mut missing = Vec::new();
     if !state.health.redis_reachable() {
-        missing.push("redis unreachable");
+        missing.push("redis unreachable".to_string());
     }
     if !state.health.mover_running() {
-        missing.push("mover not running");
+        missing.push("mover not running".to_string());
+    }
+    if let Some(cause) = state.health.mover_stuck() {
+        missing.push(format!("mover stuck: {cause}"));
     }
     if missing.is_empty() {
         (StatusCode::OK, "ready".to_string())

@@ -25,6 +25,13 @@ pub struct ErrorKindLabel {
     pub kind: &'static str,
 }
 
+/// Label for dead letters by reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// [`crate::message::Rejection::class`], e.g. `not_json`, `unpaired_surrogate`.
+    pub reason: &'static str,
+}
+
 /// Every series the daemon exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -46,6 +53,12 @@ pub struct Metrics {
     pub lease_held: Gauge,
     /// Commits undone because the source's tail was not what the daemon read.
     pub source_changed: Counter,
+    /// 1 while the mover is stuck (commits failing with a backlog waiting).
+    pub mover_stuck: Gauge,
+    /// Times the mover became stuck.
+    pub mover_stuck_episodes: Counter,
+    /// Dead letters by the class of their reason.
+    pub dead_letters_by_reason: Family<ReasonLabel, Counter>,
     registry: Arc<Registry>,
 }
 
@@ -74,6 +87,9 @@ impl Metrics {
         let redis_errors = Family::<ErrorKindLabel, Counter>::default();
         let lease_held = Gauge::default();
         let source_changed = Counter::default();
+        let mover_stuck = Gauge::default();
+        let mover_stuck_episodes = Counter::default();
+        let dead_letters_by_reason = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "messages",
             "Messages sent inside envelopes",
@@ -107,6 +123,24 @@ impl Metrics {
             "Commits undone because something other than the daemon changed the source's tail (RPUSH, LREM, LSET, another consumer)",
             source_changed.clone(),
         );
+        registry.register(
+            "mover_stuck",
+            "1 while the mover's commits keep failing with a backlog waiting (see /readyz)",
+            mover_stuck.clone(),
+        );
+        registry.register(
+            "mover_stuck_episodes",
+            "Times the mover became stuck",
+            mover_stuck_episodes.clone(),
+        );
+        registry.register(
+            "dead_letters_by_reason",
+            "Messages written to the dead-letter list, by the class of their reason",
+            dead_letters_by_reason.clone(),
+        );
+        for reason in crate::message::Rejection::CLASSES {
+            let _ = dead_letters_by_reason.get_or_create(&ReasonLabel { reason });
+        }
         // Series for the common error kinds exist from the start, at zero, so dashboards and
         // alerts see them before the first error.
         for kind in [
@@ -132,6 +166,9 @@ impl Metrics {
             redis_errors,
             lease_held,
             source_changed,
+            mover_stuck,
+            mover_stuck_episodes,
+            dead_letters_by_reason,
             registry: Arc::new(registry),
         }
     }

@@ -22,4 +22,5 @@ mod reliability;
 mod settings_cli;
 mod smoke;
 mod status_cli;
+mod stuck;
 mod tls;

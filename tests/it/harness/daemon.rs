@@ -107,7 +107,16 @@ impl Daemon {
     }
 
     /// SIGTERM and wait; returns the exit code and how long it took.
+    ///
+    /// A process signalled before it even reached `main` dies of the signal whatever the
+    /// daemon does, so this first waits (up to 5 s) for its first line of output: from then on
+    /// the daemon's own handling is what is tested.
     pub(crate) fn terminate(&mut self) -> (Option<i32>, Duration) {
+        wait_until(Duration::from_secs(5), || {
+            !self.lines.lock().unwrap().is_empty()
+                || !self.stderr.lock().unwrap().is_empty()
+                || !matches!(self.child.try_wait(), Ok(None))
+        });
         let started = Instant::now();
         signal(self.pid(), "TERM");
         let status = self.wait_timeout(Duration::from_secs(15));
