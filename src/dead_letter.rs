@@ -1,6 +1,11 @@
 //! The dead-letter record: a message refused by [`crate::message::check_message`], kept with
 //! its exact bytes (`raw` when UTF-8, `raw_b64` otherwise), a reason, the list it came from and
 //! when it was refused. `dlq replay` turns a record back into the original bytes.
+//!
+//! A record that would be larger than Redis accepts for one value (`proto-max-bulk-len`;
+//! JSON escaping grows control bytes six-fold) is written by reference instead: the message
+//! is moved, byte for byte and without passing through the daemon, onto a list of its own
+//! named in `raw_key`, and the record carries that name in place of `raw`/`raw_b64`.
 
 use base64::Engine as _;
 use serde::Serialize;
@@ -18,6 +23,10 @@ pub struct DeadLetter {
     /// Base64 of the original bytes, when they are not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub raw_b64: Option<String>,
+    /// A list holding the original bytes as its one element, when the record would be too
+    /// large to hold them itself.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub raw_key: Option<String>,
     /// The list the message was taken from.
     pub source_queue: String,
     /// When it was refused (RFC 3339).
@@ -36,6 +45,9 @@ pub enum DeadLetterError {
     /// Neither `raw` nor `raw_b64` is present.
     #[error("dead-letter record has neither raw nor raw_b64")]
     MissingRaw,
+    /// The bytes are on the list named in `raw_key`, not in the record.
+    #[error("dead-letter record keeps its message on the list {0}")]
+    ByReference(String),
 }
 
 impl DeadLetter {
@@ -52,9 +64,41 @@ impl DeadLetter {
             reason: reason.to_string(),
             raw,
             raw_b64,
+            raw_key: None,
             source_queue: source_queue.to_owned(),
             failed_at: failed_at.to_owned(),
         }
+    }
+
+    /// A record whose message is the one element of the list `raw_key`.
+    pub fn by_reference(
+        raw_key: &str,
+        reason: &Rejection,
+        source_queue: &str,
+        failed_at: &str,
+    ) -> Self {
+        DeadLetter {
+            reason: reason.to_string(),
+            raw: None,
+            raw_b64: None,
+            raw_key: Some(raw_key.to_owned()),
+            source_queue: source_queue.to_owned(),
+            failed_at: failed_at.to_owned(),
+        }
+    }
+
+    /// At least the size [`DeadLetter::new`] would store for `bytes`, without building it:
+    /// the escaped text (a control byte takes six bytes, a quote or backslash two) or the
+    /// base64, plus the other fields.
+    pub fn stored_len(bytes: &[u8], reason: &str, source_queue: &str, failed_at: &str) -> usize {
+        let raw = match std::str::from_utf8(bytes) {
+            Ok(_) => escaped_len(bytes),
+            Err(_) => bytes.len().div_ceil(3) * 4,
+        };
+        let fields = escaped_len(reason.as_bytes())
+            + escaped_len(source_queue.as_bytes())
+            + escaped_len(failed_at.as_bytes());
+        raw + fields + RECORD_OVERHEAD
     }
 
     /// The record as stored.
@@ -70,12 +114,27 @@ impl DeadLetter {
 
     /// The original message bytes.
     pub fn original_bytes(&self) -> Result<Vec<u8>, DeadLetterError> {
-        match (&self.raw, &self.raw_b64) {
-            (Some(s), _) => Ok(s.as_bytes().to_vec()),
-            (None, Some(b)) => Ok(base64::engine::general_purpose::STANDARD.decode(b)?),
-            (None, None) => Err(DeadLetterError::MissingRaw),
+        match (&self.raw, &self.raw_b64, &self.raw_key) {
+            (Some(s), _, _) => Ok(s.as_bytes().to_vec()),
+            (None, Some(b), _) => Ok(base64::engine::general_purpose::STANDARD.decode(b)?),
+            (None, None, Some(key)) => Err(DeadLetterError::ByReference(key.clone())),
+            (None, None, None) => Err(DeadLetterError::MissingRaw),
         }
     }
+}
+
+/// The record's bytes besides its four values: keys, quotes, braces, commas.
+const RECORD_OVERHEAD: usize = 64;
+
+/// Bytes `text` takes as a JSON string's content, escapes included.
+fn escaped_len(text: &[u8]) -> usize {
+    text.iter()
+        .map(|b| match b {
+            b'"' | b'\\' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 #[cfg(test)]
@@ -106,5 +165,46 @@ mod tests {
                 std::str::from_utf8(raw).is_err()
             );
         }
+    }
+
+    #[test]
+    fn stored_len_bounds_the_record_from_above() {
+        for raw in [
+            &b"plain"[..],
+            b"\x01\x02 control \" quote \\ backslash \n",
+            b"\xff\xfe binary",
+            "caf\u{e9} \u{1f600}".as_bytes(),
+        ] {
+            let why = Rejection::NotJson("x".into());
+            let stored = DeadLetter::new(raw, &why, "src", "2026-01-01T00:00:00.000000+00:00");
+            let bound = DeadLetter::stored_len(
+                raw,
+                &why.to_string(),
+                "src",
+                "2026-01-01T00:00:00.000000+00:00",
+            );
+            let actual = stored.to_bytes().len();
+            assert!(bound >= actual, "{bound} < {actual} for {raw:?}");
+            assert!(
+                bound <= actual + RECORD_OVERHEAD,
+                "{bound} far above {actual}"
+            );
+        }
+        // Control bytes grow six-fold.
+        let control = vec![1u8; 1000];
+        assert!(DeadLetter::stored_len(&control, "r", "s", "t") >= 6000);
+    }
+
+    #[test]
+    fn a_record_by_reference_names_its_list_instead_of_the_bytes() {
+        let why = Rejection::NotJson("x".into());
+        let rec = DeadLetter::by_reference("dl:oversized:1", &why, "src", "t");
+        let v: serde_json::Value = serde_json::from_slice(&rec.to_bytes()).unwrap();
+        assert_eq!(v["raw_key"], "dl:oversized:1");
+        assert!(v.get("raw").is_none() && v.get("raw_b64").is_none());
+        let back = DeadLetter::parse(&rec.to_bytes()).unwrap();
+        assert!(
+            matches!(back.original_bytes(), Err(DeadLetterError::ByReference(k)) if k == "dl:oversized:1")
+        );
     }
 }

@@ -57,12 +57,23 @@ pub enum Rejection {
         /// The configured limit.
         limit: usize,
     },
+    /// A good message too large to wrap: its envelope would pass the largest value the
+    /// Redis server accepts (`proto-max-bulk-len`). Decided when planning, not by
+    /// [`check_message`].
+    #[error("message is {size} bytes: its envelope would pass the server's value limit of {limit} bytes")]
+    TooLargeToWrap {
+        /// Size of the message.
+        size: usize,
+        /// The server's limit for one value.
+        limit: usize,
+    },
 }
 
 impl Rejection {
     /// Every [`Rejection::class`], for metrics that start at zero.
-    pub const CLASSES: [&'static str; 6] = [
+    pub const CLASSES: [&'static str; 7] = [
         "too_large",
+        "too_large_to_wrap",
         "not_utf8",
         "not_json",
         "unpaired_surrogate",
@@ -80,6 +91,7 @@ impl Rejection {
             Rejection::UnpairedSurrogate(_) => "unpaired_surrogate",
             Rejection::NumberOutOfRange(_) => "number_out_of_range",
             Rejection::TooDeep { .. } => "too_deep",
+            Rejection::TooLargeToWrap { .. } => "too_large_to_wrap",
         }
     }
 }

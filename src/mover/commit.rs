@@ -130,16 +130,19 @@ impl Request {
             let (oldest, newest) = (covered.first(), covered.last());
             let fingerprint =
                 |p: Option<&Peeked>| p.map_or_else(String::new, |p| fingerprint(p.bytes()));
-            pipe.cmd("EVAL")
-                .arg(COMMIT)
-                .arg(6)
+            let eval = pipe.cmd("EVAL");
+            eval.arg(COMMIT)
+                .arg(6 + plan.by_reference.len())
                 .arg(&queues.source)
                 .arg(&queues.processing)
                 .arg(&queues.dead_letter)
                 .arg(keys.lease())
                 .arg(keys.stats())
-                .arg(keys.legacy_lease())
-                .arg(commit.lease_before)
+                .arg(keys.legacy_lease());
+            for moved in &plan.by_reference {
+                eval.arg(&moved.key);
+            }
+            eval.arg(commit.lease_before)
                 .arg(plan.trim)
                 .arg(plan.envelopes.len())
                 .arg(plan.dead_letters.len())
@@ -148,7 +151,12 @@ impl Request {
                 .arg(commit.lease_after)
                 .arg(token_prefix(commit.lease_before))
                 .arg(fingerprint(oldest))
-                .arg(fingerprint(newest));
+                .arg(fingerprint(newest))
+                .arg(plan.by_reference.len());
+            for moved in &plan.by_reference {
+                // Its position from the tail once the commits before this one have run.
+                eval.arg(moved.index + 1);
+            }
             pipe.cmd("EXEC");
         }
         // A read without a commit carries no lease check of its own, yet its position assumes

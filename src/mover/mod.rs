@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod plan;
 mod step;
 mod stuck;
+mod value_limit;
 pub mod window;
 
 use std::future::Future;
@@ -41,6 +42,7 @@ use self::keeper::KeeperConfig;
 use self::lease::Lease;
 use self::pipeline::Pipeline;
 use self::stuck::StuckWatch;
+use self::value_limit::ValueLimit;
 use self::window::TailWindow;
 use crate::daemon::context::Context;
 use crate::redis::connection;
@@ -100,6 +102,7 @@ pub struct Mover {
     /// The other holder last seen in the way while standing by, so it is logged once.
     standing_by_for: Option<String>,
     stuck: StuckWatch,
+    value_limit: ValueLimit,
 }
 
 impl Mover {
@@ -121,6 +124,7 @@ impl Mover {
         let log = EnvelopeLog::new(settings.log_envelopes_per_second);
         let backoff = Backoff::new(settings.retry);
         let stuck = StuckWatch::new(settings.retry.stuck_after);
+        let value_limit = ValueLimit::new(settings.redis.proto_max_bulk_len);
         Mover {
             ctx,
             lease,
@@ -131,6 +135,7 @@ impl Mover {
             backoff,
             standing_by_for: None,
             stuck,
+            value_limit,
         }
     }
 
@@ -163,6 +168,12 @@ impl Mover {
             return Ok(());
         };
         let mut conn = conn.map_err(|source| self.connect_error(source))?;
+        if until(shutdown, self.value_limit.read(&mut conn))
+            .await
+            .is_none()
+        {
+            return Ok(());
+        }
         loop {
             match self.turn(&mut conn, shutdown).await? {
                 Outcome::Stop => {

@@ -31,6 +31,8 @@ pub struct Sent {
     pub plan: Plan,
     /// Where its read sits in the tail window, if it reads.
     pub read: Option<TailRead>,
+    /// Bytes of the largest value it carries (an envelope or a dead-letter record).
+    pub largest_value: usize,
 }
 
 enum Reply {

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::dead_letter::DeadLetter;
 use crate::envelope;
 use crate::message::{self, Profile, Rejection};
+use crate::settings::Queues;
 
 /// One message read from the source's tail and not yet committed.
 #[derive(Debug)]
@@ -69,6 +70,9 @@ pub struct Limits {
     pub max_envelope_bytes: usize,
     /// Message bytes after which a commit takes no further envelope ([`MAX_COMMIT_BYTES`]).
     pub max_commit_bytes: usize,
+    /// The largest value the server accepts (`proto-max-bulk-len`). A good message whose
+    /// envelope would pass it, and a dead-letter record that would, go by reference.
+    pub max_value_bytes: usize,
 }
 
 /// One planned envelope. Its bytes are written straight into the Redis command that pushes
@@ -125,6 +129,9 @@ pub struct Plan {
     pub dead_letters: Vec<Vec<u8>>,
     /// The [`crate::message::Rejection::class`] of each dead letter, in the same order.
     pub dead_letter_classes: Vec<&'static str>,
+    /// Messages dead-lettered by reference: the commit moves each, inside Redis, onto a list
+    /// of its own. Oldest first.
+    pub by_reference: Vec<ByReference>,
     /// Messages inside the envelopes.
     pub messages: usize,
     /// The envelopes' `timestamp` and the dead letters' `failed_at`.
@@ -132,11 +139,32 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Bytes of the largest value the commit sends (an envelope or a dead-letter record);
+    /// `pending` is the run it was planned over.
+    pub fn largest_value(&self, pending: &[Peeked]) -> usize {
+        let envelopes = self.envelopes.iter().map(|e| e.len_hint(pending));
+        let records = self.dead_letters.iter().map(Vec::len);
+        envelopes.chain(records).max().unwrap_or(0)
+    }
+
     /// Whether the commit would change anything.
     pub fn is_empty(&self) -> bool {
         self.trim == 0
     }
 }
+
+/// A message the commit moves, inside Redis, onto a list of its own (see
+/// [`crate::dead_letter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ByReference {
+    /// Its index in the planned run (0: the oldest, at the tail).
+    pub index: usize,
+    /// The list that will hold it: `<dead-letter list>:oversized:<uuid>`.
+    pub key: String,
+}
+
+/// What an envelope adds to its messages' bytes, at most (the fixed fields and the commas).
+pub const ENVELOPE_OVERHEAD: usize = 512;
 
 /// Largest envelope, in message bytes. Redis takes values of up to 512 MB
 /// (`proto-max-bulk-len`); a batch that would pass this is sent in more than one envelope.
@@ -145,6 +173,12 @@ pub const MAX_ENVELOPE_BYTES: usize = 256 * 1024 * 1024;
 /// A commit stops taking further envelopes once it carries this many message bytes, so one
 /// transaction stays well inside Redis's query buffer limit (1 GB by default).
 pub const MAX_COMMIT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Whether `p` goes into an envelope: good, and small enough that its envelope stays a value
+/// the server accepts.
+fn wraps(p: &Peeked, limits: &Limits) -> bool {
+    p.is_good() && p.bytes.len() + ENVELOPE_OVERHEAD <= limits.max_value_bytes
+}
 
 /// When the oldest good message still waiting was first seen, if any.
 pub fn oldest_waiting(pending: &[Peeked]) -> Option<Instant> {
@@ -157,7 +191,7 @@ pub fn oldest_waiting(pending: &[Peeked]) -> Option<Instant> {
 /// than [`MAX_ENVELOPE_BYTES`] is split), the trailing partial batch when its deadline has
 /// passed (see [`Limits::flush_seen_by`]), and every bad message up to the
 /// first good message left behind.
-pub fn plan(pending: &[Peeked], limits: Limits, source_queue: &str, timestamp: &str) -> Plan {
+pub fn plan(pending: &[Peeked], limits: Limits, queues: &Queues, timestamp: &str) -> Plan {
     let batch_size = limits.batch_size.max(1);
     let mut plan = Plan {
         timestamp: timestamp.to_owned(),
@@ -169,7 +203,7 @@ pub fn plan(pending: &[Peeked], limits: Limits, source_queue: &str, timestamp: &
     let mut plan_bytes = 0usize;
     let mut covered = 0usize;
     for (i, p) in pending.iter().enumerate() {
-        if p.is_good() {
+        if wraps(p, &limits) {
             let full = plan.envelopes.len() == limits.max_envelopes
                 || (!plan.envelopes.is_empty() && plan_bytes >= limits.max_commit_bytes);
             if full {
@@ -215,19 +249,48 @@ pub fn plan(pending: &[Peeked], limits: Limits, source_queue: &str, timestamp: &
         covered += pending
             .iter()
             .skip(covered)
-            .take_while(|p| !p.is_good())
+            .take_while(|p| !wraps(p, &limits))
             .count();
     }
     plan.trim = covered;
     plan.messages = plan.envelopes.iter().map(|e| e.size).sum();
-    for p in &pending[..covered] {
-        if let Err(why) = &p.verdict {
-            let record = DeadLetter::new(&p.bytes, why, source_queue, timestamp);
-            plan.dead_letters.push(record.to_bytes());
-            plan.dead_letter_classes.push(why.class());
-        }
+    for (index, p) in pending[..covered].iter().enumerate() {
+        let why = match &p.verdict {
+            Err(why) => why.clone(),
+            Ok(_) if !wraps(p, &limits) => Rejection::TooLargeToWrap {
+                size: p.bytes.len(),
+                limit: limits.max_value_bytes,
+            },
+            Ok(_) => continue,
+        };
+        plan_dead_letter(&mut plan, p, index, why, &limits, queues);
     }
     plan
+}
+
+/// Add the dead letter for `p` (at `index` in the run) to `plan`: the record with its exact
+/// bytes, or a record by reference when that would pass the server's value limit.
+fn plan_dead_letter(
+    plan: &mut Plan,
+    p: &Peeked,
+    index: usize,
+    why: Rejection,
+    limits: &Limits,
+    queues: &Queues,
+) {
+    let (source, failed_at) = (&queues.source, &plan.timestamp);
+    let fits = DeadLetter::stored_len(&p.bytes, &why.to_string(), source, failed_at)
+        <= limits.max_value_bytes;
+    let record = if fits {
+        DeadLetter::new(&p.bytes, &why, source, failed_at)
+    } else {
+        let key = format!("{}:oversized:{}", queues.dead_letter, Uuid::new_v4());
+        let record = DeadLetter::by_reference(&key, &why, source, failed_at);
+        plan.by_reference.push(ByReference { index, key });
+        record
+    };
+    plan.dead_letters.push(record.to_bytes());
+    plan.dead_letter_classes.push(why.class());
 }
 
 fn build(pending: &[Peeked], batch: &[usize]) -> Envelope {
@@ -242,6 +305,14 @@ fn build(pending: &[Peeked], batch: &[usize]) -> Envelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn queues() -> crate::settings::Queues {
+        crate::settings::Queues {
+            source: "src".into(),
+            processing: "processing".into(),
+            dead_letter: "dead".into(),
+        }
+    }
 
     const PROFILE: crate::message::Profile = crate::message::Profile {
         max_bytes: 1024,
@@ -260,7 +331,7 @@ mod tests {
             .iter()
             .map(|s| Peeked::new(s.as_bytes().to_vec(), PROFILE, now))
             .collect();
-        (plan(&pending, limits, "src", "ts"), pending)
+        (plan(&pending, limits, &queues(), "ts"), pending)
     }
 
     fn sizes(p: &Plan) -> Vec<usize> {
@@ -273,6 +344,7 @@ mod tests {
         flush_seen_by: None,
         max_envelope_bytes: MAX_ENVELOPE_BYTES,
         max_commit_bytes: MAX_COMMIT_BYTES,
+        max_value_bytes: 512 << 20,
     };
 
     #[test]
@@ -310,11 +382,11 @@ mod tests {
         };
         // The old messages' deadline has passed: they fill one batch with a young one, and
         // the trailing two young messages wait for their own deadline.
-        let p = plan(&pending, limits(old), "src", "ts");
+        let p = plan(&pending, limits(old), &queues(), "ts");
         assert_eq!(sizes(&p), vec![4]);
         assert_eq!(p.trim, 4);
         // Once the young ones' deadline has passed too, they go.
-        let p = plan(&pending, limits(young), "src", "ts");
+        let p = plan(&pending, limits(young), &queues(), "ts");
         assert_eq!(sizes(&p), vec![4, 2]);
     }
 
@@ -328,6 +400,7 @@ mod tests {
             flush_seen_by: Some(Instant::now()),
             max_envelope_bytes: 15,
             max_commit_bytes: commit,
+            max_value_bytes: 512 << 20,
         };
         let (p, _) = run(&items, caps(1000));
         assert_eq!(sizes(&p), vec![2, 2, 1]);

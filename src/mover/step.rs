@@ -122,6 +122,7 @@ impl Mover {
             Some(allowance) => allowance.available(),
             None => (prefetch / batch_size).max(1),
         };
+        let value_limit = self.value_limit.bytes();
         let limits = Limits {
             batch_size,
             max_envelopes,
@@ -129,12 +130,15 @@ impl Mover {
             // deadline. (`None` when the clock started less than a timeout ago: then
             // nothing is that old.)
             flush_seen_by: Instant::now().checked_sub(settings.batch.timeout),
-            max_envelope_bytes: plan::MAX_ENVELOPE_BYTES,
+            max_envelope_bytes: plan::MAX_ENVELOPE_BYTES
+                .min(value_limit.saturating_sub(plan::ENVELOPE_OVERHEAD)),
             max_commit_bytes: plan::MAX_COMMIT_BYTES,
+            max_value_bytes: value_limit,
         };
         let timestamp = format_timestamp(chrono::Utc::now());
         let unplanned = self.window.unplanned();
-        let plan = plan::plan(unplanned, limits, &settings.queues.source, &timestamp);
+        let plan = plan::plan(unplanned, limits, &settings.queues, &timestamp);
+        let largest_value = plan.largest_value(unplanned);
         let Some(read) = self.window.next_read(plan.trim, 2 * prefetch) else {
             return false;
         };
@@ -167,14 +171,28 @@ impl Mover {
         let reply: ReplyFuture = Box::pin(tokio::task::unconstrained(async move {
             request.send(conn, &settings.queues).await
         }));
-        self.pipeline.push(reply, Sent { plan, read }).await;
+        self.pipeline
+            .push(
+                reply,
+                Sent {
+                    plan,
+                    read,
+                    largest_value,
+                },
+            )
+            .await;
         true
     }
 
     /// Apply the answer to the oldest request.
     fn answered(&mut self, sent: Sent, answer: Answer) -> Result<Outcome, MoverError> {
         match answer {
-            Ok(items) => Ok(self.completed(sent, items)),
+            Ok(items) => {
+                if !sent.plan.is_empty() {
+                    self.value_limit.request_succeeded();
+                }
+                Ok(self.completed(sent, items))
+            }
             Err(CommitError::Fenced { .. }) => {
                 self.lease_lost();
                 Ok(Outcome::Continue)
@@ -188,7 +206,15 @@ impl Mover {
                 self.reset();
                 Ok(Outcome::Continue)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                // Redis refuses a value over its limit and closes the connection; the same
+                // commit would fail forever. Twice in a row with a large value: lower the
+                // limit, so the next plan sends that message by reference.
+                if let Some(limit) = self.value_limit.request_failed(sent.largest_value) {
+                    events::value_limit_lowered(&self.ctx.settings.queues.source, limit, &e);
+                }
+                Err(e.into())
+            }
         }
     }
 

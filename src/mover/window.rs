@@ -141,6 +141,14 @@ mod tests {
 
     use super::*;
 
+    fn queues() -> crate::settings::Queues {
+        crate::settings::Queues {
+            source: "src".into(),
+            processing: "processing".into(),
+            dead_letter: "dead".into(),
+        }
+    }
+
     const PROFILE: crate::message::Profile = crate::message::Profile {
         max_bytes: 1024,
         max_depth: 64,
@@ -161,6 +169,7 @@ mod tests {
             flush_seen_by: None,
             max_envelope_bytes: MAX_ENVELOPE_BYTES,
             max_commit_bytes: MAX_COMMIT_BYTES,
+            max_value_bytes: 512 << 20,
         }
     }
 
@@ -199,7 +208,7 @@ mod tests {
     fn a_commit_after_a_read_skips_what_is_held() {
         let now = Instant::now();
         let mut w = window_with(&["1", "2", "3", "4", "5"], now);
-        let p = plan(w.unplanned(), limits(2), "src", "ts");
+        let p = plan(w.unplanned(), limits(2), &queues(), "ts");
         assert_eq!(p.trim, 4);
         // Commit 4; the tail then holds item 5 (position 4) as its oldest, already held and
         // read before: read from position 5 on, skipping one item from the new tail.
@@ -230,7 +239,7 @@ mod tests {
     fn a_failed_commit_or_a_lost_lease_resets_everything() {
         let now = Instant::now();
         let mut w = window_with(&["1", "2", "3"], now);
-        let p = plan(w.unplanned(), limits(2), "src", "ts");
+        let p = plan(w.unplanned(), limits(2), &queues(), "ts");
         let read = send(&mut w, p.trim, 10).unwrap();
         assert!(read.is_some());
         assert_eq!(w.planned, 2);
@@ -263,19 +272,19 @@ mod tests {
     fn a_partial_batch_is_planned_once_its_deadline_passed() {
         let seen = Instant::now();
         let mut w = window_with(&["1", "2", "3"], seen);
-        let p = plan(w.unplanned(), limits(2), "src", "ts");
+        let p = plan(w.unplanned(), limits(2), &queues(), "ts");
         assert_eq!(p.trim, 2);
         send(&mut w, p.trim, 0);
         assert_eq!(w.oldest_unplanned(), Some(seen));
         // Not yet due: nothing more to plan.
-        let young = plan(w.unplanned(), limits(2), "src", "ts");
+        let young = plan(w.unplanned(), limits(2), &queues(), "ts");
         assert!(young.is_empty());
         // Due: the partial batch goes; the window then covers all it holds.
         let due = Limits {
             flush_seen_by: Some(seen + Duration::from_millis(1)),
             ..limits(2)
         };
-        let p = plan(w.unplanned(), due, "src", "ts");
+        let p = plan(w.unplanned(), due, &queues(), "ts");
         assert_eq!(p.trim, 1);
         send(&mut w, p.trim, 0);
         assert!(w.unplanned().is_empty());
@@ -290,7 +299,7 @@ mod tests {
     fn dead_letters_between_and_after_a_batch_trim_with_it() {
         let now = Instant::now();
         let mut w = window_with(&["1", "bad", "2", "{", "3"], now);
-        let p = plan(w.unplanned(), limits(2), "src", "ts");
+        let p = plan(w.unplanned(), limits(2), &queues(), "ts");
         // One batch of two good messages covers the bad one between them and the bad one
         // right after it; the last good message waits for its batch to fill.
         assert_eq!(p.trim, 4);
@@ -314,7 +323,7 @@ mod tests {
         };
         // Two 7-byte messages fit under 15; the envelope closes before the third, and the
         // commit takes one envelope only.
-        let p = plan(w.unplanned(), caps, "src", "ts");
+        let p = plan(w.unplanned(), caps, &queues(), "ts");
         assert_eq!(p.trim, 2);
         let read = send(&mut w, p.trim, 0);
         assert_eq!(read, Some(None));

@@ -27,6 +27,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "prefetch",
     "poll_interval",
     "block_timeout",
+    "proto_max_bulk_len",
     "key_prefix",
     "consumer_name",
     "lease_ttl",

@@ -98,6 +98,9 @@ pub struct RedisSettings {
     pub command_timeout: Duration,
     /// How long one blocking wait on an empty source lasts on the server.
     pub block_timeout: Duration,
+    /// The largest value the server accepts, when `CONFIG GET proto-max-bulk-len` is not
+    /// allowed.
+    pub proto_max_bulk_len: usize,
     /// PEM certificates to trust for `rediss://` instead of the public roots.
     pub tls_root_cert: Option<Vec<u8>>,
 }

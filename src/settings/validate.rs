@@ -57,6 +57,7 @@ fn redis(raw: &RawSettings) -> Result<RedisSettings, SettingsError> {
         connect_timeout: raw.seconds("connect_timeout", 0.001, 3600.0)?,
         command_timeout: raw.seconds("command_timeout", 0.001, 3600.0)?,
         block_timeout: raw.seconds("block_timeout", 0.01, 3600.0)?,
+        proto_max_bulk_len: raw.int("proto_max_bulk_len", 1 << 20, 1 << 32)?,
     })
 }
 

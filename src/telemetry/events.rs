@@ -194,6 +194,19 @@ pub fn mover_recovered(metrics: &Metrics, health: &Health, source: &str) {
     tracing::info!(message = "mover recovered", source);
 }
 
+/// Requests carrying a value of more than `limit` bytes kept failing: the daemon now treats
+/// values that large as over the server's `proto-max-bulk-len` and dead-letters such
+/// messages by reference.
+pub fn value_limit_lowered(source: &str, limit: usize, error: &dyn std::error::Error) {
+    tracing::warn!(
+        message = "value limit lowered",
+        source,
+        limit,
+        hint = "set REDIS_PROTO_MAX_BULK_LEN to the server's proto-max-bulk-len, or allow CONFIG GET",
+        error = %error,
+    );
+}
+
 /// The lease was lost (another replica holds it, or it expired).
 pub fn lease_lost(metrics: &Metrics, source: &str, consumer: &str) {
     metrics.lease_held.set(0);

@@ -84,8 +84,9 @@ impl Fixture {
                 flush_seen_by: Some(Instant::now()),
                 max_envelope_bytes: plan::MAX_ENVELOPE_BYTES,
                 max_commit_bytes: plan::MAX_COMMIT_BYTES,
+                max_value_bytes: 512 << 20,
             },
-            &self.queues.source,
+            &self.queues,
             "2026-01-01T00:00:00.000000+00:00",
         );
         let request = Request::new(

@@ -17,6 +17,7 @@ mod dlq_cli;
 mod http_probes;
 mod json_profile;
 mod operations;
+mod oversized;
 mod ownership;
 mod reliability;
 mod settings_cli;

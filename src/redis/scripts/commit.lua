@@ -4,6 +4,7 @@
 --
 -- KEYS[1] source list          KEYS[2] processing list    KEYS[3] dead-letter list
 -- KEYS[4] source lease string  KEYS[5] stats hash          KEYS[6] legacy lease string
+-- KEYS[7..6+n] the lists that receive the messages dead-lettered by reference, one each
 -- ARGV[1] lease value "<consumer>/<token>.<seq>" the commit was built under
 -- ARGV[2] items to trim from the source's tail
 -- ARGV[3] envelopes just pushed         ARGV[4] dead letters just pushed
@@ -13,6 +14,8 @@
 -- ARGV[8] the acquisition's prefix "<consumer>/<token>.", which the legacy lease must hold
 -- ARGV[9] fingerprint of the oldest item to trim (the tail)
 -- ARGV[10] fingerprint of the newest item to trim (the trim-th from the tail)
+-- ARGV[11] n, the number of messages dead-lettered by reference
+-- ARGV[12..11+n] the position of each, counted from the tail (1: the oldest item trimmed)
 --
 -- A fingerprint is "<length>:<sha1 hex>" of the item, or of its first and last 1024 bytes
 -- when it is longer than 2048 bytes: cheap, and enough to notice that the items at the
@@ -64,6 +67,23 @@ end
 local ran, refusal = pcall(checks)
 if not ran then return undo('check_failed: ' .. tostring(refusal)) end
 if refusal then return undo(refusal) end
+
+-- Messages too large for a dead-letter record move, byte for byte and inside Redis, onto a
+-- list of their own before the trim removes them. An error here (out of memory) undoes
+-- everything, these lists included.
+local by_reference = tonumber(ARGV[11])
+local moved = {}
+local copied, copy_error = pcall(function()
+  for j = 1, by_reference do
+    local item = redis.call('LINDEX', KEYS[1], -tonumber(ARGV[11 + j]))
+    redis.call('LPUSH', KEYS[6 + j], item)
+    moved[#moved + 1] = KEYS[6 + j]
+  end
+end)
+if not copied then
+  for _, key in ipairs(moved) do redis.call('DEL', key) end
+  return undo('check_failed: ' .. tostring(copy_error))
+end
 
 -- From here nothing can fail: the source is a list at least `trim` long and SET replaces any
 -- value. The totals are bookkeeping: a broken stats key must not undo a done commit.

@@ -9,6 +9,8 @@
 --          tail (records the caller left in place stay behind it)
 -- ARGV[5]  when ARGV[3] < -1: the record the caller left in place at index ARGV[3] + 1, the
 --          one just behind ARGV[1]
+-- ARGV[6]  "1" for a record written by reference: the message is not in ARGV[2] but is the
+--          one element of the list KEYS[3], which is moved back inside Redis and deleted
 --
 -- Returns 1 when the record was still at that index and was moved: the message is LPUSHed
 -- (like a new message from a producer) and the record removed. Returns 0, changing nothing,
@@ -27,8 +29,15 @@ end
 if redis.call('LINDEX', KEYS[1], index) ~= ARGV[1] then
   return 0
 end
+-- Returns -2, changing nothing, for a record by reference whose list is gone.
+local message = ARGV[2]
+if ARGV[6] == '1' then
+  message = redis.call('LINDEX', KEYS[3], -1)
+  if not message then return -2 end
+end
 -- Push first: if the target is not a list this fails before anything has changed.
-redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('LPUSH', KEYS[2], message)
+if ARGV[6] == '1' then redis.call('DEL', KEYS[3]) end
 if index == -1 then
   redis.call('RPOP', KEYS[1])
 else

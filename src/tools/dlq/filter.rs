@@ -88,6 +88,7 @@ mod tests {
             reason: Some(reason.into()),
             raw: Some("x".into()),
             raw_b64: None,
+            raw_key: None,
             source_queue: Some(source.into()),
             failed_at: Some(failed_at.into()),
         }

@@ -261,7 +261,10 @@ fn record_line(record: &[u8]) -> String {
                     Ok(bytes) => format!("<{} bytes binary>", bytes.len()),
                     Err(_) => "<invalid raw_b64>".to_string(),
                 },
-                (None, None) => "<no raw>".to_string(),
+                (None, None) => match &rec.raw_key {
+                    Some(key) => format!("<kept on the list {key}>"),
+                    None => "<no raw>".to_string(),
+                },
             };
             format!(
                 "{}  {}  {}  {}",

@@ -131,8 +131,45 @@ pub async fn purge(s: &Settings) -> Result<u64, DlqError> {
         .query_async(&mut session.conn)
         .await
         .map_err(session.error("purge", "MULTI/EXEC LLEN, DEL"))?;
+    // Messages dead-lettered by reference live on lists of their own next to the list.
+    let pattern = format!("{}:oversized:*", glob_escape(&session.list));
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut session.conn)
+            .await
+            .map_err(session.error("purge", "SCAN"))?;
+        if !keys.is_empty() {
+            let _: u64 = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut session.conn)
+                .await
+                .map_err(session.error("purge", "DEL"))?;
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
     tracing::info!(list = %session.list, count, "dead letters purged");
     Ok(count)
+}
+
+/// `text` with the characters that are special in a SCAN pattern escaped.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// "1 dead letter", "2 dead letters".

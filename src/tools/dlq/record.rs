@@ -21,6 +21,9 @@ pub(super) struct View {
     /// Base64 of the original bytes otherwise.
     #[serde(default)]
     pub(super) raw_b64: Option<String>,
+    /// A list holding the original bytes, for a record written by reference.
+    #[serde(default)]
+    pub(super) raw_key: Option<String>,
     /// The list the message came from.
     #[serde(default)]
     pub(super) source_queue: Option<String>,
@@ -49,6 +52,7 @@ impl View {
             reason: String::new(),
             raw: self.raw.clone(),
             raw_b64: self.raw_b64.clone(),
+            raw_key: self.raw_key.clone(),
             source_queue: String::new(),
             failed_at: String::new(),
         }

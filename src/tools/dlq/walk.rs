@@ -34,6 +34,16 @@ pub(super) enum Undecodable {
     NoSource,
     #[error("dead-letter record's source_queue is the dead-letter list itself")]
     SourceIsDeadLetter,
+    #[error("dead-letter record keeps its message on the list {0}, which is gone")]
+    MessageListMissing(String),
+}
+
+/// Where a record's message is: in the record, or (a record written by reference) as the
+/// one element of a list of its own.
+#[derive(Debug)]
+enum Original {
+    Bytes(Vec<u8>),
+    OnList(String),
 }
 
 /// Why the walk left a record in place.
@@ -52,7 +62,7 @@ enum Verdict {
     Leave(Left),
     Move {
         target: String,
-        original: Vec<u8>,
+        original: Original,
         failed_at: Option<String>,
     },
 }
@@ -160,6 +170,14 @@ impl<'a> Walk<'a> {
                         tracing::debug!(index, "dead letter moved by someone else; reading again");
                         self.taken_by_others += 1;
                     }
+                    -2 => {
+                        let key = match original {
+                            Original::OnList(key) => key,
+                            Original::Bytes(_) => String::new(),
+                        };
+                        let why = Left::Undecodable(Undecodable::MessageListMissing(key));
+                        self.left.push((record, why));
+                    }
                     _ => self.restart(),
                 },
             }
@@ -237,17 +255,25 @@ impl<'a> Walk<'a> {
         index: i64,
         record: &[u8],
         target: &str,
-        original: &[u8],
+        original: &Original,
     ) -> Result<i64, RedisFailure> {
         let neighbour: &[u8] = self.left.last().map_or(&[], |(r, _)| &r[..]);
-        self.script
-            .key(&self.session.list)
-            .key(target)
+        let mut invocation = self.script.key(&self.session.list);
+        invocation.key(target);
+        let (bytes, on_list): (&[u8], &str) = match original {
+            Original::Bytes(bytes) => (bytes, ""),
+            Original::OnList(key) => {
+                invocation.key(key);
+                (&[], "1")
+            }
+        };
+        invocation
             .arg(record)
-            .arg(original)
+            .arg(bytes)
             .arg(index)
             .arg(&self.placeholder)
             .arg(neighbour)
+            .arg(on_list)
             .invoke_async(&mut self.session.conn)
             .await
             .map_err(|source| self.session.failure("EVALSHA replay.lua", source))
@@ -271,8 +297,12 @@ impl<'a> Walk<'a> {
 }
 
 /// The queue to put a record's message back on and the message's original bytes.
-fn decode(view: &View, dead_letter: &str) -> Result<(String, Vec<u8>), Undecodable> {
-    let bytes = view.original_bytes()?;
+fn decode(view: &View, dead_letter: &str) -> Result<(String, Original), Undecodable> {
+    let bytes = match view.original_bytes() {
+        Ok(bytes) => Original::Bytes(bytes),
+        Err(DeadLetterError::ByReference(key)) => Original::OnList(key),
+        Err(e) => return Err(e.into()),
+    };
     let source = view.source_queue.as_deref().unwrap_or_default();
     if source.is_empty() {
         return Err(Undecodable::NoSource);
@@ -296,7 +326,10 @@ mod tests {
 
     fn decoded(record: &[u8], dl: &str) -> Result<(String, Vec<u8>), Undecodable> {
         let view = View::parse(record)?;
-        decode(&view, dl)
+        decode(&view, dl).map(|(queue, original)| match original {
+            Original::Bytes(bytes) => (queue, bytes),
+            Original::OnList(key) => (queue, key.into_bytes()),
+        })
     }
 
     #[test]
