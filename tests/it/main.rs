@@ -20,6 +20,7 @@ mod operations;
 mod ownership;
 mod reliability;
 mod settings_cli;
+mod slow_link;
 mod smoke;
 mod status_cli;
 mod tls;
