@@ -21,6 +21,7 @@ mod oversized;
 mod ownership;
 mod reliability;
 mod settings_cli;
+mod slow_link;
 mod smoke;
 mod status_cli;
 mod stuck;

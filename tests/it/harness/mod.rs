@@ -1,10 +1,12 @@
 //! Test harness shared by the integration tests: a real `redis-server` on a free port that
 //! stops on drop, a random key prefix per test, the daemon binary run with a clean
-//! environment, and the exactly-once audit of what it produced.
+//! environment, the exactly-once audit of what it produced, and a TCP proxy that adds
+//! latency or faults between the daemon and Redis.
 
 mod audit;
 mod daemon;
 mod http;
+mod proxy;
 mod queues;
 mod redis_server;
 mod tls;
@@ -12,6 +14,7 @@ mod tls;
 pub(crate) use audit::*;
 pub(crate) use daemon::*;
 pub(crate) use http::*;
+pub(crate) use proxy::*;
 pub(crate) use queues::*;
 pub(crate) use redis_server::*;
 pub(crate) use tls::*;
