@@ -118,6 +118,11 @@ impl Keeper {
         // When the lease being kept was last acquired or renewed.
         let mut last: Option<(String, std::time::Instant)> = None;
         loop {
+            // Be connected, with the script loaded, before a renewal is due: from the start,
+            // and again after a failure.
+            if self.conn.is_none() {
+                let _ = self.connect().await;
+            }
             let grant = self.want.borrow_and_update().clone();
             let due = grant.as_ref().map(|g| {
                 let since = match &last {
@@ -167,14 +172,31 @@ impl Keeper {
         }
     }
 
+    /// Open the keeper's connection and load the renewal script, so that the first renewal
+    /// costs one round trip (on a slow link, the NOSCRIPT dance alone can outlast a short
+    /// TTL). Does nothing when already connected.
+    async fn connect(&mut self) -> Result<(), Renewal> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        let limit = self.config.command_timeout;
+        let mut conn =
+            match tokio::time::timeout(limit, self.config.connector.command_connection()).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(error)) => return Err(self.failed(&error)),
+                Err(_) => return Err(self.failed(&"connect timed out")),
+            };
+        // Best effort: without it the first renewal loads the script itself.
+        let load = self.script.load_async(&mut conn);
+        let _ = tokio::time::timeout(limit, load).await;
+        self.conn = Some(conn);
+        Ok(())
+    }
+
     async fn renew(&mut self, prefix: &str) -> Renewal {
         let limit = self.config.command_timeout;
-        if self.conn.is_none() {
-            match tokio::time::timeout(limit, self.config.connector.command_connection()).await {
-                Ok(Ok(conn)) => self.conn = Some(conn),
-                Ok(Err(error)) => return self.failed(&error),
-                Err(_) => return self.failed(&"connect timed out"),
-            }
+        if let Err(failed) = self.connect().await {
+            return failed;
         }
         let Some(conn) = self.conn.as_mut() else {
             return Renewal::Failed;

@@ -138,6 +138,17 @@ impl Lease {
         (self.ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
     }
 
+    /// Load the lease scripts on a new connection, so that taking and releasing the lease
+    /// cost one round trip each (on a slow link the NOSCRIPT dance alone can outlast a short
+    /// TTL). Best effort: without it each script loads itself on first use.
+    pub async fn prepare(&self, conn: &mut MultiplexedConnection) {
+        let mut pipe = redis::pipe();
+        for script in [ACQUIRE, RELEASE] {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(script).ignore();
+        }
+        let _: Result<(), RedisError> = pipe.query_async(conn).await;
+    }
+
     /// Forget the lease locally (after an error); the next acquisition draws a new token.
     pub fn forget(&mut self) {
         self.held = None;

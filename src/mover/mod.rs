@@ -168,10 +168,11 @@ impl Mover {
             return Ok(());
         };
         let mut conn = conn.map_err(|source| self.connect_error(source))?;
-        if until(shutdown, self.value_limit.read(&mut conn))
-            .await
-            .is_none()
-        {
+        let prepared = until(shutdown, async {
+            self.value_limit.read(&mut conn).await;
+            self.lease.prepare(&mut conn).await;
+        });
+        if prepared.await.is_none() {
             return Ok(());
         }
         loop {

@@ -71,16 +71,12 @@ fn large_messages_through_a_slow_link_drain_exactly_once_without_losing_the_leas
     );
 }
 
-/// The same drain against a fresh Redis (no script cached). Known to fail: the acquisition
-/// takes 3 RTT (EVALSHA, NOSCRIPT, SCRIPT LOAD, EVALSHA) = 1.2 s of the 1.5 s TTL, and the
-/// keeper's first renewal, due at once, first opens its connection and then pays the same
-/// 3 RTT for its own script, so it lands after the lease ran out locally: one `lease lost`
-/// and a second acquisition (which works, the scripts being cached by then). The drain is
-/// still exactly once. Run with `--ignored` once the daemon opens the keeper's connection and
-/// loads its scripts ahead of the first acquisition.
+/// The same drain against a fresh Redis (no script cached). Loading a script on first use
+/// costs 3 RTT (EVALSHA, NOSCRIPT, SCRIPT LOAD, EVALSHA) = 1.2 s of the 1.5 s TTL, so the
+/// daemon loads its lease scripts when it connects, and the keeper opens its connection and
+/// loads its script as soon as it is handed a lease, ahead of its first renewal.
 #[test]
-#[ignore = "known issue: with a cold script cache the first lease is lost on a 400 ms RTT link"]
-fn cold_script_cache_costs_the_first_lease() {
+fn a_cold_script_cache_does_not_cost_the_first_lease() {
     let run = slow_drain(false);
     let lost = run.daemon.events("lease lost");
     assert!(
