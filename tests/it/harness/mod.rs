@@ -3,6 +3,7 @@
 //! environment, and the exactly-once audit of what it produced.
 
 mod audit;
+mod chaos;
 mod daemon;
 mod http;
 mod queues;
@@ -10,6 +11,7 @@ mod redis_server;
 mod tls;
 
 pub(crate) use audit::*;
+pub(crate) use chaos::*;
 pub(crate) use daemon::*;
 pub(crate) use http::*;
 pub(crate) use queues::*;
