@@ -133,3 +133,96 @@ fn chaos_drain_ends_exactly_once_and_in_order() {
     }
     rig.daemon.terminate_ok();
 }
+
+/// What Redis is doing when the daemon gets SIGTERM.
+#[derive(Debug, Clone, Copy)]
+enum RedisState {
+    Answering,
+    Paused,
+    DebugSleep,
+    Down,
+}
+
+/// The shutdown promise (exit 0 within `REDIS_SHUTDOWN_GRACE` plus 0.1 s, whatever Redis is
+/// doing) with graces shorter than the 1 s the mover allows itself to release the lease:
+/// SIGTERM mid-drain while Redis answers, is SIGSTOPped, is in `DEBUG SLEEP`, or is down.
+/// Nothing is lost or reordered by the interrupted drain.
+#[test]
+fn chaos_sigterm_exits_within_a_short_grace_whatever_redis_is_doing() {
+    let mut failures = Vec::new();
+    for state in [
+        RedisState::Answering,
+        RedisState::Paused,
+        RedisState::DebugSleep,
+        RedisState::Down,
+    ] {
+        for grace in ["0", "0.5"] {
+            // Persistent, so that the data survives the "Down" case.
+            let mut server = RedisServer::start_with(CHAOS_SERVER_ARGS);
+            let names = Names::new();
+            let mut c = server.conn();
+            let w = workload(20_000, 50, 200);
+            push_all(&mut c, &names.source, &w.messages);
+            let mut d = start_daemon(
+                &server,
+                &names,
+                &[
+                    ("REDIS_SHUTDOWN_GRACE", grace),
+                    ("REDIS_MAX_MESSAGE_BYTES", WORKLOAD_MAX_BYTES),
+                    ("REDIS_PREFETCH", "200"),
+                ],
+            );
+            assert!(
+                wait_until(Duration::from_secs(10), || llen(&mut c, &names.processing)
+                    > 0),
+                "the daemon never started moving"
+            );
+            let sleeper = match state {
+                RedisState::Answering => None,
+                RedisState::Paused => {
+                    server.pause();
+                    None
+                }
+                RedisState::DebugSleep => {
+                    let url = server.url();
+                    let t = std::thread::spawn(move || {
+                        let _: redis::RedisResult<()> = redis::cmd("DEBUG")
+                            .arg("SLEEP")
+                            .arg(2)
+                            .query(&mut connect(&url));
+                    });
+                    std::thread::sleep(Duration::from_millis(50));
+                    Some(t)
+                }
+                RedisState::Down => {
+                    server.kill();
+                    None
+                }
+            };
+            std::thread::sleep(Duration::from_millis(300));
+            let limit = d.sigterm_limit();
+            let (code, took) = d.terminate();
+            eprintln!("chaos: SIGTERM with Redis {state:?}, grace {grace} s: exit {code:?} after {took:?}");
+            if code != Some(0) || took > limit {
+                failures.push(format!(
+                    "Redis {state:?}, grace {grace} s: exit {code:?} after {took:?} (limit {limit:?})"
+                ));
+            }
+            match state {
+                RedisState::Paused => server.resume(),
+                RedisState::Down => server.restart(),
+                _ => {}
+            }
+            if let Some(t) = sleeper {
+                t.join().unwrap();
+            }
+            let mut c = server.conn();
+            assert_accounted(&outcome(&mut c, &names), &w, &names, true, false);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "SIGTERM broke the promise (grace + 0.1 s, + {SIGTERM_ALLOWANCE:?} allowance):\n{}",
+        failures.join("\n")
+    );
+}
