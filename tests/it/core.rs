@@ -41,7 +41,7 @@ fn empty_queue_sends_nothing_and_sigterm_exits_0() {
     );
     assert_eq!(llen(&mut c, &names.dead_letter), 0);
     assert_eq!(llen(&mut c, &names.source), 0);
-    // Idle (blocked waiting for data): SIGTERM still exits 0 within 5 s.
+    // Idle (blocked waiting for data): SIGTERM still exits 0 within the grace + 0.1 s.
     d.terminate_ok();
     assert_eq!(llen(&mut c, &names.processing), 0);
 }

@@ -11,6 +11,7 @@
 
 mod harness;
 
+mod chaos;
 mod commit_fencing;
 mod core;
 mod dlq_cli;

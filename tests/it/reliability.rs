@@ -738,10 +738,12 @@ fn sigterm_while_redis_is_paused_exits_0_within_5_seconds_and_loses_nothing() {
     // Redis stops answering mid-drain; the daemon is told to stop while it waits on Redis.
     server.pause();
     std::thread::sleep(Duration::from_millis(300));
+    // Grace (the default 4 s) + 0.1 s promised, + SIGTERM_ALLOWANCE for the measurement.
+    let limit = d.sigterm_limit();
     let (code, took) = d.terminate();
     server.resume();
     assert_eq!(code, Some(0), "{}", d.all_output());
-    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    assert!(took <= limit, "shutdown took {took:?}, more than {limit:?}");
     // Whatever was in flight either happened or not: a new daemon finishes exactly once.
     let mut d = start_daemon(
         &server,

@@ -4,6 +4,7 @@
 //! latency or faults between the daemon and Redis.
 
 mod audit;
+mod chaos;
 mod daemon;
 mod http;
 mod proxy;
@@ -12,6 +13,7 @@ mod redis_server;
 mod tls;
 
 pub(crate) use audit::*;
+pub(crate) use chaos::*;
 pub(crate) use daemon::*;
 pub(crate) use http::*;
 pub(crate) use proxy::*;
