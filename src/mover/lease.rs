@@ -204,6 +204,14 @@ impl Lease {
     }
 }
 
+/// The consumer name in a lease value `<consumer>/<token>.<seq>`: everything before the last
+/// `/` (the token never contains one). A value without `/` is shown whole.
+pub fn lease_holder(value: &str) -> &str {
+    value
+        .rsplit_once('/')
+        .map_or(value, |(consumer, _)| consumer)
+}
+
 /// A TTL in whole milliseconds, at least 1 (Redis refuses 0).
 pub(super) fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)

@@ -66,7 +66,7 @@ impl Mover {
                 return Ok(Outcome::Continue);
             }
             Acquired::HeldBy(value) => {
-                let holder = crate::tools::status::lease_holder(&value);
+                let holder = super::lease::lease_holder(&value);
                 if self.standing_by_for.as_deref() != Some(holder) {
                     events::standing_by(source, consumer, holder);
                     self.standing_by_for = Some(holder.to_owned());

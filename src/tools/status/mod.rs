@@ -18,6 +18,7 @@ use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
 use crate::envelope::format_timestamp;
+use crate::mover::lease::lease_holder;
 use crate::redis::connection::{self, Connector};
 use crate::redis::keys::Keys;
 use crate::redis::RedisFailure;
@@ -281,14 +282,6 @@ async fn read_replicas(
         })
 }
 
-/// The consumer name in a lease value `<consumer>/<token>.<seq>`: everything before the last
-/// `/` (the token never contains one). A value without `/` is shown whole.
-pub fn lease_holder(value: &str) -> &str {
-    value
-        .rsplit_once('/')
-        .map_or(value, |(consumer, _)| consumer)
-}
-
 fn replica_from_hash(name: &str, score: f64, h: &HashMap<String, String>, now_ms: i64) -> Replica {
     let text = |k: &str| h.get(k).cloned().unwrap_or_default();
     // The hash's own field is the reference; the set's score is the same instant.
@@ -345,8 +338,7 @@ mod tests {
 
     #[test]
     fn lease_holder_is_everything_before_the_last_slash() {
-        assert_eq!(lease_holder("host-1/abc"), "host-1");
-        assert_eq!(lease_holder("pod/a/b/tok"), "pod/a/b");
+        assert_eq!(lease_holder("host-1/abc.0"), "host-1");
         assert_eq!(lease_holder("plain"), "plain");
     }
 
