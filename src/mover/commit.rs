@@ -110,53 +110,8 @@ impl Request {
         let committing = !plan.is_empty();
         if committing {
             pipe.cmd("MULTI");
-            if !plan.envelopes.is_empty() {
-                let lpush = pipe.cmd("LPUSH").arg(&queues.processing);
-                for e in &plan.envelopes {
-                    lpush.arg(EnvelopeArg {
-                        envelope: e,
-                        pending: commit.pending,
-                        timestamp: &plan.timestamp,
-                    });
-                }
-            }
-            if !plan.dead_letters.is_empty() {
-                let lpush = pipe.cmd("LPUSH").arg(&queues.dead_letter);
-                for d in &plan.dead_letters {
-                    lpush.arg(&d[..]);
-                }
-            }
-            let covered = &commit.pending[..plan.trim.min(commit.pending.len())];
-            let (oldest, newest) = (covered.first(), covered.last());
-            let fingerprint =
-                |p: Option<&Peeked>| p.map_or_else(String::new, |p| fingerprint(p.bytes()));
-            let eval = pipe.cmd("EVAL");
-            eval.arg(COMMIT)
-                .arg(6 + plan.by_reference.len())
-                .arg(&queues.source)
-                .arg(&queues.processing)
-                .arg(&queues.dead_letter)
-                .arg(keys.lease())
-                .arg(keys.stats())
-                .arg(keys.legacy_lease());
-            for moved in &plan.by_reference {
-                eval.arg(&moved.key);
-            }
-            eval.arg(commit.lease_before)
-                .arg(plan.trim)
-                .arg(plan.envelopes.len())
-                .arg(plan.dead_letters.len())
-                .arg(plan.messages)
-                .arg(commit.now_ms)
-                .arg(commit.lease_after)
-                .arg(token_prefix(commit.lease_before))
-                .arg(fingerprint(oldest))
-                .arg(fingerprint(newest))
-                .arg(plan.by_reference.len());
-            for moved in &plan.by_reference {
-                // Its position from the tail once the commits before this one have run.
-                eval.arg(moved.index + 1);
-            }
+            push_commands(&mut pipe, queues, &commit);
+            commit_script(&mut pipe, keys, queues, &commit);
             pipe.cmd("EXEC");
         }
         // A read without a commit carries no lease check of its own, yet its position assumes
@@ -235,6 +190,61 @@ impl Request {
             Some(Value::ServerError(e)) => Err(refused("LRANGE", queues.source.clone(), &e)),
             Some(other) => Err(CommitError::Protocol(format!("LRANGE reply {other:?}"))),
         }
+    }
+}
+
+/// The LPUSHes of the envelopes (written straight into the command) and the dead letters.
+fn push_commands(pipe: &mut redis::Pipeline, queues: &Queues, commit: &Commit<'_>) {
+    let plan = commit.plan;
+    if !plan.envelopes.is_empty() {
+        let lpush = pipe.cmd("LPUSH").arg(&queues.processing);
+        for e in &plan.envelopes {
+            lpush.arg(EnvelopeArg {
+                envelope: e,
+                pending: commit.pending,
+                timestamp: &plan.timestamp,
+            });
+        }
+    }
+    if !plan.dead_letters.is_empty() {
+        let lpush = pipe.cmd("LPUSH").arg(&queues.dead_letter);
+        for d in &plan.dead_letters {
+            lpush.arg(&d[..]);
+        }
+    }
+}
+
+/// The `EVAL` of `commit.lua` with its KEYS and ARGV (see the script's header).
+fn commit_script(pipe: &mut redis::Pipeline, keys: &Keys, queues: &Queues, commit: &Commit<'_>) {
+    let plan = commit.plan;
+    let covered = &commit.pending[..plan.trim.min(commit.pending.len())];
+    let fingerprint = |p: Option<&Peeked>| p.map_or_else(String::new, |p| fingerprint(p.bytes()));
+    let eval = pipe.cmd("EVAL");
+    eval.arg(COMMIT)
+        .arg(6 + plan.by_reference.len())
+        .arg(&queues.source)
+        .arg(&queues.processing)
+        .arg(&queues.dead_letter)
+        .arg(keys.lease())
+        .arg(keys.stats())
+        .arg(keys.legacy_lease());
+    for moved in &plan.by_reference {
+        eval.arg(&moved.key);
+    }
+    eval.arg(commit.lease_before)
+        .arg(plan.trim)
+        .arg(plan.envelopes.len())
+        .arg(plan.dead_letters.len())
+        .arg(plan.messages)
+        .arg(commit.now_ms)
+        .arg(commit.lease_after)
+        .arg(token_prefix(commit.lease_before))
+        .arg(fingerprint(covered.first()))
+        .arg(fingerprint(covered.last()))
+        .arg(plan.by_reference.len());
+    for moved in &plan.by_reference {
+        // Its position from the tail once the commits before this one have run.
+        eval.arg(moved.index + 1);
     }
 }
 

@@ -77,69 +77,89 @@ impl Default for Metrics {
 impl Metrics {
     /// Create and register every series.
     pub fn new() -> Self {
+        let mut metrics = Metrics {
+            messages: Counter::default(),
+            batches: Counter::default(),
+            dead_letters: Counter::default(),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 18)),
+            oldest_message_age: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
+            queue_length: Family::default(),
+            redis_errors: Family::default(),
+            lease_held: Gauge::default(),
+            source_changed: Counter::default(),
+            mover_stuck: Gauge::default(),
+            mover_stuck_episodes: Counter::default(),
+            dead_letters_by_reason: Family::default(),
+            registry: Arc::new(Registry::default()),
+        };
         let mut registry = Registry::with_prefix("batch_processor");
-        let messages = Counter::default();
-        let batches = Counter::default();
-        let dead_letters = Counter::default();
-        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 18));
-        let oldest_message_age = Histogram::new(exponential_buckets(0.001, 2.0, 20));
-        let queue_length = Family::<QueueLabel, Gauge>::default();
-        let redis_errors = Family::<ErrorKindLabel, Counter>::default();
-        let lease_held = Gauge::default();
-        let source_changed = Counter::default();
-        let mover_stuck = Gauge::default();
-        let mover_stuck_episodes = Counter::default();
-        let dead_letters_by_reason = Family::<ReasonLabel, Counter>::default();
+        metrics.register(&mut registry);
+        metrics.registry = Arc::new(registry);
+        metrics
+    }
+
+    /// Register every series (clones share their values) under its name and help text.
+    fn register(&self, registry: &mut Registry) {
         registry.register(
             "messages",
             "Messages sent inside envelopes",
-            messages.clone(),
+            self.messages.clone(),
         );
-        registry.register("batches", "Envelopes sent", batches.clone());
+        registry.register("batches", "Envelopes sent", self.batches.clone());
         registry.register(
             "dead_letters",
             "Messages written to the dead-letter list",
-            dead_letters.clone(),
+            self.dead_letters.clone(),
         );
-        registry.register("batch_size", "Messages per envelope", batch_size.clone());
+        registry.register(
+            "batch_size",
+            "Messages per envelope",
+            self.batch_size.clone(),
+        );
         registry.register(
             "oldest_message_age_seconds",
             "Age of a batch's oldest message (since first seen) when the batch is sent",
-            oldest_message_age.clone(),
+            self.oldest_message_age.clone(),
         );
         registry.register(
             "queue_length",
             "Length of the source, processing and dead-letter lists",
-            queue_length.clone(),
+            self.queue_length.clone(),
         );
-        registry.register("redis_errors", "Redis errors by kind", redis_errors.clone());
+        registry.register(
+            "redis_errors",
+            "Redis errors by kind",
+            self.redis_errors.clone(),
+        );
         registry.register(
             "lease_held",
             "1 while this replica holds the source lease",
-            lease_held.clone(),
+            self.lease_held.clone(),
         );
         registry.register(
             "source_changed",
             "Commits undone because something other than the daemon changed the source's tail (RPUSH, LREM, LSET, another consumer)",
-            source_changed.clone(),
+            self.source_changed.clone(),
         );
         registry.register(
             "mover_stuck",
             "1 while the mover's commits keep failing with a backlog waiting (see /readyz)",
-            mover_stuck.clone(),
+            self.mover_stuck.clone(),
         );
         registry.register(
             "mover_stuck_episodes",
             "Times the mover became stuck",
-            mover_stuck_episodes.clone(),
+            self.mover_stuck_episodes.clone(),
         );
         registry.register(
             "dead_letters_by_reason",
             "Messages written to the dead-letter list, by the class of their reason",
-            dead_letters_by_reason.clone(),
+            self.dead_letters_by_reason.clone(),
         );
         for reason in crate::message::Rejection::CLASSES {
-            let _ = dead_letters_by_reason.get_or_create(&ReasonLabel { reason });
+            let _ = self
+                .dead_letters_by_reason
+                .get_or_create(&ReasonLabel { reason });
         }
         // Series for the common error kinds exist from the start, at zero, so dashboards and
         // alerts see them before the first error.
@@ -152,24 +172,9 @@ impl Metrics {
             ErrorKind::Oom,
             ErrorKind::Fenced,
         ] {
-            let _ = redis_errors.get_or_create(&ErrorKindLabel {
+            let _ = self.redis_errors.get_or_create(&ErrorKindLabel {
                 kind: kind.as_str(),
             });
-        }
-        Metrics {
-            messages,
-            batches,
-            dead_letters,
-            batch_size,
-            oldest_message_age,
-            queue_length,
-            redis_errors,
-            lease_held,
-            source_changed,
-            mover_stuck,
-            mover_stuck_episodes,
-            dead_letters_by_reason,
-            registry: Arc::new(registry),
         }
     }
 
