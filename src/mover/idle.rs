@@ -60,13 +60,16 @@ impl Mover {
         &mut self,
         shutdown: &CancellationToken,
     ) -> Result<Outcome, MoverError> {
-        // Wake to take in the keeper's news (soon, while the lease is too short to commit
-        // under), and for the summary of held-back log lines.
-        let lease_check = if self.may_commit() {
-            self.ctx.settings.replica.lease_ttl / 3
-        } else {
-            LEASE_RECHECK
-        };
+        if !self.may_commit() {
+            // The lease is too short to commit under: wait for the keeper's news. Neither
+            // progress nor a failure (an expiry that follows counts as one).
+            return Ok(sleep(shutdown, LEASE_RECHECK).await);
+        }
+        // Everything that could be sent was sent and answered: the mover is healthy, and waits
+        // on purpose from here (for messages, a deadline or a tick).
+        self.progressed();
+        // Wake to take in the keeper's news, and for the summary of held-back log lines.
+        let lease_check = self.ctx.settings.replica.lease_ttl / 3;
         let wake_in = match self.log.summary_due_in(Instant::now()) {
             Some(due) => lease_check.min(due),
             None => lease_check,

@@ -56,6 +56,18 @@ impl Held {
     }
 }
 
+/// Where the lease stands after taking in the keeper's news.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Still held.
+    Held,
+    /// Another holder has it now (or nobody held it when the keeper looked).
+    Lost,
+    /// It ran out before a renewal was confirmed: the keeper cannot reach Redis, or its round
+    /// trip takes too long for the TTL. A failure, not a takeover.
+    Expired,
+}
+
 /// The outcome of an attempt to take the lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acquired {
@@ -110,11 +122,10 @@ impl Lease {
         })
     }
 
-    /// Take in the keeper's latest news. `false` when the lease is lost: the keeper found
-    /// another value there, or the lease ran out without a renewal.
-    pub fn refresh(&mut self) -> bool {
+    /// Take in the keeper's latest news.
+    pub fn refresh(&mut self) -> Standing {
         let Some(held) = self.held.as_mut() else {
-            return false;
+            return Standing::Lost;
         };
         match self.keeper.news() {
             News::Renewed { prefix, sent_at } if prefix == held.prefix => {
@@ -122,15 +133,15 @@ impl Lease {
             }
             News::Lost { prefix } if prefix == held.prefix => {
                 self.forget();
-                return false;
+                return Standing::Lost;
             }
             _ => {}
         }
         if self.remaining().is_zero() {
             self.forget();
-            return false;
+            return Standing::Expired;
         }
-        true
+        Standing::Held
     }
 
     /// How often a standby replica tries to take the lease.

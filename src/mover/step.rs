@@ -7,11 +7,12 @@ use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::commit::{self, CommitError};
-use super::lease::Acquired;
+use super::lease::{Acquired, Standing};
 use super::pipeline::{Answer, ReplyFuture, Sent};
 use super::plan::{self, Limits, Peeked};
 use super::{sleep, until, Mover, MoverError, Outcome};
 use crate::envelope::format_timestamp;
+use crate::redis::ErrorKind;
 use crate::telemetry::events;
 
 impl Mover {
@@ -27,9 +28,17 @@ impl Mover {
         if !self.lease.is_held() {
             return self.take_lease(conn, shutdown).await;
         }
-        if !self.lease.refresh() {
-            self.lease_lost();
-            return Ok(Outcome::Continue);
+        match self.lease.refresh() {
+            Standing::Held => {}
+            Standing::Lost => {
+                self.lease_lost();
+                return Ok(Outcome::Continue);
+            }
+            Standing::Expired => {
+                self.lease_lost();
+                self.failed("the lease keeps running out before its renewal is confirmed (Redis unreachable for the keeper, or a round trip too long for REDIS_LEASE_TTL)");
+                return Ok(Outcome::Continue);
+            }
         }
         self.step(conn, shutdown).await
     }
@@ -122,7 +131,7 @@ impl Mover {
             Some(allowance) => allowance.available(),
             None => (prefetch / batch_size).max(1),
         };
-        let value_limit = self.value_limit.bytes();
+        let value_limit = self.value_limit.bytes(Instant::now());
         let limits = Limits {
             batch_size,
             max_envelopes,
@@ -210,8 +219,13 @@ impl Mover {
                 // Redis refuses a value over its limit and closes the connection; the same
                 // commit would fail forever. Twice in a row with a large value: lower the
                 // limit, so the next plan sends that message by reference.
-                if let Some(limit) = self.value_limit.request_failed(sent.largest_value) {
-                    events::value_limit_lowered(&self.ctx.settings.queues.source, limit, &e);
+                // Only a broken connection is that signature: a server error reply (WRONGTYPE,
+                // OOM, LOADING) or a timeout says nothing about sizes.
+                let broken = matches!(e.kind(), ErrorKind::Io | ErrorKind::Protocol);
+                if broken {
+                    if let Some(limit) = self.value_limit.request_failed(sent.largest_value) {
+                        events::value_limit_lowered(&self.ctx.settings.queues.source, limit, &e);
+                    }
                 }
                 Err(e.into())
             }

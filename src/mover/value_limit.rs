@@ -4,8 +4,13 @@
 //!
 //! Read with `CONFIG GET` when the ACL allows it; otherwise `REDIS_PROTO_MAX_BULK_LEN` says.
 //! If that setting is too high (a managed service with a lower limit), a request carrying a
-//! large value fails every time: after two such failures in a row the limit is lowered below
-//! that value, so the next plan sends the offending message by reference instead.
+//! large value fails every time, its connection closed by Redis: after two such failures in a
+//! row the limit is lowered below that value, so the next plan sends the offending message by
+//! reference instead. A broken connection can have other causes (a Redis restart at the wrong
+//! moment), so a learned limit lapses after [`LEARNED_FOR`] and is learned again if it was
+//! right.
+
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 
@@ -15,6 +20,9 @@ const SMALLEST_SERVER_LIMIT: usize = 1024 * 1024;
 /// Consecutive failures of requests carrying a large value before the limit is lowered.
 const FAILURES_TO_LEARN: u32 = 2;
 
+/// How long a learned limit holds before the setting applies again.
+pub(super) const LEARNED_FOR: Duration = Duration::from_secs(600);
+
 /// Where the current limit comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Origin {
@@ -22,14 +30,16 @@ pub(super) enum Origin {
     Server,
     /// `REDIS_PROTO_MAX_BULK_LEN`.
     Setting,
-    /// Lowered after requests carrying a value that large kept failing.
-    Learned,
+    /// Lowered after requests carrying a value that large kept failing, at this instant.
+    Learned(Instant),
 }
 
 /// The value limit and the evidence about it.
 #[derive(Debug)]
 pub(super) struct ValueLimit {
     bytes: usize,
+    /// The setting, to fall back on when a learned limit lapses.
+    setting: usize,
     origin: Origin,
     /// Consecutive failures of requests that carried a value above the smallest limit.
     large_failures: u32,
@@ -39,13 +49,20 @@ impl ValueLimit {
     pub(super) fn new(setting: usize) -> Self {
         ValueLimit {
             bytes: setting,
+            setting,
             origin: Origin::Setting,
             large_failures: 0,
         }
     }
 
-    /// The limit in bytes.
-    pub(super) fn bytes(&self) -> usize {
+    /// The limit in bytes at `now`.
+    pub(super) fn bytes(&mut self, now: Instant) -> usize {
+        if let Origin::Learned(at) = self.origin {
+            if now.saturating_duration_since(at) >= LEARNED_FOR {
+                self.bytes = self.setting;
+                self.origin = Origin::Setting;
+            }
+        }
         self.bytes
     }
 
@@ -78,8 +95,8 @@ impl ValueLimit {
         self.large_failures = 0;
     }
 
-    /// A request whose largest value was `largest` bytes failed. Returns the new limit when
-    /// this failure lowers it.
+    /// A request whose largest value was `largest` bytes failed with a broken connection.
+    /// Returns the new limit when this failure lowers it.
     pub(super) fn request_failed(&mut self, largest: usize) -> Option<usize> {
         if largest <= SMALLEST_SERVER_LIMIT || largest > self.bytes {
             self.large_failures = 0;
@@ -91,7 +108,7 @@ impl ValueLimit {
         }
         self.large_failures = 0;
         self.bytes = (largest - 1).max(SMALLEST_SERVER_LIMIT);
-        self.origin = Origin::Learned;
+        self.origin = Origin::Learned(Instant::now());
         Some(self.bytes)
     }
 }
@@ -108,8 +125,14 @@ mod tests {
         assert_eq!(l.request_failed(1000), None);
         assert_eq!(l.request_failed(3 << 20), None);
         assert_eq!(l.request_failed(3 << 20), Some((3 << 20) - 1));
-        assert_eq!(l.bytes(), (3 << 20) - 1);
-        assert_eq!(l.origin, Origin::Learned);
+        let now = Instant::now();
+        assert_eq!(l.bytes(now), (3 << 20) - 1);
+        assert!(matches!(l.origin, Origin::Learned(_)));
+        // A learned limit lapses.
+        assert_eq!(l.bytes(now + LEARNED_FOR), 512 << 20);
+        assert_eq!(l.origin, Origin::Setting);
+        l.request_failed(3 << 20);
+        l.request_failed(3 << 20);
         // A success in between starts the count again.
         assert_eq!(l.request_failed(2 << 20), None);
         l.request_succeeded();

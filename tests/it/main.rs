@@ -20,6 +20,7 @@ mod json_profile;
 mod operations;
 mod oversized;
 mod ownership;
+mod regressions;
 mod reliability;
 mod settings_cli;
 mod slow_link;

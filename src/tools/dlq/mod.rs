@@ -119,58 +119,56 @@ impl Session {
     }
 }
 
-/// Delete every dead letter; returns how many there were (read and deleted atomically).
+/// Delete every dead letter; returns how many there were.
+///
+/// The list is first renamed aside in one atomic step, so records a daemon writes meanwhile
+/// land on a fresh list and survive. Then the lists that hold the messages of records written
+/// by reference are deleted, exactly those the purged records name, and the renamed list last
+/// (a purge cut short leaves `<list>:purging:<uuid>`, which a second purge does not touch).
 pub async fn purge(s: &Settings) -> Result<u64, DlqError> {
     let mut session = Session::open(s).await?;
-    let (count, _deleted): (u64, u64) = redis::pipe()
-        .atomic()
-        .cmd("LLEN")
-        .arg(&session.list)
-        .cmd("DEL")
-        .arg(&session.list)
-        .query_async(&mut session.conn)
+    let aside = format!("{}:purging:{}", session.list, uuid::Uuid::new_v4());
+    let count: u64 = redis::Script::new(PURGE_LUA)
+        .key(&session.list)
+        .key(&aside)
+        .invoke_async(&mut session.conn)
         .await
-        .map_err(session.error("purge", "MULTI/EXEC LLEN, DEL"))?;
-    // Messages dead-lettered by reference live on lists of their own next to the list.
-    let pattern = format!("{}:oversized:*", glob_escape(&session.list));
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
+        .map_err(session.error("purge", "EVALSHA purge.lua"))?;
+    let mut start = 0u64;
+    while start < count {
+        let page: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(&aside)
+            .arg(start)
+            .arg(start + PURGE_PAGE - 1)
             .query_async(&mut session.conn)
             .await
-            .map_err(session.error("purge", "SCAN"))?;
-        if !keys.is_empty() {
+            .map_err(session.error("purge", "LRANGE"))?;
+        let lists: Vec<String> = page
+            .iter()
+            .filter_map(|r| record::View::parse(r).ok().and_then(|v| v.raw_key))
+            .collect();
+        if !lists.is_empty() {
             let _: u64 = redis::cmd("DEL")
-                .arg(&keys)
+                .arg(&lists)
                 .query_async(&mut session.conn)
                 .await
                 .map_err(session.error("purge", "DEL"))?;
         }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
+        start += PURGE_PAGE;
     }
+    let _: u64 = redis::cmd("DEL")
+        .arg(&aside)
+        .query_async(&mut session.conn)
+        .await
+        .map_err(session.error("purge", "DEL"))?;
     tracing::info!(list = %session.list, count, "dead letters purged");
     Ok(count)
 }
 
-/// `text` with the characters that are special in a SCAN pattern escaped.
-fn glob_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
+/// Records read per round trip while purging.
+const PURGE_PAGE: u64 = 500;
+
+const PURGE_LUA: &str = include_str!("../../redis/scripts/purge.lua");
 
 /// "1 dead letter", "2 dead letters".
 pub fn dead_letters(n: u64) -> String {
