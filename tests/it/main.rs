@@ -21,6 +21,7 @@ mod operations;
 mod oversized;
 mod ownership;
 mod reliability;
+mod review_tools;
 mod settings_cli;
 mod slow_link;
 mod smoke;
