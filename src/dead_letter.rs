@@ -207,4 +207,40 @@ mod tests {
             matches!(back.original_bytes(), Err(DeadLetterError::ByReference(k)) if k == "dl:oversized:1")
         );
     }
+
+    /// Review (wip-review-tools): the bound holds for the bytes serde_json might escape
+    /// differently (U+2028/U+2029, DEL, every control byte, `/`), for every base64 padding
+    /// length, and for long reasons and field values full of escapes.
+    #[test]
+    fn review_stored_len_bounds_every_record() {
+        let mut raws: Vec<Vec<u8>> = vec![
+            "\u{2028}\u{2029}\u{7f}/<>&'".as_bytes().to_vec(),
+            (0u8..=0x7f).collect(),
+            (0u8..=0xff).collect(),
+            Vec::new(),
+        ];
+        for n in 0..7 {
+            raws.push(vec![0xff; n]);
+        }
+        let reasons = [
+            Rejection::NotJson("x".repeat(10_000)),
+            Rejection::NotJson("\u{1}\"\\\u{2028}".repeat(1000)),
+            Rejection::UnpairedSurrogate("\"\\ud83d\"".into()),
+            Rejection::TooLargeToWrap {
+                size: usize::MAX,
+                limit: usize::MAX,
+            },
+        ];
+        for raw in &raws {
+            for why in &reasons {
+                for (source, failed_at) in [("src", "t"), ("q\"\\\u{1}\u{7f}", "\u{2028}\n")] {
+                    let actual = DeadLetter::new(raw, why, source, failed_at)
+                        .to_bytes()
+                        .len();
+                    let bound = DeadLetter::stored_len(raw, &why.to_string(), source, failed_at);
+                    assert!(bound >= actual, "{bound} < {actual} for {raw:?} / {why}");
+                }
+            }
+        }
+    }
 }

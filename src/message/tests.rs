@@ -752,3 +752,133 @@ mod generated {
         }
     }
 }
+
+/// Review (wip-review-tools): more edge cases the scan must decide like serde_json.
+#[test]
+fn review_edge_cases_are_decided_alike() {
+    let mut cases: Vec<Vec<u8>> = [
+        // UTF-8 outside strings, BOM, overlong, surrogates, beyond U+10FFFF, truncated.
+        &b"\xef\xbb\xbf{}"[..],
+        b"[\xc3\xa9]",
+        b"\"\xc0\x80\"",
+        b"\"\xc1\xbf\"",
+        b"\"\xe0\x9f\xbf\"",
+        b"\"\xed\xa0\x80\"",
+        b"\"\xf0\x8f\xbf\xbf\"",
+        b"\"\xf4\x90\x80\x80\"",
+        b"\"\xf5\x80\x80\x80\"",
+        b"\"\xe2\x82\"",
+        b"\"\xe2\x82",
+        b"\"abcdefg\xe2\x82\xac\"",
+        b"\"abcdefgh\x80\"",
+        b"\"\xe2\x80\xa8\xe2\x80\xa9\x7f\"",
+        // Escapes at the end of the input, and surrogate pairs cut or broken.
+        b"\"\\",
+        b"\"\\u",
+        b"\"\\u12",
+        b"\"\\ud83d",
+        b"\"\\ud83d\\",
+        b"\"\\ud83d\\u",
+        b"\"\\ud83d\\ude0",
+        b"\"\\ud83d\\ude00",
+        b"\"\\ud83d\\n\"",
+        b"\"\\ud83d\\ud83d\\ude00\"",
+        b"\"\\ud83d\\u0041\"",
+        b"\"\\uDBFF\\uDFFF\"",
+        b"\"\\uDC00\"",
+        b"\"\\x41\"",
+        b"\"\\U0041\"",
+        b"{\"\\ud83d\":1}",
+        // Numbers.
+        b"-",
+        b"-0",
+        b"-00",
+        b"00",
+        b"01.5",
+        b"0.",
+        b"0.e1",
+        b"0e",
+        b"0e+",
+        b"0e-0",
+        b"1e+-1",
+        b"-.5",
+        b".5",
+        b"+1",
+        b"1.0e+308",
+        b"1.0e309",
+        b"10e307",
+        b"0.1e310",
+        b"0.01e310",
+        b"0.00e310",
+        b"1e0000000000000000000000000000308",
+        b"1e0000000000000000000000000000309",
+        b"1e2147483647",
+        b"1e2147483648",
+        b"0.1e2147483648",
+        b"0e2147483648",
+        b"1e-2147483648",
+        b"-1e-2147483649",
+        b"[1e309]",
+        b"{\"a\":-1e309}",
+        b"Infinity",
+        b"NaN",
+        b"-Infinity",
+        // Whitespace kinds and trailing content.
+        b"\x0c1",
+        b"1\x0b",
+        b"1\x00",
+        b"[1\xa0]",
+        b"{}\n\n",
+        b"\"a\"\"b\"",
+        b"[]]",
+        b"{\"a\":1}}",
+        b"nul",
+        b"nulll",
+        b"[tru]",
+        b"[true false]",
+        b"{\"a\" \"b\"}",
+        b"{\"a\":}",
+        b"{1:2}",
+        b"{\"a\":1,\"b\"}",
+    ]
+    .iter()
+    .map(|c| c.to_vec())
+    .collect();
+    // Huge exponent digit strings and long integers with fractions.
+    cases.push(format!("1e{}", "9".repeat(5000)).into_bytes());
+    cases.push(format!("1e-{}", "9".repeat(5000)).into_bytes());
+    cases.push(format!("0.{}1e{}", "0".repeat(2000), "9".repeat(30)).into_bytes());
+    cases.push(format!("0.{}e{}", "0".repeat(2000), "9".repeat(30)).into_bytes());
+    cases.push(format!("0.{}1e2309", "0".repeat(2000)).into_bytes());
+    cases.push(format!("0.{}1e2310", "0".repeat(2000)).into_bytes());
+    cases.push(format!("0.{}1e2311", "0".repeat(2000)).into_bytes());
+    cases.push(format!("{}.{}e-100", "9".repeat(400), "9".repeat(400)).into_bytes());
+    cases.push(format!("1{}.5", "0".repeat(307)).into_bytes());
+    cases.push(format!("1{}.5", "0".repeat(308)).into_bytes());
+    cases.push(format!("1{}e-1", "0".repeat(309)).into_bytes());
+    cases.push(format!("1{}e-1", "0".repeat(310)).into_bytes());
+    // Depth exactly at the limit, objects and arrays mixed.
+    for depth in [0usize, 1, 2, 63, 64, 65] {
+        let arrays = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let objects = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+        let mixed = format!("{}0{}", "[{\"k\":".repeat(depth), "}]".repeat(depth));
+        cases.extend([
+            arrays.into_bytes(),
+            objects.into_bytes(),
+            mixed.into_bytes(),
+        ]);
+    }
+    let mut failures = Vec::new();
+    for case in &cases {
+        for max_depth in [0, 1, 64, 124, 127, 128] {
+            let profile = Profile {
+                max_bytes: usize::MAX,
+                max_depth,
+            };
+            if let Err(e) = scan_agrees(case, profile) {
+                failures.push(e);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -465,6 +465,33 @@ mod tests {
         assert_eq!(p.trim, 2);
     }
 
+    /// Review (wip-review-tools): a commit caps its envelopes' bytes at `max_commit_bytes`
+    /// (documented as keeping one transaction well inside Redis's query buffer limit), but
+    /// its dead letters are not counted: sixteen 1 MiB messages of control bytes (each a
+    /// legal size under REDIS_MAX_MESSAGE_BYTES=1048576, each record about 6 MiB) all go into
+    /// one commit of ~96 MiB, past MAX_COMMIT_BYTES. A read of REDIS_PREFETCH such messages
+    /// makes one commit of up to ~6 GB that must finish within REDIS_COMMAND_TIMEOUT.
+    #[test]
+    fn review_dead_letter_bytes_count_against_the_commit_cap() {
+        let profile = crate::message::Profile {
+            max_bytes: 1 << 20,
+            max_depth: 64,
+        };
+        let now = Instant::now();
+        let message = vec![1u8; 1 << 20];
+        let pending: Vec<Peeked> = (0..16)
+            .map(|_| Peeked::new(message.clone(), profile, now))
+            .collect();
+        let p = plan(&pending, FULL_ONLY, &queues(), "ts");
+        let carried: usize = p.dead_letters.iter().map(Vec::len).sum();
+        assert!(
+            carried <= MAX_COMMIT_BYTES,
+            "one commit carries {carried} bytes of dead letters ({} records), over \
+             MAX_COMMIT_BYTES = {MAX_COMMIT_BYTES}",
+            p.dead_letters.len()
+        );
+    }
+
     #[test]
     fn envelopes_splice_messages_in_order() {
         let (p, pending) = run(

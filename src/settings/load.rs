@@ -276,4 +276,48 @@ mod tests {
             .http_addr
             .is_none());
     }
+
+    /// Review (wip-review-tools): `--config FILE` takes a TOML file whatever its name. The
+    /// file source is built with `config::File::from(path)`, which guesses the format from the
+    /// extension: an existing, valid `/etc/batch-processor.conf` is refused as "not valid
+    /// TOML" (exit 2), and `--config /etc/bp` silently reads `/etc/bp.toml` instead.
+    #[test]
+    fn review_a_config_file_is_toml_whatever_its_extension() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("batch-processor.conf");
+        std::fs::write(&conf, "batch_size = 7\n").unwrap();
+        let loaded = load(&Vec::<(&str, &str)>::new(), Some(&conf));
+        assert_eq!(
+            loaded
+                .as_ref()
+                .map(|s| s.batch.size.get())
+                .map_err(ToString::to_string),
+            Ok(7),
+            "an existing TOML file named .conf"
+        );
+    }
+
+    /// Review: a path without an extension names that file, not a sibling with `.toml` added.
+    #[test]
+    fn review_a_missing_config_file_is_not_replaced_by_a_sibling() {
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("bp");
+        std::fs::write(dir.path().join("bp.toml"), "batch_size = 9\n").unwrap();
+        let err = load(&Vec::<(&str, &str)>::new(), Some(&bare));
+        assert!(
+            err.is_err(),
+            "--config {} does not exist, yet loading read bp.toml (batch_size {:?})",
+            bare.display(),
+            err.map(|s| s.batch.size.get())
+        );
+    }
+
+    /// Review: negative zero is within "from 0" and must not panic `Duration::from_secs_f64`.
+    #[test]
+    fn review_negative_zero_seconds_load() {
+        for v in ["-0", "-0.0", "0e5", "-0e-5"] {
+            let s = load_with(&[("REDIS_PROCESSING_TIMEOUT", v)]).unwrap();
+            assert_eq!(s.batch.timeout, Duration::ZERO, "{v}");
+        }
+    }
 }

@@ -22,6 +22,7 @@ mod oversized;
 mod ownership;
 mod regressions;
 mod reliability;
+mod review_tools;
 mod settings_cli;
 mod slow_link;
 mod smoke;
