@@ -212,7 +212,7 @@ mod tests {
     /// differently (U+2028/U+2029, DEL, every control byte, `/`), for every base64 padding
     /// length, and for long reasons and field values full of escapes.
     #[test]
-    fn review_stored_len_bounds_every_record() {
+    fn stored_len_bounds_every_record() {
         let mut raws: Vec<Vec<u8>> = vec![
             "\u{2028}\u{2029}\u{7f}/<>&'".as_bytes().to_vec(),
             (0u8..=0x7f).collect(),

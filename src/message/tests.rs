@@ -755,7 +755,7 @@ mod generated {
 
 /// Review (wip-review-tools): more edge cases the scan must decide like serde_json.
 #[test]
-fn review_edge_cases_are_decided_alike() {
+fn edge_cases_are_decided_alike() {
     let mut cases: Vec<Vec<u8>> = [
         // UTF-8 outside strings, BOM, overlong, surrogates, beyond U+10FFFF, truncated.
         &b"\xef\xbb\xbf{}"[..],

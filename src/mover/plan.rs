@@ -170,8 +170,9 @@ pub const ENVELOPE_OVERHEAD: usize = 512;
 /// (`proto-max-bulk-len`); a batch that would pass this is sent in more than one envelope.
 pub const MAX_ENVELOPE_BYTES: usize = 256 * 1024 * 1024;
 
-/// A commit stops taking further envelopes once it carries this many message bytes, so one
-/// transaction stays well inside Redis's query buffer limit (1 GB by default).
+/// A commit stops taking further envelopes and dead letters once it carries this many bytes,
+/// so one transaction (queued whole by Redis until EXEC, and packed whole by the daemon) keeps
+/// memory on both sides bounded.
 pub const MAX_COMMIT_BYTES: usize = 64 * 1024 * 1024;
 
 /// Whether `p` goes into an envelope: good, and small enough that its envelope stays a value
@@ -233,7 +234,13 @@ pub fn plan(pending: &[Peeked], limits: Limits, queues: &Queues, timestamp: &str
                 covered = i + 1;
             }
         } else if batch.is_empty() {
-            // No good message is waiting before this one: it can go now.
+            // No good message is waiting before this one: it can go now, unless its record
+            // would take the commit past its byte cap (the first item always goes).
+            let record = record_len(p, &limits, queues, timestamp);
+            if covered > 0 && plan_bytes + record > limits.max_commit_bytes {
+                break;
+            }
+            plan_bytes += record;
             covered = i + 1;
         }
     }
@@ -266,6 +273,26 @@ pub fn plan(pending: &[Peeked], limits: Limits, queues: &Queues, timestamp: &str
         plan_dead_letter(&mut plan, p, index, why, &limits, queues);
     }
     plan
+}
+
+/// Bytes the dead-letter record of `p` (which does not wrap) will take, at most: small when
+/// it goes by reference.
+fn record_len(p: &Peeked, limits: &Limits, queues: &Queues, timestamp: &str) -> usize {
+    let reason = match &p.verdict {
+        Err(why) => why.to_string(),
+        Ok(_) => Rejection::TooLargeToWrap {
+            size: p.bytes.len(),
+            limit: limits.max_value_bytes,
+        }
+        .to_string(),
+    };
+    let inline = DeadLetter::stored_len(&p.bytes, &reason, &queues.source, timestamp);
+    if inline <= limits.max_value_bytes {
+        inline
+    } else {
+        // A record by reference: the reason, the names and a uuid.
+        reason.len() + queues.source.len() + queues.dead_letter.len() + 200
+    }
 }
 
 /// Add the dead letter for `p` (at `index` in the run) to `plan`: the record with its exact
@@ -472,7 +499,7 @@ mod tests {
     /// one commit of ~96 MiB, past MAX_COMMIT_BYTES. A read of REDIS_PREFETCH such messages
     /// makes one commit of up to ~6 GB that must finish within REDIS_COMMAND_TIMEOUT.
     #[test]
-    fn review_dead_letter_bytes_count_against_the_commit_cap() {
+    fn dead_letter_bytes_count_against_the_commit_cap() {
         let profile = crate::message::Profile {
             max_bytes: 1 << 20,
             max_depth: 64,

@@ -62,7 +62,17 @@ fn layer(
         config::FileFormat::Toml,
     ));
     if let Some(path) = file {
-        builder = builder.add_source(config::File::from(path).required(true));
+        // TOML whatever the extension, and exactly this path: `File::from` would guess the
+        // format from the extension and try `<path>.toml` when `path` does not exist.
+        if !path.is_file() {
+            return Err(SettingsError::Source {
+                origin: path.display().to_string(),
+                problem: "no such file",
+            });
+        }
+        let name = path.to_string_lossy();
+        builder =
+            builder.add_source(config::File::new(&name, config::FileFormat::Toml).required(true));
     }
     builder
         .add_source(
@@ -282,7 +292,7 @@ mod tests {
     /// extension: an existing, valid `/etc/batch-processor.conf` is refused as "not valid
     /// TOML" (exit 2), and `--config /etc/bp` silently reads `/etc/bp.toml` instead.
     #[test]
-    fn review_a_config_file_is_toml_whatever_its_extension() {
+    fn a_config_file_is_toml_whatever_its_extension() {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("batch-processor.conf");
         std::fs::write(&conf, "batch_size = 7\n").unwrap();
@@ -299,7 +309,7 @@ mod tests {
 
     /// Review: a path without an extension names that file, not a sibling with `.toml` added.
     #[test]
-    fn review_a_missing_config_file_is_not_replaced_by_a_sibling() {
+    fn a_missing_config_file_is_not_replaced_by_a_sibling() {
         let dir = tempfile::tempdir().unwrap();
         let bare = dir.path().join("bp");
         std::fs::write(dir.path().join("bp.toml"), "batch_size = 9\n").unwrap();
@@ -314,7 +324,7 @@ mod tests {
 
     /// Review: negative zero is within "from 0" and must not panic `Duration::from_secs_f64`.
     #[test]
-    fn review_negative_zero_seconds_load() {
+    fn negative_zero_seconds_load() {
         for v in ["-0", "-0.0", "0e5", "-0e-5"] {
             let s = load_with(&[("REDIS_PROCESSING_TIMEOUT", v)]).unwrap();
             assert_eq!(s.batch.timeout, Duration::ZERO, "{v}");

@@ -29,11 +29,14 @@ end
 if redis.call('LINDEX', KEYS[1], index) ~= ARGV[1] then
   return 0
 end
--- Returns -2, changing nothing, for a record by reference whose list is gone.
+-- Returns -2, changing nothing, for a record by reference whose list is gone or does not hold
+-- exactly one element (the daemon makes each such list with one).
 local message = ARGV[2]
 if ARGV[6] == '1' then
-  message = redis.call('LINDEX', KEYS[3], -1)
-  if not message then return -2 end
+  if redis.call('TYPE', KEYS[3])['ok'] ~= 'list' or redis.call('LLEN', KEYS[3]) ~= 1 then
+    return -2
+  end
+  message = redis.call('LINDEX', KEYS[3], 0)
 end
 -- Push first: if the target is not a list this fails before anything has changed.
 redis.call('LPUSH', KEYS[2], message)

@@ -34,8 +34,10 @@ pub(super) enum Undecodable {
     NoSource,
     #[error("dead-letter record's source_queue is the dead-letter list itself")]
     SourceIsDeadLetter,
-    #[error("dead-letter record keeps its message on the list {0}, which is gone")]
+    #[error("dead-letter record keeps its message on the list {0}, which is gone or holds more than one element")]
     MessageListMissing(String),
+    #[error("dead-letter record names {0} as its message list, which is not one of this dead-letter list's")]
+    ForeignList(String),
 }
 
 /// Where a record's message is: in the record, or (a record written by reference) as the
@@ -300,7 +302,14 @@ impl<'a> Walk<'a> {
 fn decode(view: &View, dead_letter: &str) -> Result<(String, Original), Undecodable> {
     let bytes = match view.original_bytes() {
         Ok(bytes) => Original::Bytes(bytes),
-        Err(DeadLetterError::ByReference(key)) => Original::OnList(key),
+        // Only a list the daemon made for this dead-letter list: a hand-edited record must not
+        // make a replay take from (and delete) any other key.
+        Err(DeadLetterError::ByReference(key))
+            if key.starts_with(&format!("{dead_letter}:oversized:")) =>
+        {
+            Original::OnList(key)
+        }
+        Err(DeadLetterError::ByReference(key)) => return Err(Undecodable::ForeignList(key)),
         Err(e) => return Err(e.into()),
     };
     let source = view.source_queue.as_deref().unwrap_or_default();

@@ -1,5 +1,7 @@
-//! Review of the dead-letter tools (wip-review-tools): reproductions of suspected bugs.
-//! Each test asserts what the README promises; a failing test is a finding.
+//! Regressions found by a hostile review of the dead-letter tools: a purge beside a running
+//! daemon never deletes the message of a record it leaves, a replay takes a message by
+//! reference only from a list the daemon made for it, and a purge deletes exactly the message
+//! lists its records name.
 
 use std::time::Duration;
 
@@ -21,7 +23,7 @@ fn control_bytes_message(tag: u8) -> Vec<u8> {
 /// that does not: the record's `raw_key` names a deleted list and the message is lost.
 /// A slow link between the CLI and Redis (a delaying proxy) just widens the window.
 #[test]
-fn review_purge_never_deletes_the_list_of_a_record_it_did_not_delete() {
+fn purge_never_deletes_the_list_of_a_record_it_did_not_delete() {
     let server = RedisServer::start_with(&["--proto-max-bulk-len", "1mb"]);
     let names = Names::new();
     let mut c = server.conn();
@@ -93,7 +95,7 @@ fn review_purge_never_deletes_the_list_of_a_record_it_did_not_delete() {
 /// whatever list the record names and then DELs that key. A record whose `raw_key` names
 /// the processing queue (a hand repair, another tool, a typo) wipes every envelope.
 #[test]
-fn review_replay_by_reference_touches_only_its_own_oversized_list() {
+fn replay_by_reference_touches_only_its_own_oversized_list() {
     let server = RedisServer::start();
     let names = Names::new();
     let env = daemon_env(&server, &names);
@@ -146,7 +148,7 @@ fn review_replay_by_reference_touches_only_its_own_oversized_list() {
 /// `dlq purge` deletes `<dl>:oversized:*` with the list name glob-escaped: a name holding
 /// `[`, `]`, `*`, `?` or `\` matches only itself, never a neighbour's lists.
 #[test]
-fn review_purge_pattern_matches_only_its_own_lists() {
+fn purge_deletes_only_the_message_lists_its_records_name() {
     let server = RedisServer::start();
     let names = Names::new();
     let mut c = server.conn();
@@ -161,7 +163,9 @@ fn review_purge_pattern_matches_only_its_own_lists() {
         format!("{}[ab]*?\\\\x:oversized:1", names.dead_letter),
         format!("{}[ab]zz?\\x:oversized:1", names.dead_letter),
     ];
-    push_all(&mut c, &dl, &[b"{\"reason\":\"r\"}".to_vec()]);
+    // The record names its message list, as a record by reference does.
+    let record = serde_json::json!({"reason": "r", "raw_key": own, "source_queue": "s"});
+    push_all(&mut c, &dl, &[record.to_string().into_bytes()]);
     push_all(&mut c, &own, &[b"m".to_vec()]);
     for d in &decoys {
         push_all(&mut c, d, &[b"m".to_vec()]);
