@@ -7,16 +7,6 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-/// JSON that is not valid (raw control bytes in a string): its record escapes each of the
-/// 400,000 control bytes to six bytes, 2.4 MB, over a 1 MB limit, so the daemon writes it
-/// by reference.
-fn control_bytes_message(tag: u8) -> Vec<u8> {
-    let mut m = format!("{{\"tag\":{tag},\"blob\":\"").into_bytes();
-    m.extend(std::iter::repeat_n(1u8, 400_000));
-    m.extend_from_slice(b"\"}");
-    m
-}
-
 /// `dlq purge` deletes the records (LLEN + DEL in one transaction), then, in later round
 /// trips, SCANs for `<dl>:oversized:*` and deletes every match. A message a daemon
 /// dead-letters by reference in between gets a record that survives the purge and a list

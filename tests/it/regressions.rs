@@ -132,15 +132,6 @@ fn two_blips_around_a_waiting_partial_batch_are_not_stuck() {
     assert_eq!(llen(&mut test, &names.source), 1);
 }
 
-/// JSON that is not valid (raw control bytes): its record (each byte escaped to six) passes
-/// a 1 MB limit, so it is dead-lettered by reference.
-fn control_bytes_message() -> Vec<u8> {
-    let mut m = b"{\"blob\":\"".to_vec();
-    m.extend(std::iter::repeat_n(1u8, 400_000));
-    m.extend_from_slice(b"\"}");
-    m
-}
-
 /// Finding: `dlq purge` deletes the dead-letter list in one transaction, then SCANs and
 /// deletes every `<dead-letter>:oversized:*` list afterwards. A record by reference that a
 /// running daemon commits in between survives the purge (it was not counted, and it is still
@@ -180,7 +171,7 @@ fn purge_beside_a_running_daemon_keeps_no_record_without_its_message() {
     );
     // Right after the purge's transaction, a bad message arrives and is dead-lettered by
     // reference.
-    let bad = control_bytes_message();
+    let bad = control_bytes_message(0);
     push_all(&mut c, &names.source, std::slice::from_ref(&bad));
     assert!(
         wait_until(Duration::from_secs(5), || llen(&mut c, &names.dead_letter)

@@ -26,6 +26,16 @@ pub(crate) fn bad_message(seq: u64, kind: u64) -> Vec<u8> {
     }
 }
 
+/// Invalid JSON (400,000 raw control bytes in a string) whose dead-letter record, escaping
+/// each control byte to six bytes, is 2.4 MB: over a 1 MB `proto-max-bulk-len`, so it goes
+/// by reference. `tag` makes each one distinct.
+pub(crate) fn control_bytes_message(tag: u64) -> Vec<u8> {
+    let mut m = format!("{{\"tag\":{tag},\"blob\":\"").into_bytes();
+    m.extend(std::iter::repeat_n(1u8, 400_000));
+    m.extend_from_slice(b"\"}");
+    m
+}
+
 /// Messages in push order, with what each should become.
 pub(crate) struct Workload {
     /// Every message, oldest first.
