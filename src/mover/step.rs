@@ -16,7 +16,8 @@ use crate::redis::ErrorKind;
 use crate::telemetry::events;
 
 impl Mover {
-    /// One turn of the loop: take or renew the lease, then move or wait.
+    /// One turn of the loop: take the lease (or take in the keeper's news of it), then move
+    /// or wait.
     pub(super) async fn turn(
         &mut self,
         conn: &mut MultiplexedConnection,
@@ -35,8 +36,10 @@ impl Mover {
                 return Ok(Outcome::Continue);
             }
             Standing::Expired => {
-                self.lease_lost();
+                // A failure, not a takeover; noted before the copies of the tail are dropped,
+                // which tell whether messages wait.
                 self.failed("the lease keeps running out before its renewal is confirmed (Redis unreachable for the keeper, or a round trip too long for REDIS_LEASE_TTL)");
+                self.lease_lost();
                 return Ok(Outcome::Continue);
             }
         }
