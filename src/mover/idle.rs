@@ -67,7 +67,7 @@ impl Mover {
         }
         // Everything that could be sent was sent and answered: the mover is healthy, and waits
         // on purpose from here (for messages, a deadline or a tick).
-        self.progressed();
+        self.waited();
         // Wake to take in the keeper's news, and for the summary of held-back log lines.
         let lease_check = self.ctx.settings.replica.lease_ttl / 3;
         let wake_in = match self.log.summary_due_in(Instant::now()) {

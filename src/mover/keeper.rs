@@ -118,12 +118,19 @@ impl Keeper {
         // When the lease being kept was last acquired or renewed.
         let mut last: Option<(String, std::time::Instant)> = None;
         loop {
+            let grant = self.want.borrow_and_update().clone();
             // Be connected, with the script loaded, before a renewal is due: from the start,
-            // and again after a failure.
-            if self.conn.is_none() {
+            // and again after a failure. (When one is due, the renewal connects itself.)
+            let renewal_due = grant.as_ref().is_some_and(|g| {
+                let since = match &last {
+                    Some((prefix, at)) if *prefix == g.prefix => *at,
+                    _ => g.acquired_at,
+                };
+                since + self.config.ttl / 3 <= std::time::Instant::now()
+            });
+            if self.conn.is_none() && !renewal_due {
                 let _ = self.connect().await;
             }
-            let grant = self.want.borrow_and_update().clone();
             let due = grant.as_ref().map(|g| {
                 let since = match &last {
                     Some((prefix, at)) if *prefix == g.prefix => *at,

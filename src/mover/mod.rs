@@ -212,9 +212,17 @@ impl Mover {
         }
     }
 
-    /// Redis answered and the mover moved on.
+    /// A commit landed, or Redis answered with nothing to commit.
     fn progressed(&mut self) {
         if self.stuck.progressed() {
+            let source = &self.ctx.settings.queues.source;
+            events::mover_recovered(&self.ctx.metrics, &self.ctx.health, source);
+        }
+    }
+
+    /// The mover waits on purpose, having sent all it could.
+    fn waited(&mut self) {
+        if self.stuck.waited() {
             let source = &self.ctx.settings.queues.source;
             events::mover_recovered(&self.ctx.metrics, &self.ctx.health, source);
         }

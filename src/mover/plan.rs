@@ -252,12 +252,20 @@ pub fn plan(pending: &[Peeked], limits: Limits, queues: &Queues, timestamp: &str
     if !batch.is_empty() && expired(batch[0]) && plan.envelopes.len() < limits.max_envelopes {
         plan.envelopes.push(build(pending, &batch));
         covered = batch[batch.len() - 1] + 1;
-        // Bad messages right after the partial batch go too.
-        covered += pending
-            .iter()
-            .skip(covered)
-            .take_while(|p| !wraps(p, &limits))
-            .count();
+        plan_bytes += batch_bytes;
+        // Bad messages right after the partial batch go too, within the byte cap (the rest
+        // go in the next commit).
+        for p in &pending[covered..] {
+            if wraps(p, &limits) {
+                break;
+            }
+            let record = record_len(p, &limits, queues, timestamp);
+            if plan_bytes + record > limits.max_commit_bytes {
+                break;
+            }
+            plan_bytes += record;
+            covered += 1;
+        }
     }
     plan.trim = covered;
     plan.messages = plan.envelopes.iter().map(|e| e.size).sum();
@@ -516,6 +524,32 @@ mod tests {
             "one commit carries {carried} bytes of dead letters ({} records), over \
              MAX_COMMIT_BYTES = {MAX_COMMIT_BYTES}",
             p.dead_letters.len()
+        );
+    }
+
+    #[test]
+    fn trailing_dead_letters_after_an_expired_partial_batch_count_against_the_cap() {
+        let profile = crate::message::Profile {
+            max_bytes: 1 << 20,
+            max_depth: 64,
+        };
+        let now = Instant::now();
+        let mut pending = vec![Peeked::new(b"{\"good\":1}".to_vec(), profile, now)];
+        let message = vec![1u8; 1 << 20];
+        pending.extend((0..16).map(|_| Peeked::new(message.clone(), profile, now)));
+        let limits = Limits {
+            flush_seen_by: Some(now),
+            ..FULL_ONLY
+        };
+        let p = plan(&pending, limits, &queues(), "ts");
+        assert_eq!(p.envelopes.len(), 1, "the expired partial batch goes");
+        let carried: usize = p.dead_letters.iter().map(Vec::len).sum();
+        assert!(
+            carried <= MAX_COMMIT_BYTES,
+            "one commit carries {carried} bytes of dead letters ({} records, trim {}), over \
+             MAX_COMMIT_BYTES = {MAX_COMMIT_BYTES}",
+            p.dead_letters.len(),
+            p.trim
         );
     }
 

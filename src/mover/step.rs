@@ -210,6 +210,7 @@ impl Mover {
                 Ok(Outcome::Continue)
             }
             Err(CommitError::TailChanged { .. }) => {
+                self.stuck.commit_failed();
                 let settings = &self.ctx.settings;
                 events::source_changed(&self.ctx.metrics, &settings.queues.source);
                 self.failed("the source's tail keeps changing under the daemon (a foreign writer)");
@@ -219,6 +220,9 @@ impl Mover {
                 Ok(Outcome::Continue)
             }
             Err(e) => {
+                if !sent.plan.is_empty() {
+                    self.stuck.commit_failed();
+                }
                 // Redis refuses a value over its limit and closes the connection; the same
                 // commit would fail forever. Twice in a row with a large value: lower the
                 // limit, so the next plan sends that message by reference.

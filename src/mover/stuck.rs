@@ -12,6 +12,9 @@ pub(super) struct StuckWatch {
     after: Duration,
     failing_since: Option<Instant>,
     stuck: bool,
+    /// A commit failed since the last one that landed: a purposeful wait then proves nothing
+    /// (a few messages wait for their deadline, then their commit fails again).
+    commit_failed: bool,
 }
 
 impl StuckWatch {
@@ -21,6 +24,7 @@ impl StuckWatch {
             after,
             failing_since: None,
             stuck: false,
+            commit_failed: false,
         }
     }
 
@@ -36,10 +40,27 @@ impl StuckWatch {
         Some(failing_for)
     }
 
-    /// Redis answered and the mover moved on. Returns whether it had been stuck.
+    /// A commit (not just a connection or a read) failed.
+    pub(super) fn commit_failed(&mut self) {
+        self.commit_failed = true;
+    }
+
+    /// A commit landed, or Redis answered with nothing to commit (an empty source, standing
+    /// by). Returns whether the mover had been stuck.
     pub(super) fn progressed(&mut self) -> bool {
         self.failing_since = None;
+        self.commit_failed = false;
         std::mem::take(&mut self.stuck)
+    }
+
+    /// The mover sent all it could and waits on purpose (for messages, a partial batch's
+    /// deadline, a tick). Healthy, unless a commit failed since the last one landed. Returns
+    /// whether the mover had been stuck.
+    pub(super) fn waited(&mut self) -> bool {
+        if self.commit_failed {
+            return false;
+        }
+        self.progressed()
     }
 }
 
@@ -74,5 +95,26 @@ mod tests {
         assert_eq!(w.failed(t0, true), None);
         assert!(!w.progressed());
         assert_eq!(w.failed(t0 + Duration::from_secs(6), true), None);
+    }
+
+    #[test]
+    fn a_purposeful_wait_clears_the_clock_only_when_no_commit_failed() {
+        let t0 = Instant::now();
+        let s = |secs| t0 + Duration::from_secs(secs);
+        let mut w = StuckWatch::new(Duration::from_secs(5));
+        // Blips while a partial batch waits: no commit failed, the waits are healthy.
+        assert_eq!(w.failed(s(0), true), None);
+        assert!(!w.waited());
+        assert_eq!(w.failed(s(6), true), None);
+        // A commit that keeps failing between waits for its deadline: stuck all the same.
+        let mut w = StuckWatch::new(Duration::from_secs(5));
+        w.commit_failed();
+        assert_eq!(w.failed(s(0), true), None);
+        assert!(!w.waited());
+        w.commit_failed();
+        assert_eq!(w.failed(s(6), true), Some(Duration::from_secs(6)));
+        // Until a commit lands.
+        assert!(w.progressed());
+        assert!(!w.waited());
     }
 }

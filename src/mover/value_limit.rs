@@ -43,6 +43,10 @@ pub(super) struct ValueLimit {
     origin: Origin,
     /// Consecutive failures of requests that carried a value above the smallest limit.
     large_failures: u32,
+    /// The largest value of the last such failure: a refusal for size fails the same commit
+    /// (the same values) again, while a Redis restart or a killed connection hits whatever
+    /// commit is in flight.
+    last_failed: usize,
 }
 
 impl ValueLimit {
@@ -52,6 +56,7 @@ impl ValueLimit {
             setting,
             origin: Origin::Setting,
             large_failures: 0,
+            last_failed: 0,
         }
     }
 
@@ -93,6 +98,7 @@ impl ValueLimit {
     /// A commit landed (a plain read proves nothing about values).
     pub(super) fn request_succeeded(&mut self) {
         self.large_failures = 0;
+        self.last_failed = 0;
     }
 
     /// A request whose largest value was `largest` bytes failed with a broken connection.
@@ -101,6 +107,10 @@ impl ValueLimit {
         if largest <= SMALLEST_SERVER_LIMIT || largest > self.bytes {
             self.large_failures = 0;
             return None;
+        }
+        if largest != self.last_failed {
+            self.large_failures = 0;
+            self.last_failed = largest;
         }
         self.large_failures += 1;
         if self.large_failures < FAILURES_TO_LEARN {
@@ -138,6 +148,13 @@ mod tests {
         l.request_succeeded();
         assert_eq!(l.request_failed(2 << 20), None);
         assert_eq!(l.request_failed(2 << 20), Some((2 << 20) - 1));
+        // Failures of requests with different values (a restart, a killed connection) do not
+        // add up.
+        let mut l = ValueLimit::new(512 << 20);
+        assert_eq!(l.request_failed(5 << 20), None);
+        assert_eq!(l.request_failed(6 << 20), None);
+        assert_eq!(l.request_failed(7 << 20), None);
+        assert_eq!(l.request_failed(7 << 20), Some((7 << 20) - 1));
         // Never below the smallest limit a server can have.
         let mut l = ValueLimit::new(512 << 20);
         l.request_failed(SMALLEST_SERVER_LIMIT + 1);

@@ -64,7 +64,7 @@ fn layer(
     if let Some(path) = file {
         // TOML whatever the extension, and exactly this path: `File::from` would guess the
         // format from the extension and try `<path>.toml` when `path` does not exist.
-        if !path.is_file() {
+        if !path.exists() {
             return Err(SettingsError::Source {
                 origin: path.display().to_string(),
                 problem: "no such file",

@@ -167,3 +167,77 @@ fn purge_deletes_only_the_message_lists_its_records_name() {
         assert_eq!(llen(&mut c, d), 1, "purge deleted a neighbour's list {d}");
     }
 }
+
+/// Regression: `dlq purge` deletes every key a purged record names in `raw_key`, without the
+/// check `dlq replay` now makes (only `<dead-letter>:oversized:` lists). A hand-edited or
+/// foreign record (the very threat the replay fix guards against) naming the source queue
+/// makes a purge delete the source queue: every message waiting there is lost.
+#[test]
+fn purge_deletes_only_this_dead_letter_list_s_own_message_lists() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let mut c = server.conn();
+    let w = workload(5, 0, 100);
+    push_all(&mut c, &names.source, &w.messages);
+    let record = serde_json::json!({
+        "reason": "hand-edited",
+        "raw_key": names.source,
+        "source_queue": names.source,
+        "failed_at": "2024-01-01T00:00:00.000Z",
+    })
+    .to_string();
+    let _: () = redis::cmd("LPUSH")
+        .arg(&names.dead_letter)
+        .arg(&record)
+        .query(&mut c)
+        .unwrap();
+    let env = env_with(&server, &names, &[]);
+    let out = run_cli(&env, &["dlq", "purge", "--yes"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        llen(&mut c, &names.source),
+        5,
+        "dlq purge deleted the source queue named by a record's raw_key"
+    );
+}
+
+/// Check: replay by reference refuses a `raw_key` list holding 0 (gone) or 2 elements, and
+/// keeps the record.
+#[test]
+fn replay_by_reference_refuses_lists_not_holding_exactly_one() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let mut c = server.conn();
+    let key = format!("{}:oversized:two", names.dead_letter);
+    let _: () = redis::cmd("RPUSH")
+        .arg(&key)
+        .arg("{\"a\":1}")
+        .arg("{\"a\":2}")
+        .query(&mut c)
+        .unwrap();
+    for raw_key in [key.clone(), format!("{}:oversized:gone", names.dead_letter)] {
+        let record = serde_json::json!({
+            "reason": "message is not interoperable JSON: x",
+            "raw_key": raw_key,
+            "source_queue": names.source,
+            "failed_at": "2024-01-01T00:00:00.000Z",
+        })
+        .to_string();
+        let _: () = redis::cmd("LPUSH")
+            .arg(&names.dead_letter)
+            .arg(&record)
+            .query(&mut c)
+            .unwrap();
+    }
+    let env = env_with(&server, &names, &[]);
+    let out = run_cli(&env, &["dlq", "replay", "--yes"]);
+    assert_eq!(
+        llen(&mut c, &names.source),
+        0,
+        "{} {}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(llen(&mut c, &names.dead_letter), 2);
+    assert_eq!(llen(&mut c, &key), 2);
+}

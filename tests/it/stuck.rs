@@ -103,3 +103,58 @@ fn a_standby_replica_is_never_stuck() {
     assert_eq!(llen(&mut c, &names.source), 50);
     d.terminate_ok();
 }
+
+/// Regression: `wait()` now calls `progressed()` whenever it waits on purpose, and a young
+/// partial batch waits on purpose for its deadline. A mover whose every commit is refused
+/// (here NOPERM on its LPUSH; WRONGTYPE, OOM, a foreign writer's TailChanged do the same) with fewer than `REDIS_BATCH_SIZE` messages waiting
+/// goes: reconnect, take the lease, read, wait for the deadline (`progressed()`: the stuck
+/// clock is cleared), commit, fail (the clock starts again) ... The clock never reaches
+/// `REDIS_STUCK_AFTER`: the mover is never reported stuck, `/readyz` stays 200 and `mover_stuck` 0 while
+/// nothing moves. (Before the fix `failing_commits_with_a_backlog...` only passed because its
+/// backlog of 200 fills whole batches, which never wait.)
+#[test]
+fn failing_commits_alternating_with_a_partial_batch_wait_are_stuck() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let mut c = server.conn();
+    let w = workload(3, 0, 100);
+    push_all(&mut c, &names.source, &w.messages);
+    // Every commit is refused (NOPERM on its LPUSH); the probe's LLENs still work, so
+    // readiness depends on the stuck verdict alone.
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("bp")
+        .arg(&["on", ">bp-pw", "~*", "&*", "+@all", "-lpush"][..])
+        .query(&mut c)
+        .unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut d = start_daemon(
+        &server,
+        &names,
+        &[
+            ("REDIS_USERNAME", "bp"),
+            ("REDIS_PASSWORD", "bp-pw"),
+            ("REDIS_HTTP_ADDR", &addr),
+            ("REDIS_STUCK_AFTER", "2"),
+            ("REDIS_RETRY_MAX_DELAY", "0.3"),
+            ("REDIS_BATCH_SIZE", "10"),
+            ("REDIS_PROCESSING_TIMEOUT", "0.3"),
+        ],
+    );
+    assert!(d.wait_for_line("http listening", Duration::from_secs(10)));
+    let reported = wait_until(Duration::from_secs(15), || {
+        let (status, body) = http_get(port, "/readyz");
+        status == 503 && body.contains("mover stuck")
+    });
+    let refused = d.events("redis unavailable").len();
+    let (status, body) = http_get(port, "/readyz");
+    let (_, metrics) = http_get(port, "/metrics");
+    let gauge = metric(&metrics, "batch_processor_mover_stuck");
+    d.terminate_ok();
+    assert!(
+        reported,
+        "every commit refused for 15 s ({refused} `redis unavailable` events, EXECABORT), 3 messages \
+         waiting, yet never stuck: readyz {status} {body:?}, mover_stuck {gauge:?}"
+    );
+}

@@ -143,9 +143,13 @@ pub async fn purge(s: &Settings) -> Result<u64, DlqError> {
             .query_async(&mut session.conn)
             .await
             .map_err(session.error("purge", "LRANGE"))?;
+        // Only lists the daemon made for this dead-letter list: a hand-edited record must not
+        // make a purge delete any other key (the source, say).
+        let own = format!("{}:oversized:", session.list);
         let lists: Vec<String> = page
             .iter()
             .filter_map(|r| record::View::parse(r).ok().and_then(|v| v.raw_key))
+            .filter(|key| key.starts_with(&own))
             .collect();
         if !lists.is_empty() {
             let _: u64 = redis::cmd("DEL")
