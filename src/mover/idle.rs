@@ -88,6 +88,13 @@ impl Mover {
             let deadline = oldest + settings.batch.timeout;
             wake = wake.min(deadline.max(now));
         }
+        if let Some(bucket) = &mut self.rate {
+            if bucket.available(now) == 0 {
+                // Rate-limited: nothing may leave before the next token.
+                let next = bucket.next_in(now).min(wake_in);
+                return Ok(sleep(shutdown, next).await);
+            }
+        }
         if let Some(allowance) = &self.ctx.allowance {
             if allowance.available() == 0 {
                 // Scheduled mode: nothing may leave before the next tick.

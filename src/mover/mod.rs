@@ -11,8 +11,8 @@
 //! [`lease`] (who may move the source), [`window`] (which part of the tail is held and which
 //! part requests in flight cover), [`plan`] (which messages the next commit takes),
 //! [`commit`] (the one atomic transaction, plus the next read), [`pipeline`] (requests in
-//! flight), `idle` (waiting when there is nothing to do), [`backoff`] and [`allowance`]
-//! (scheduled mode's batches per tick). The [`keeper`] task renews the lease beside the
+//! flight), `idle` (waiting when there is nothing to do), [`backoff`], [`allowance`]
+//! (scheduled mode's batches per tick) and [`rate`] (the output rate limit). The [`keeper`] task renews the lease beside the
 //! loop, on a connection of its own.
 
 pub mod allowance;
@@ -23,6 +23,7 @@ pub mod keeper;
 pub mod lease;
 pub mod pipeline;
 pub mod plan;
+pub mod rate;
 mod step;
 mod stuck;
 mod value_limit;
@@ -41,6 +42,7 @@ use self::idle::Idle;
 use self::keeper::KeeperConfig;
 use self::lease::Lease;
 use self::pipeline::Pipeline;
+use self::rate::TokenBucket;
 use self::stuck::StuckWatch;
 use self::value_limit::ValueLimit;
 use self::window::TailWindow;
@@ -103,6 +105,8 @@ pub struct Mover {
     standing_by_for: Option<String>,
     stuck: StuckWatch,
     value_limit: ValueLimit,
+    /// `REDIS_MAX_BATCHES_PER_SECOND`, when set.
+    rate: Option<TokenBucket>,
 }
 
 impl Mover {
@@ -125,6 +129,10 @@ impl Mover {
         let backoff = Backoff::new(settings.retry);
         let stuck = StuckWatch::new(settings.retry.stuck_after);
         let value_limit = ValueLimit::new(settings.redis.proto_max_bulk_len);
+        let rate = settings
+            .flow
+            .rate
+            .map(|limit| TokenBucket::new(limit, Instant::now()));
         Mover {
             ctx,
             lease,
@@ -136,6 +144,7 @@ impl Mover {
             standing_by_for: None,
             stuck,
             value_limit,
+            rate,
         }
     }
 

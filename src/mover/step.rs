@@ -130,11 +130,19 @@ impl Mover {
         let settings = Arc::clone(&self.ctx.settings);
         let batch_size = settings.batch.size.get();
         let prefetch = settings.batch.prefetch;
-        let max_envelopes = match &self.ctx.allowance {
+        let now = Instant::now();
+        let mut max_envelopes = match &self.ctx.allowance {
             Some(allowance) => allowance.available(),
             None => (prefetch / batch_size).max(1),
         };
-        let value_limit = self.value_limit.bytes(Instant::now());
+        if let Some(bucket) = &mut self.rate {
+            max_envelopes = max_envelopes.min(bucket.available(now));
+        }
+        let value_limit = self.value_limit.bytes(now);
+        let batch_cap = settings
+            .flow
+            .max_batch_bytes
+            .map_or(usize::MAX, |b| b.get());
         let limits = Limits {
             batch_size,
             max_envelopes,
@@ -143,7 +151,8 @@ impl Mover {
             // nothing is that old.)
             flush_seen_by: Instant::now().checked_sub(settings.batch.timeout),
             max_envelope_bytes: plan::MAX_ENVELOPE_BYTES
-                .min(value_limit.saturating_sub(plan::ENVELOPE_OVERHEAD)),
+                .min(value_limit.saturating_sub(plan::ENVELOPE_OVERHEAD))
+                .min(batch_cap),
             max_commit_bytes: plan::MAX_COMMIT_BYTES,
             max_value_bytes: value_limit,
         };
@@ -177,6 +186,9 @@ impl Mover {
         let request = commit::Request::new(&self.ctx.keys, &settings.queues, commit, lrange);
         if let Some(allowance) = &self.ctx.allowance {
             allowance.spend(plan.envelopes.len());
+        }
+        if let Some(bucket) = &mut self.rate {
+            bucket.spend(plan.envelopes.len(), now);
         }
         self.window.reserve(plan.trim, read);
         let conn = conn.clone();

@@ -156,6 +156,25 @@ pub struct RetrySettings {
     pub stuck_after: Duration,
 }
 
+/// Output limits for a slow, costly consumer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlowSettings {
+    /// A batch closes before its messages (plus one byte each) would pass this many bytes;
+    /// a larger message travels alone. `None`: only the batch size and the value limit apply.
+    pub max_batch_bytes: Option<NonZeroUsize>,
+    /// Envelopes per second, on average, with a burst; `None`: unlimited.
+    pub rate: Option<RateLimit>,
+}
+
+/// A token bucket of envelopes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Envelopes per second (fractions allowed).
+    pub per_second: f64,
+    /// Envelopes that may leave at once after a quiet spell.
+    pub burst: NonZeroUsize,
+}
+
 /// Validated settings: every value checked and typed.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -171,6 +190,8 @@ pub struct Settings {
     pub retry: RetrySettings,
     /// Graceful shutdown budget.
     pub shutdown_grace: Duration,
+    /// Batch byte cap and output rate limit.
+    pub flow: FlowSettings,
     /// Continuous or scheduled mode.
     pub schedule: Schedule,
     /// Period of the stats line.

@@ -16,6 +16,7 @@ mod commit_fencing;
 mod core;
 mod dlq_cli;
 mod dlq_regressions;
+mod flow_control;
 mod http_probes;
 mod json_profile;
 mod operations;

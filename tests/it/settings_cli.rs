@@ -53,6 +53,13 @@ fn each_kind_of_bad_setting_exits_2_naming_the_variable_and_value() {
         ("REDIS_DB", "x", &["run"]),
         ("REDIS_LEASE_TTL", "0.1", &[]),
         ("REDIS_URL", "http://127.0.0.1:6379/0", &["run"]),
+        ("REDIS_MAX_JSON_DEPTH", "125", &[]),
+        ("REDIS_STUCK_AFTER", "0", &["run"]),
+        ("REDIS_PROTO_MAX_BULK_LEN", "1000", &[]),
+        ("REDIS_MAX_BATCH_BYTES", "0", &["run"]),
+        ("REDIS_MAX_BATCHES_PER_SECOND", "0", &[]),
+        ("REDIS_MAX_BATCHES_PER_SECOND", "fast", &["run"]),
+        ("REDIS_BATCH_BURST", "3", &[]),
     ];
     for (var, value, args) in cases {
         // A password is set in every case and must never be printed.
