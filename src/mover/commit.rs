@@ -53,6 +53,13 @@ pub enum CommitError {
         /// Source list.
         source_queue: String,
     },
+    /// The processing list would pass `REDIS_MAX_PROCESSING_QUEUE_LENGTH`: back-pressure, not
+    /// a failure. Nothing was applied.
+    #[error("the processing list of {source_queue} is at its length limit; commit undone")]
+    Paused {
+        /// Source list.
+        source_queue: String,
+    },
     /// The lease was lost before the commit ran; nothing was applied.
     #[error("lease on {source_queue} was lost; commit undone")]
     Fenced {
@@ -99,6 +106,9 @@ pub struct Commit<'a> {
     pub lease_after: &'a str,
     /// Now, in ms since the epoch, for the stats hash.
     pub now_ms: i64,
+    /// The processing list's length limit, if any: the commit is refused (`Paused`) when its
+    /// envelopes would take the list past it.
+    pub max_processing: Option<usize>,
 }
 
 impl Request {
@@ -246,6 +256,7 @@ fn commit_script(pipe: &mut redis::Pipeline, keys: &Keys, queues: &Queues, commi
         // Its position from the tail once the commits before this one have run.
         eval.arg(moved.index + 1);
     }
+    eval.arg(commit.max_processing.unwrap_or(0));
 }
 
 fn check_exec(
@@ -290,6 +301,9 @@ fn check_exec(
             source_queue: queues.source.clone(),
         }),
         "tail_changed" => Err(CommitError::TailChanged {
+            source_queue: queues.source.clone(),
+        }),
+        "paused" => Err(CommitError::Paused {
             source_queue: queues.source.clone(),
         }),
         reason => Err(push_error.unwrap_or_else(|| CommitError::Refused {
@@ -366,6 +380,7 @@ impl CommitError {
             CommitError::Refused { kind, .. } => *kind,
             CommitError::Fenced { .. } => ErrorKind::Fenced,
             CommitError::TailChanged { .. } => ErrorKind::TailChanged,
+            CommitError::Paused { .. } => ErrorKind::Other,
             CommitError::Protocol(_) => ErrorKind::Protocol,
         }
     }

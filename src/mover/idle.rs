@@ -88,6 +88,10 @@ impl Mover {
             let deadline = oldest + settings.batch.timeout;
             wake = wake.min(deadline.max(now));
         }
+        if let Some(check_in) = self.back_pressure.as_ref().and_then(|b| b.check_in(now)) {
+            // Paused: the processing list is full; look again soon, without busy polling.
+            return Ok(sleep(shutdown, check_in.min(wake_in)).await);
+        }
         if let Some(bucket) = &mut self.rate {
             if bucket.available(now) == 0 {
                 // Rate-limited: nothing may leave before the next token.

@@ -16,6 +16,7 @@
 //! loop, on a connection of its own.
 
 pub mod allowance;
+pub mod back_pressure;
 pub mod backoff;
 pub mod commit;
 mod idle;
@@ -36,6 +37,7 @@ use redis::aio::MultiplexedConnection;
 use redis::RedisError;
 use tokio_util::sync::CancellationToken;
 
+use self::back_pressure::BackPressure;
 use self::backoff::Backoff;
 use self::commit::CommitError;
 use self::idle::Idle;
@@ -107,6 +109,8 @@ pub struct Mover {
     value_limit: ValueLimit,
     /// `REDIS_MAX_BATCHES_PER_SECOND`, when set.
     rate: Option<TokenBucket>,
+    /// `REDIS_MAX_PROCESSING_QUEUE_LENGTH`, when set.
+    back_pressure: Option<BackPressure>,
 }
 
 impl Mover {
@@ -129,6 +133,10 @@ impl Mover {
         let backoff = Backoff::new(settings.retry);
         let stuck = StuckWatch::new(settings.retry.stuck_after);
         let value_limit = ValueLimit::new(settings.redis.proto_max_bulk_len);
+        let back_pressure = settings
+            .flow
+            .max_processing_len
+            .map(|limit| BackPressure::new(limit.get()));
         let rate = settings
             .flow
             .rate
@@ -145,6 +153,7 @@ impl Mover {
             stuck,
             value_limit,
             rate,
+            back_pressure,
         }
     }
 

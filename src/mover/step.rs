@@ -6,6 +6,7 @@ use std::time::Instant;
 use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
+use super::back_pressure::{BackPressure, Change};
 use super::commit::{self, CommitError};
 use super::lease::{Acquired, Standing};
 use super::pipeline::{Answer, ReplyFuture, Sent};
@@ -110,6 +111,9 @@ impl Mover {
         conn: &MultiplexedConnection,
         shutdown: &CancellationToken,
     ) -> Result<Outcome, MoverError> {
+        if self.pipeline.is_empty() {
+            self.measure_room(conn).await?;
+        }
         let may_commit = self.may_commit();
         while may_commit && self.pipeline.has_room() && self.send_next(conn).await {}
         if self.pipeline.is_empty() {
@@ -125,6 +129,41 @@ impl Mover {
         self.answered(sent, answer)
     }
 
+    /// With back-pressure, learn the processing list's length when the room ran out (only with
+    /// nothing in flight, so the count of envelopes sent is settled).
+    async fn measure_room(&mut self, conn: &MultiplexedConnection) -> Result<(), MoverError> {
+        let now = Instant::now();
+        if !self
+            .back_pressure
+            .as_ref()
+            .is_some_and(|b| b.check_due(now))
+        {
+            return Ok(());
+        }
+        let processing = &self.ctx.settings.queues.processing;
+        let len: usize = redis::cmd("LLEN")
+            .arg(processing)
+            .query_async(&mut conn.clone())
+            .await
+            .map_err(|source| self.command_error("LLEN", processing.clone(), source))?;
+        if let Some(back_pressure) = &mut self.back_pressure {
+            let change = back_pressure.measured(len, Instant::now());
+            self.pause_changed(change);
+        }
+        Ok(())
+    }
+
+    /// Log and count entering or leaving the paused state.
+    fn pause_changed(&self, change: Option<Change>) {
+        let settings = &self.ctx.settings;
+        let (metrics, source) = (&self.ctx.metrics, &settings.queues.source);
+        match change {
+            Some(Change::Paused) => events::paused(metrics, source, &settings.queues.processing),
+            Some(Change::Resumed(paused_for)) => events::resumed(metrics, source, paused_for),
+            None => {}
+        }
+    }
+
     /// Plan and send the next request, if there is anything to commit or to read.
     async fn send_next(&mut self, conn: &MultiplexedConnection) -> bool {
         let settings = Arc::clone(&self.ctx.settings);
@@ -137,6 +176,9 @@ impl Mover {
         };
         if let Some(bucket) = &mut self.rate {
             max_envelopes = max_envelopes.min(bucket.available(now));
+        }
+        if let Some(room) = self.back_pressure.as_ref().and_then(BackPressure::cap) {
+            max_envelopes = max_envelopes.min(room);
         }
         let value_limit = self.value_limit.bytes(now);
         let batch_cap = settings
@@ -178,6 +220,7 @@ impl Mover {
             lease_before: &lease_before,
             lease_after: &lease_after,
             now_ms: chrono::Utc::now().timestamp_millis(),
+            max_processing: self.back_pressure.as_ref().map(BackPressure::limit),
         };
         let lrange = read.map(|r| commit::Read {
             skip: r.skip,
@@ -189,6 +232,9 @@ impl Mover {
         }
         if let Some(bucket) = &mut self.rate {
             bucket.spend(plan.envelopes.len(), now);
+        }
+        if let Some(back_pressure) = &mut self.back_pressure {
+            back_pressure.sent(plan.envelopes.len());
         }
         self.window.reserve(plan.trim, read);
         let conn = conn.clone();
@@ -219,6 +265,16 @@ impl Mover {
             }
             Err(CommitError::Fenced { .. }) => {
                 self.lease_lost();
+                Ok(Outcome::Continue)
+            }
+            Err(CommitError::Paused { .. }) => {
+                // Back-pressure, not a failure. The commits after this one were built on it
+                // and are fenced off: read the tail again under a new token.
+                if let Some(back_pressure) = &mut self.back_pressure {
+                    let change = back_pressure.refused(Instant::now());
+                    self.pause_changed(change);
+                }
+                self.reset();
                 Ok(Outcome::Continue)
             }
             Err(CommitError::TailChanged { .. }) => {

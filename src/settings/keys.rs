@@ -40,6 +40,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "max_batch_bytes",
     "max_batches_per_second",
     "batch_burst",
+    "max_processing_queue_length",
     "stats_interval",
     "http_addr",
     "log_envelopes_per_second",

@@ -164,6 +164,8 @@ pub struct FlowSettings {
     pub max_batch_bytes: Option<NonZeroUsize>,
     /// Envelopes per second, on average, with a burst; `None`: unlimited.
     pub rate: Option<RateLimit>,
+    /// No envelope is sent that would make the processing list longer than this.
+    pub max_processing_len: Option<NonZeroUsize>,
 }
 
 /// A token bucket of envelopes.

@@ -305,9 +305,14 @@ fn flow(raw: &RawSettings) -> Result<FlowSettings, SettingsError> {
             })
         }
     };
+    let max_processing_len = match raw.get("max_processing_queue_length") {
+        None => None,
+        Some(_) => NonZeroUsize::new(raw.int("max_processing_queue_length", 1, 1 << 40)?),
+    };
     Ok(FlowSettings {
         max_batch_bytes,
         rate,
+        max_processing_len,
     })
 }
 

@@ -207,6 +207,29 @@ pub fn value_limit_lowered(source: &str, limit: usize, error: &dyn std::error::E
     );
 }
 
+/// The processing list is at `REDIS_MAX_PROCESSING_QUEUE_LENGTH`: the mover pauses (healthy;
+/// readiness stays true). Logged once per pause.
+pub fn paused(metrics: &Metrics, source: &str, processing: &str) {
+    metrics.paused.set(1);
+    tracing::info!(
+        message = "paused",
+        source,
+        processing,
+        reason = "processing list at its length limit"
+    );
+}
+
+/// Room on the processing list again, after `paused_for`.
+pub fn resumed(metrics: &Metrics, source: &str, paused_for: Duration) {
+    metrics.paused.set(0);
+    metrics.paused_seconds.inc_by(paused_for.as_secs_f64());
+    tracing::info!(
+        message = "resumed",
+        source,
+        paused_for_ms = crate::telemetry::millis(paused_for)
+    );
+}
+
 /// The lease was lost (another replica holds it, or it expired).
 pub fn lease_lost(metrics: &Metrics, source: &str, consumer: &str) {
     metrics.lease_held.set(0);

@@ -59,6 +59,10 @@ pub struct Metrics {
     pub mover_stuck_episodes: Counter,
     /// Dead letters by the class of their reason.
     pub dead_letters_by_reason: Family<ReasonLabel, Counter>,
+    /// 1 while back-pressure pauses the mover.
+    pub paused: Gauge,
+    /// Seconds spent paused by back-pressure (added when a pause ends).
+    pub paused_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     registry: Arc<Registry>,
 }
 
@@ -90,6 +94,8 @@ impl Metrics {
             mover_stuck: Gauge::default(),
             mover_stuck_episodes: Counter::default(),
             dead_letters_by_reason: Family::default(),
+            paused: Gauge::default(),
+            paused_seconds: Counter::default(),
             registry: Arc::new(Registry::default()),
         };
         let mut registry = Registry::with_prefix("batch_processor");
@@ -155,6 +161,16 @@ impl Metrics {
             "dead_letters_by_reason",
             "Messages written to the dead-letter list, by the class of their reason",
             self.dead_letters_by_reason.clone(),
+        );
+        registry.register(
+            "paused",
+            "1 while the processing list is at REDIS_MAX_PROCESSING_QUEUE_LENGTH and the mover waits",
+            self.paused.clone(),
+        );
+        registry.register(
+            "paused_seconds",
+            "Seconds spent paused by back-pressure (added when a pause ends)",
+            self.paused_seconds.clone(),
         );
         for reason in crate::message::Rejection::CLASSES {
             let _ = self

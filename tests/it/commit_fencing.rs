@@ -24,6 +24,8 @@ struct Fixture {
     server: RedisServer,
     queues: Queues,
     keys: Keys,
+    /// `REDIS_MAX_PROCESSING_QUEUE_LENGTH` for the commits.
+    max_processing: Option<usize>,
 }
 
 impl Fixture {
@@ -38,6 +40,7 @@ impl Fixture {
                 dead_letter: n.dead_letter,
             },
             server,
+            max_processing: None,
         }
     }
 
@@ -98,6 +101,7 @@ impl Fixture {
                 lease_before: before,
                 lease_after: after,
                 now_ms: 1,
+                max_processing: self.max_processing,
             },
             None,
         );
@@ -277,6 +281,7 @@ async fn a_plain_read_checks_the_lease_value_its_predecessors_leave() {
                 lease_before: before,
                 lease_after: before,
                 now_ms: 1,
+                max_processing: None,
             },
             Some(batch_processor::mover::commit::Read { skip: 1, count: 2 }),
         )
@@ -371,4 +376,29 @@ async fn items_removed_or_replaced_inside_the_trim_are_noticed() {
     assert_untouched(&f, 4, "me/t.0");
     // Left alone, the same commit goes through.
     f.commit(3, "me/t.0", "me/t.1").await.expect("commit");
+}
+
+#[tokio::test]
+async fn a_commit_that_would_pass_the_processing_limit_is_refused() {
+    let mut f = Fixture::new();
+    seed(&f);
+    f.set_lease("me/t.0");
+    let mut c = f.server.conn();
+    push_all(
+        &mut c,
+        &f.queues.processing,
+        &[b"e1".to_vec(), b"e2".to_vec()],
+    );
+    // Room for one more envelope; the commit carries two.
+    f.max_processing = Some(3);
+    let err = f.commit(5, "me/t.0", "me/t.1").await.unwrap_err();
+    assert!(matches!(err, CommitError::Paused { .. }), "{err:?}");
+    assert_eq!(llen(&mut c, &f.queues.source), 5);
+    assert_eq!(llen(&mut c, &f.queues.processing), 2);
+    assert_eq!(llen(&mut c, &f.queues.dead_letter), 0);
+    assert_eq!(f.lease().as_deref(), Some("me/t.0"));
+    // With room for both it goes through, exactly up to the limit.
+    f.max_processing = Some(4);
+    f.commit(5, "me/t.0", "me/t.1").await.expect("commit");
+    assert_eq!(llen(&mut c, &f.queues.processing), 4);
 }

@@ -108,3 +108,99 @@ fn no_envelope_passes_the_batch_byte_cap_unless_it_holds_one_message() {
         "the large message travels alone"
     );
 }
+
+/// Move every envelope from `from` to `to`, oldest first (as a transformer would take them),
+/// until `stop` is set and `from` is empty.
+fn consume(
+    url: String,
+    from: String,
+    to: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut c = connect(&url);
+        loop {
+            let moved: Option<Vec<u8>> = redis::cmd("LMOVE")
+                .arg(&from)
+                .arg(&to)
+                .arg("RIGHT")
+                .arg("LEFT")
+                .query(&mut c)
+                .unwrap();
+            if moved.is_none() {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    })
+}
+
+#[test]
+fn back_pressure_holds_the_processing_limit_survives_a_kill_and_resumes_by_itself() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let mut c = server.conn();
+    let w = workload(1000, 0, 120);
+    push_all(&mut c, &names.source, &w.messages);
+    let http = free_port();
+    let addr = format!("127.0.0.1:{http}");
+    let settings = [
+        ("REDIS_BATCH_SIZE", "10"),
+        ("REDIS_MAX_PROCESSING_QUEUE_LENGTH", "20"),
+        ("REDIS_PROCESSING_TIMEOUT", "0.2"),
+        ("REDIS_HTTP_ADDR", addr.as_str()),
+        ("REDIS_CONSUMER_NAME", "bp-1"),
+    ];
+    let mut d = start_daemon(&server, &names, &settings);
+    // Nobody consumes: the list fills to the limit and never passes it.
+    let mut highest = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        highest = highest.max(llen(&mut c, &names.processing));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(
+        highest, 20,
+        "the processing list passed (or never reached) its limit"
+    );
+    assert_eq!(
+        llen(&mut c, &names.source),
+        800,
+        "waiting messages stay in the source"
+    );
+    assert!(
+        d.wait_for_line("\"paused\"", Duration::from_secs(5)),
+        "{}",
+        d.all_output()
+    );
+    // Pausing is healthy, and shows in the metrics.
+    assert_eq!(http_get(http, "/readyz").0, 200);
+    let (_, metrics) = http_get(http, "/metrics");
+    assert_eq!(metric(&metrics, "batch_processor_paused"), Some(1.0));
+    // A kill while paused loses nothing; the restarted daemon pauses too.
+    d.kill();
+    let mut d = start_daemon(&server, &names, &settings);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(llen(&mut c, &names.processing), 20);
+    // A transformer appears: flow resumes by itself and everything drains.
+    let consumed = format!("{}:consumed", names.processing);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let consumer = consume(
+        server.url(),
+        names.processing.clone(),
+        consumed.clone(),
+        stop.clone(),
+    );
+    assert!(wait_drained(&mut c, &names, Duration::from_secs(30)));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    consumer.join().unwrap();
+    assert!(d.wait_for_line("\"resumed\"", Duration::from_secs(5)));
+    d.terminate_ok();
+    let taken = Names {
+        processing: consumed,
+        ..names.clone()
+    };
+    assert_accounted(&outcome(&mut c, &taken), &w, &taken, true, true);
+}

@@ -16,6 +16,9 @@
 -- ARGV[10] fingerprint of the newest item to trim (the trim-th from the tail)
 -- ARGV[11] n, the number of messages dead-lettered by reference
 -- ARGV[12..11+n] the position of each, counted from the tail (1: the oldest item trimmed)
+-- ARGV[12+n] the processing list's length limit (REDIS_MAX_PROCESSING_QUEUE_LENGTH; 0: none):
+--          checked after the envelopes were pushed, so Redis itself keeps the limit even when
+--          several deployments feed one processing list
 --
 -- A fingerprint is "<length>:<sha1 hex>" of the item, or of its first and last 1024 bytes
 -- when it is longer than 2048 bytes: cheap, and enough to notice that the items at the
@@ -23,7 +26,8 @@
 -- LREM, LSET or second consumer on the source).
 --
 -- Returns "ok", or the reason nothing happened: "fenced", "processing_not_list",
--- "dead_letter_not_list", "tail_changed", or "check_failed: <what Redis said>".
+-- "dead_letter_not_list", "tail_changed", "paused" (the processing list would pass its
+-- limit), or "check_failed: <what Redis said>".
 local trim = tonumber(ARGV[2])
 local envelopes = tonumber(ARGV[3])
 local dead = tonumber(ARGV[4])
@@ -57,6 +61,10 @@ local function checks()
   if not legacy or string.sub(legacy, 1, #ARGV[8]) ~= ARGV[8] then return 'fenced' end
   if not dest_ok then return 'processing_not_list' end
   if not dead_ok then return 'dead_letter_not_list' end
+  local max_processing = tonumber(ARGV[#ARGV])
+  if max_processing > 0 and envelopes > 0 and redis.call('LLEN', KEYS[2]) > max_processing then
+    return 'paused'
+  end
   if redis.call('LLEN', KEYS[1]) < trim then return 'tail_changed' end
   if fingerprint(redis.call('LINDEX', KEYS[1], -1)) ~= ARGV[9] then return 'tail_changed' end
   if trim > 1 and fingerprint(redis.call('LINDEX', KEYS[1], -trim)) ~= ARGV[10] then
