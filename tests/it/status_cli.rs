@@ -42,6 +42,8 @@ fn replica_fields(
         ("started_at", "2026-01-02T03:04:05.000000+00:00".to_string()),
         ("heartbeat_at_ms", beat_ms.to_string()),
         ("holds_lease", if lease { "1" } else { "0" }.to_string()),
+        // The holder is paused by back-pressure in these fixtures.
+        ("paused", if lease { "1" } else { "0" }.to_string()),
         ("messages", (pid * 10).to_string()),
         ("batches", pid.to_string()),
         ("dead_letters", "1".to_string()),
@@ -160,6 +162,8 @@ fn json_numbers_match_the_lists_and_hashes() {
     assert_eq!(a["pid"], 11);
     assert_eq!(a["started_at"], "2026-01-02T03:04:05.000000+00:00");
     assert_eq!(a["holds_lease"], true);
+    assert_eq!(a["paused"], true);
+    assert_eq!(replicas[1]["paused"], false);
     assert_eq!(replicas[1]["holds_lease"], false);
     assert_eq!(
         (
@@ -233,7 +237,7 @@ fn text_mode_shows_queue_names_lengths_and_replicas() {
     assert_eq!(line("replicas")[..3], ["replicas", "2", "alive"]);
     assert!(
         out.stdout
-            .contains("pod/a-1 [lease]  host host-pod/a-1 pid 11"),
+            .contains("pod/a-1 [lease, paused: processing list full]  host host-pod/a-1 pid 11"),
         "{}",
         out.stdout
     );

@@ -85,6 +85,8 @@ impl Heartbeat {
             .arg(now_ms)
             .arg("holds_lease")
             .arg(holds_lease)
+            .arg("paused")
+            .arg(self.metrics.paused.get().to_string())
             .arg("messages")
             .arg(now.messages)
             .arg("batches")

@@ -103,6 +103,9 @@ pub struct Replica {
     pub heartbeat_age_ms: Option<i64>,
     /// Whether it held the lease at its last heartbeat.
     pub holds_lease: bool,
+    /// Whether back-pressure paused it at its last heartbeat (the processing list is at its
+    /// length limit).
+    pub paused: bool,
     /// Messages this process sent inside envelopes.
     pub messages: u64,
     /// Envelopes this process sent.
@@ -304,6 +307,7 @@ fn replica_from_hash(name: &str, score: f64, h: &HashMap<String, String>, now_ms
         heartbeat_at: heartbeat_ms.and_then(rfc3339_ms),
         heartbeat_age_ms: heartbeat_ms.map(|t| now_ms - t),
         holds_lease: h.get("holds_lease").is_some_and(|v| v == "1"),
+        paused: h.get("paused").is_some_and(|v| v == "1"),
         messages: parse_u64(h.get("messages")),
         batches: parse_u64(h.get("batches")),
         dead_letters: parse_u64(h.get("dead_letters")),

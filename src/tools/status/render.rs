@@ -67,7 +67,11 @@ pub fn render_text(s: &Status) -> String {
             out,
             "\n  {}{}  host {} pid {}  started {}  heartbeat {}  messages {} batches {} dead letters {}  rate {:.1}/s",
             r.consumer,
-            if r.holds_lease { " [lease]" } else { "" },
+            match (r.holds_lease, r.paused) {
+                (true, true) => " [lease, paused: processing list full]",
+                (true, false) => " [lease]",
+                (false, _) => "",
+            },
             r.host,
             pid,
             r.started_at,
