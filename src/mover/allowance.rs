@@ -52,6 +52,12 @@ impl BatchAllowance {
         }
     }
 
+    /// Give back `n` permits (a commit Redis refused for back-pressure), up to `max`.
+    pub fn refund(&self, n: usize, max: usize) {
+        let mut available = self.lock();
+        *available = (*available + n).min(max);
+    }
+
     /// Spend `n` permits (the batches just committed).
     pub fn spend(&self, n: usize) {
         let mut available = self.lock();

@@ -101,6 +101,25 @@ impl BackPressure {
             .map(|since| Change::Resumed(now.saturating_duration_since(since)))
     }
 
+    /// The lease is gone (lost, or the session failed): whoever holds it next measures the
+    /// list itself. Ends a pause, as this replica no longer waits on the list.
+    pub fn forget(&mut self, now: Instant) -> Option<Change> {
+        self.room = None;
+        self.next_check = None;
+        self.paused_since
+            .take()
+            .map(|since| Change::Resumed(now.saturating_duration_since(since)))
+    }
+
+    /// Measure at once (a lease was just taken), so the first fill is counted down rather
+    /// than refused.
+    pub fn measure_now(&mut self) {
+        if self.room.is_none() {
+            self.room = Some(0);
+            self.next_check = None;
+        }
+    }
+
     fn pause(&mut self, now: Instant) -> Option<Change> {
         if self.paused_since.is_some() {
             return None;

@@ -167,6 +167,7 @@ impl Mover {
                 break;
             };
             self.failed(&error.to_string());
+            self.forget_room();
             self.reset();
             let delay = self.backoff.next_delay();
             let attempts = self.backoff.attempts();

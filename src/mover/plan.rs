@@ -226,7 +226,8 @@ pub fn plan(pending: &[Peeked], limits: Limits, queues: &Queues, timestamp: &str
             }
             batch.push(i);
             batch_bytes += len;
-            if batch.len() == batch_size {
+            // Full by count, or by bytes (a message at or over the cap travels alone, now).
+            if batch.len() == batch_size || batch_bytes >= limits.max_envelope_bytes {
                 plan.envelopes.push(build(pending, &batch));
                 batch.clear();
                 plan_bytes += batch_bytes;

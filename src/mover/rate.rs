@@ -46,6 +46,11 @@ impl TokenBucket {
         whole
     }
 
+    /// `n` envelopes were refused by Redis after all: their tokens come back.
+    pub fn refund(&mut self, n: usize) {
+        self.tokens = (self.tokens + n as f64).min(self.burst);
+    }
+
     /// `n` envelopes were sent.
     pub fn spend(&mut self, n: usize, now: Instant) {
         self.refill(now);
@@ -56,7 +61,7 @@ impl TokenBucket {
     pub fn next_in(&mut self, now: Instant) -> Duration {
         self.refill(now);
         let missing = (1.0 - self.tokens).max(0.0);
-        Duration::from_secs_f64(missing / self.per_second)
+        Duration::try_from_secs_f64(missing / self.per_second).unwrap_or(Duration::MAX)
     }
 }
 

@@ -14,6 +14,7 @@ use super::plan::{self, Limits, Peeked};
 use super::{sleep, until, Mover, MoverError, Outcome};
 use crate::envelope::format_timestamp;
 use crate::redis::ErrorKind;
+use crate::settings::Schedule;
 use crate::telemetry::events;
 
 impl Mover {
@@ -73,6 +74,9 @@ impl Mover {
         match acquired {
             Acquired::Won => {
                 self.standing_by_for = None;
+                if let Some(back_pressure) = &mut self.back_pressure {
+                    back_pressure.measure_now();
+                }
                 events::lease_acquired(&self.ctx.metrics, source, consumer);
                 self.window.reset();
                 self.pipeline.clear();
@@ -94,7 +98,16 @@ impl Mover {
         })
     }
 
+    /// The lease is gone: a pause ends with it (the next holder measures for itself).
+    pub(super) fn forget_room(&mut self) {
+        if let Some(back_pressure) = &mut self.back_pressure {
+            let change = back_pressure.forget(Instant::now());
+            self.pause_changed(change);
+        }
+    }
+
     fn lease_lost(&mut self) {
+        self.forget_room();
         let settings = &self.ctx.settings;
         events::lease_lost(
             &self.ctx.metrics,
@@ -112,7 +125,10 @@ impl Mover {
         shutdown: &CancellationToken,
     ) -> Result<Outcome, MoverError> {
         if self.pipeline.is_empty() {
-            self.measure_room(conn).await?;
+            match until(shutdown, self.measure_room(conn)).await {
+                None => return Ok(Outcome::Stop),
+                Some(measured) => measured?,
+            }
         }
         let may_commit = self.may_commit();
         while may_commit && self.pipeline.has_room() && self.send_next(conn).await {}
@@ -268,8 +284,18 @@ impl Mover {
                 Ok(Outcome::Continue)
             }
             Err(CommitError::Paused { .. }) => {
-                // Back-pressure, not a failure. The commits after this one were built on it
-                // and are fenced off: read the tail again under a new token.
+                // Back-pressure, not a failure (another deployment filled the list). The
+                // commits after this one were built on it and are fenced off: read the tail
+                // again under a new token. The refused envelopes' tokens and permits return.
+                let refused = sent.plan.envelopes.len();
+                if let Some(bucket) = &mut self.rate {
+                    bucket.refund(refused);
+                }
+                if let (Some(allowance), Schedule::Every { max_batches, .. }) =
+                    (&self.ctx.allowance, self.ctx.settings.schedule)
+                {
+                    allowance.refund(refused, max_batches.get());
+                }
                 if let Some(back_pressure) = &mut self.back_pressure {
                     let change = back_pressure.refused(Instant::now());
                     self.pause_changed(change);

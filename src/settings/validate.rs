@@ -286,12 +286,12 @@ fn flow(raw: &RawSettings) -> Result<FlowSettings, SettingsError> {
         }
         Some(value) => {
             let expected =
-                "empty (no limit) or a number of batches per second above 0, such as 0.5";
+                "empty (no limit) or a number of batches per second from 0.000001 to 1000000, such as 0.5";
             let per_second: f64 = value
                 .trim()
                 .parse()
                 .ok()
-                .filter(|r: &f64| r.is_finite() && *r > 0.0 && *r <= 1_000_000.0)
+                .filter(|r: &f64| r.is_finite() && *r >= 1e-6 && *r <= 1_000_000.0)
                 .ok_or_else(|| SettingsError::invalid("max_batches_per_second", value, expected))?;
             let burst = match raw.get("batch_burst") {
                 Some(_) => raw.int("batch_burst", 1, 1_000_000)?,
