@@ -17,6 +17,7 @@ mod core;
 mod dlq_cli;
 mod dlq_regressions;
 mod flow_control;
+mod flow_review3;
 mod http_probes;
 mod json_profile;
 mod operations;

@@ -1,0 +1,147 @@
+//! Review 3 of flow control: reproductions (each test fails on the reviewed code).
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// `REDIS_MAX_BATCHES_PER_SECOND=1e-20` is accepted; after the first envelope the token
+/// bucket's `next_in` panics (Duration overflow) inside the mover.
+#[test]
+fn review3_a_tiny_rate_keeps_the_daemon_healthy() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let mut c = server.conn();
+    let w = workload(20, 0, 100);
+    push_all(&mut c, &names.source, &w.messages);
+    let mut d = start_daemon(
+        &server,
+        &names,
+        &[
+            ("REDIS_BATCH_SIZE", "2"),
+            ("REDIS_MAX_BATCHES_PER_SECOND", "1e-20"),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let out = d.all_output();
+    assert_eq!(llen(&mut c, &names.processing), 1, "{out}");
+    assert!(
+        !out.contains("panicked"),
+        "the mover panicked with an accepted rate: {out}"
+    );
+    d.terminate_ok();
+}
+
+/// Shutdown while paused on a link that stops answering: the pause's `LLEN` is awaited
+/// without the shutdown token, so SIGTERM waits for `REDIS_COMMAND_TIMEOUT`.
+#[test]
+fn review3_shutdown_is_prompt_while_paused_on_a_stalled_link() {
+    let server = RedisServer::start();
+    let proxy = Proxy::to_port(server.port, Duration::ZERO);
+    let names = Names::new();
+    let mut c = server.conn();
+    let w = workload(1000, 0, 100);
+    push_all(&mut c, &names.source, &w.messages);
+    let port = proxy.port_str();
+    let mut d = start_daemon(
+        &server,
+        &names,
+        &[
+            ("REDIS_PORT", port.as_str()),
+            ("REDIS_BATCH_SIZE", "10"),
+            ("REDIS_MAX_PROCESSING_QUEUE_LENGTH", "20"),
+            ("REDIS_COMMAND_TIMEOUT", "30"),
+            ("REDIS_LEASE_TTL", "60"),
+        ],
+    );
+    assert!(
+        d.wait_for_line("\"paused\"", Duration::from_secs(10)),
+        "{}",
+        d.all_output()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    proxy.blackhole();
+    // The next LLEN (every 250 ms) is now sent and never answered.
+    std::thread::sleep(Duration::from_millis(600));
+    d.terminate_ok();
+}
+
+/// Control for the test above: the same stalled link without back-pressure (the mover waits
+/// for a partial batch's deadline, every await under the shutdown token) exits promptly.
+#[test]
+fn review3_control_shutdown_is_prompt_on_a_stalled_link_without_back_pressure() {
+    let server = RedisServer::start();
+    let proxy = Proxy::to_port(server.port, Duration::ZERO);
+    let names = Names::new();
+    let mut c = server.conn();
+    let w = workload(5, 0, 100);
+    push_all(&mut c, &names.source, &w.messages);
+    let port = proxy.port_str();
+    let mut d = start_daemon(
+        &server,
+        &names,
+        &[
+            ("REDIS_PORT", port.as_str()),
+            ("REDIS_BATCH_SIZE", "10"),
+            ("REDIS_PROCESSING_TIMEOUT", "100"),
+            ("REDIS_COMMAND_TIMEOUT", "30"),
+            ("REDIS_LEASE_TTL", "60"),
+        ],
+    );
+    assert!(d.wait_for_line("lease acquired", Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(500));
+    proxy.blackhole();
+    std::thread::sleep(Duration::from_millis(600));
+    d.terminate_ok();
+}
+
+/// A paused holder that loses the lease keeps `batch_processor_paused` at 1 (and its
+/// heartbeat's `paused`) while it stands by, however long, even after the list drains.
+#[test]
+fn review3_a_standby_replica_does_not_report_paused() {
+    let server = RedisServer::start();
+    let proxy = Proxy::to_port(server.port, Duration::ZERO);
+    let names = Names::new();
+    let mut c = server.conn();
+    let w = workload(1000, 0, 100);
+    push_all(&mut c, &names.source, &w.messages);
+    let http = free_port();
+    let addr = format!("127.0.0.1:{http}");
+    let port = proxy.port_str();
+    let common = [
+        ("REDIS_BATCH_SIZE", "10"),
+        ("REDIS_MAX_PROCESSING_QUEUE_LENGTH", "20"),
+        ("REDIS_LEASE_TTL", "1"),
+    ];
+    let mut a_settings = common.to_vec();
+    a_settings.extend([
+        ("REDIS_PORT", port.as_str()),
+        ("REDIS_HTTP_ADDR", addr.as_str()),
+        ("REDIS_CONSUMER_NAME", "rv3-a"),
+    ]);
+    let mut a = start_daemon(&server, &names, &a_settings);
+    assert!(a.wait_for_line("\"paused\"", Duration::from_secs(10)));
+    // A loses its link long enough for its lease to expire; B takes over.
+    proxy.blackhole();
+    let mut b_settings = common.to_vec();
+    b_settings.push(("REDIS_CONSUMER_NAME", "rv3-b"));
+    let mut b = start_daemon(&server, &names, &b_settings);
+    assert!(b.wait_for_line("lease acquired", Duration::from_secs(10)));
+    proxy.cut();
+    proxy.heal();
+    // The transformer catches up: the list is empty, B flows.
+    let _: () = redis::cmd("DEL").arg(&names.processing).query(&mut c).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || {
+        let (_, m) = http_get(http, "/metrics");
+        metric(&m, "batch_processor_lease_held") == Some(0.0)
+    }));
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, m) = http_get(http, "/metrics");
+    assert_eq!(
+        metric(&m, "batch_processor_paused"),
+        Some(0.0),
+        "a standby replica still reports paused, 3 s after the takeover (B resumed {} times)",
+        b.events("resumed").len()
+    );
+    a.terminate_ok();
+    b.terminate_ok();
+}
