@@ -106,12 +106,15 @@ mod tests {
     /// but once the bucket is empty `next_in` asks `Duration::from_secs_f64(1e20)`, which
     /// overflows a Duration and panics: the mover task dies after its first envelope.
     #[test]
-    fn review3_a_tiny_accepted_rate_does_not_panic_once_the_bucket_is_empty() {
+    fn a_tiny_accepted_rate_does_not_panic_once_the_bucket_is_empty() {
         let t0 = Instant::now();
         let mut b = TokenBucket::new(limit(1e-20, 1), t0);
         assert_eq!(b.available(t0), 1);
         b.spend(1, t0);
         let next = std::panic::catch_unwind(move || b.next_in(t0));
-        assert!(next.is_ok(), "next_in panicked for an accepted rate of 1e-20/s");
+        assert!(
+            next.is_ok(),
+            "next_in panicked for an accepted rate of 1e-20/s"
+        );
     }
 }

@@ -17,7 +17,7 @@ mod core;
 mod dlq_cli;
 mod dlq_regressions;
 mod flow_control;
-mod flow_review3;
+mod flow_regressions;
 mod http_probes;
 mod json_profile;
 mod operations;
