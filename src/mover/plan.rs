@@ -256,32 +256,52 @@ pub fn plan(pending: &[Peeked], limits: Limits, queues: &Queues, timestamp: &str
         plan_bytes += batch_bytes;
         // Bad messages right after the partial batch go too, within the byte cap (the rest
         // go in the next commit).
-        for p in &pending[covered..] {
-            if wraps(p, &limits) {
-                break;
-            }
-            let record = record_len(p, &limits, queues, timestamp);
-            if plan_bytes + record > limits.max_commit_bytes {
-                break;
-            }
-            plan_bytes += record;
-            covered += 1;
-        }
+        covered +=
+            trailing_dead_letters(&pending[covered..], plan_bytes, &limits, queues, timestamp);
     }
     plan.trim = covered;
     plan.messages = plan.envelopes.iter().map(|e| e.size).sum();
-    for (index, p) in pending[..covered].iter().enumerate() {
+    dead_letters(&mut plan, &pending[..covered], &limits, queues);
+    plan
+}
+
+/// How many of the messages at the start of `rest` that do not wrap fit the commit, which
+/// already carries `plan_bytes`.
+fn trailing_dead_letters(
+    rest: &[Peeked],
+    mut plan_bytes: usize,
+    limits: &Limits,
+    queues: &Queues,
+    timestamp: &str,
+) -> usize {
+    let mut taken = 0;
+    for p in rest {
+        if wraps(p, limits) {
+            break;
+        }
+        let record = record_len(p, limits, queues, timestamp);
+        if plan_bytes + record > limits.max_commit_bytes {
+            break;
+        }
+        plan_bytes += record;
+        taken += 1;
+    }
+    taken
+}
+
+/// The dead letters of the covered run: every message in it that does not wrap.
+fn dead_letters(plan: &mut Plan, covered: &[Peeked], limits: &Limits, queues: &Queues) {
+    for (index, p) in covered.iter().enumerate() {
         let why = match &p.verdict {
             Err(why) => why.clone(),
-            Ok(_) if !wraps(p, &limits) => Rejection::TooLargeToWrap {
+            Ok(_) if !wraps(p, limits) => Rejection::TooLargeToWrap {
                 size: p.bytes.len(),
                 limit: limits.max_value_bytes,
             },
             Ok(_) => continue,
         };
-        plan_dead_letter(&mut plan, p, index, why, &limits, queues);
+        plan_dead_letter(plan, p, index, why, limits, queues);
     }
-    plan
 }
 
 /// Bytes the dead-letter record of `p` (which does not wrap) will take, at most: small when

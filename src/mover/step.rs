@@ -180,15 +180,14 @@ impl Mover {
         }
     }
 
-    /// Plan and send the next request, if there is anything to commit or to read.
-    async fn send_next(&mut self, conn: &MultiplexedConnection) -> bool {
-        let settings = Arc::clone(&self.ctx.settings);
+    /// What the next commit may carry: whole batches up to the read-ahead, within scheduled
+    /// mode's allowance, the rate limit, the room on the processing list and the byte caps.
+    fn limits(&mut self, now: Instant) -> Limits {
+        let settings = &self.ctx.settings;
         let batch_size = settings.batch.size.get();
-        let prefetch = settings.batch.prefetch;
-        let now = Instant::now();
         let mut max_envelopes = match &self.ctx.allowance {
             Some(allowance) => allowance.available(),
-            None => (prefetch / batch_size).max(1),
+            None => (settings.batch.prefetch / batch_size).max(1),
         };
         if let Some(bucket) = &mut self.rate {
             max_envelopes = max_envelopes.min(bucket.available(now));
@@ -201,19 +200,27 @@ impl Mover {
             .flow
             .max_batch_bytes
             .map_or(usize::MAX, |b| b.get());
-        let limits = Limits {
+        Limits {
             batch_size,
             max_envelopes,
             // A partial batch whose first message was seen this long ago has reached its
             // deadline. (`None` when the clock started less than a timeout ago: then
             // nothing is that old.)
-            flush_seen_by: Instant::now().checked_sub(settings.batch.timeout),
+            flush_seen_by: now.checked_sub(settings.batch.timeout),
             max_envelope_bytes: plan::MAX_ENVELOPE_BYTES
                 .min(value_limit.saturating_sub(plan::ENVELOPE_OVERHEAD))
                 .min(batch_cap),
             max_commit_bytes: plan::MAX_COMMIT_BYTES,
             max_value_bytes: value_limit,
-        };
+        }
+    }
+
+    /// Plan and send the next request, if there is anything to commit or to read.
+    async fn send_next(&mut self, conn: &MultiplexedConnection) -> bool {
+        let settings = Arc::clone(&self.ctx.settings);
+        let prefetch = settings.batch.prefetch;
+        let now = Instant::now();
+        let limits = self.limits(now);
         let timestamp = format_timestamp(chrono::Utc::now());
         let unplanned = self.window.unplanned();
         let plan = plan::plan(unplanned, limits, &settings.queues, &timestamp);

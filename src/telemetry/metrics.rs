@@ -104,7 +104,8 @@ impl Metrics {
         metrics
     }
 
-    /// Register every series (clones share their values) under its name and help text.
+    /// Register every series (clones share their values) under its name and help text: the
+    /// flow of messages first.
     fn register(&self, registry: &mut Registry) {
         registry.register(
             "messages",
@@ -137,6 +138,12 @@ impl Metrics {
             "Redis errors by kind",
             self.redis_errors.clone(),
         );
+        self.register_state(registry);
+    }
+
+    /// The series about the mover's state (lease, stuck, pause) and the labelled families,
+    /// with the families' common series created at zero.
+    fn register_state(&self, registry: &mut Registry) {
         registry.register(
             "lease_held",
             "1 while this replica holds the source lease",
