@@ -152,6 +152,11 @@ async fn drive(mut job: Box<dyn Job>, shutdown: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tests that run a scheduler take turns: one of them captures the job span, and tracing
+    /// caches whether a span is enabled per call site, process-wide; a call site first reached
+    /// by another test's thread without a subscriber at the wrong moment stays disabled.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     use std::io::Write;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
@@ -265,6 +270,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn runs_on_its_period() {
+        let _serial = SERIAL.lock().await;
         let origin = Instant::now();
         let fast = TestJob::new("fast", 1000, origin);
         let mut late = TestJob::new("late", 1500, origin);
@@ -281,6 +287,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_slow_job_never_overlaps_itself() {
+        let _serial = SERIAL.lock().await;
         let origin = Instant::now();
         // Period 1 s, each run takes 2.5 s.
         let job = TestJob::new("slow", 1000, origin).taking(&[2500]);
@@ -297,6 +304,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn missed_ticks_are_coalesced_after_a_stall() {
+        let _serial = SERIAL.lock().await;
         let origin = Instant::now();
         // One run of 10.3 s (a stall) in a 1 s period, then quick runs.
         let job = TestJob::new("stalled", 1000, origin).taking(&[10_300, 0]);
@@ -310,6 +318,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_frozen_clock_jump_gives_one_run_not_a_burst() {
+        let _serial = SERIAL.lock().await;
         let origin = Instant::now();
         let job = TestJob::new("jump", 1000, origin);
         let log = job.log.clone();
@@ -341,6 +350,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failing_job_stays_scheduled_and_others_are_unaffected() {
+        let _serial = SERIAL.lock().await;
         let captured = Captured::default();
         let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -349,6 +359,9 @@ mod tests {
             .with_writer(move || writer.clone())
             .finish();
         let _guard = tracing::subscriber::set_default(subscriber);
+        // Other tests run on other threads without a subscriber; recompute every callsite's
+        // interest now that this one exists, so none stays cached as disabled.
+        tracing::callsite::rebuild_interest_cache();
 
         let origin = Instant::now();
         let mut bad = TestJob::new("bad", 1000, origin);
@@ -389,6 +402,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn cancel_stops_a_run_in_progress_at_once() {
+        let _serial = SERIAL.lock().await;
         let origin = Instant::now();
         let stuck = TestJob::new("stuck", 1000, origin).taking(&[3_600_000]);
         let idle = TestJob::new("idle", 60_000, origin);
@@ -414,6 +428,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn no_jobs_waits_for_cancel() {
+        let _serial = SERIAL.lock().await;
         let cancel = CancellationToken::new();
         let handle = tokio::spawn(Scheduler::new().run(cancel.clone()));
         tokio::time::sleep(Duration::from_secs(5)).await;

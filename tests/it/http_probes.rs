@@ -432,6 +432,9 @@ async fn stats_line_reports_totals_lengths_and_rate() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests run on other threads without a subscriber; recompute every callsite's
+    // interest now that this one exists, so none stays cached as disabled.
+    tracing::callsite::rebuild_interest_cache();
 
     let rig = Rig::start(&[("REDIS_STATS_INTERVAL", "0.2")]).await;
     let mut conn = rig.server.conn();
