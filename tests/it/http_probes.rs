@@ -446,6 +446,9 @@ async fn stats_line_reports_totals_lengths_and_rate() {
     rig.ctx.metrics.dead_letters.inc();
 
     let waited = within(Duration::from_secs(3), async || {
+        // Again while waiting: a call site first reached on another thread at the wrong
+        // moment may have cached "disabled" after the rebuild above.
+        tracing::callsite::rebuild_interest_cache();
         captured
             .lines("stats")
             .iter()
