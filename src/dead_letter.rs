@@ -208,7 +208,7 @@ mod tests {
         );
     }
 
-    /// Review (wip-review-tools): the bound holds for the bytes serde_json might escape
+    /// The bound holds for the bytes serde_json might escape
     /// differently (U+2028/U+2029, DEL, every control byte, `/`), for every base64 padding
     /// length, and for long reasons and field values full of escapes.
     #[test]

@@ -171,4 +171,24 @@ mod tests {
         );
         assert_eq!(b.cap(), Some(5));
     }
+
+    #[test]
+    fn a_new_lease_measures_at_once_and_a_lost_one_ends_the_pause() {
+        let t0 = Instant::now();
+        let mut b = BackPressure::new(5);
+        // Taken: measure before the first commit, so the first fill is counted, not refused.
+        b.measure_now();
+        assert!(b.check_due(t0));
+        assert_eq!(b.cap(), Some(0));
+        assert_eq!(b.measured(5, t0), Some(Change::Paused));
+        // Lost while paused: the pause ends, and nothing is known any more.
+        let later = t0 + Duration::from_secs(3);
+        assert_eq!(
+            b.forget(later),
+            Some(Change::Resumed(Duration::from_secs(3)))
+        );
+        assert!(!b.is_paused());
+        assert_eq!(b.cap(), None);
+        assert_eq!(b.forget(later), None);
+    }
 }

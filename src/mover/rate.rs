@@ -117,4 +117,16 @@ mod tests {
             "next_in panicked for an accepted rate of 1e-20/s"
         );
     }
+
+    #[test]
+    fn refused_envelopes_give_their_tokens_back_up_to_the_burst() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(limit(1.0, 2), t0);
+        b.spend(2, t0);
+        assert_eq!(b.available(t0), 0);
+        b.refund(2);
+        assert_eq!(b.available(t0), 2);
+        b.refund(5);
+        assert_eq!(b.available(t0), 2);
+    }
 }

@@ -141,18 +141,7 @@ mod tests {
 
     use super::*;
 
-    fn queues() -> crate::settings::Queues {
-        crate::settings::Queues {
-            source: "src".into(),
-            processing: "processing".into(),
-            dead_letter: "dead".into(),
-        }
-    }
-
-    const PROFILE: crate::message::Profile = crate::message::Profile {
-        max_bytes: 1024,
-        max_depth: 64,
-    };
+    use crate::mover::plan::tests::{queues, PROFILE};
     use crate::mover::plan::{plan, Limits, MAX_COMMIT_BYTES, MAX_ENVELOPE_BYTES};
 
     fn peeked(items: &[&str], seen: Instant) -> Vec<Peeked> {

@@ -125,9 +125,3 @@ pub async fn connect_once(
         }
     }
 }
-
-/// A short, stable class for an error: the metrics label and the `error_kind` log field.
-/// Kept for callers that still work with labels; new code uses [`ErrorKind::of`].
-pub fn error_kind(e: &RedisError) -> &'static str {
-    ErrorKind::of(e).as_str()
-}

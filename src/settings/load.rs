@@ -287,10 +287,8 @@ mod tests {
             .is_none());
     }
 
-    /// Review (wip-review-tools): `--config FILE` takes a TOML file whatever its name. The
-    /// file source is built with `config::File::from(path)`, which guesses the format from the
-    /// extension: an existing, valid `/etc/batch-processor.conf` is refused as "not valid
-    /// TOML" (exit 2), and `--config /etc/bp` silently reads `/etc/bp.toml` instead.
+    /// `--config FILE` takes a TOML file whatever its name (a `.conf` file is not refused
+    /// for its extension).
     #[test]
     fn a_config_file_is_toml_whatever_its_extension() {
         let dir = tempfile::tempdir().unwrap();
@@ -307,7 +305,7 @@ mod tests {
         );
     }
 
-    /// Review: a path without an extension names that file, not a sibling with `.toml` added.
+    /// A path without an extension names that file, not a sibling with `.toml` added.
     #[test]
     fn a_missing_config_file_is_not_replaced_by_a_sibling() {
         let dir = tempfile::tempdir().unwrap();

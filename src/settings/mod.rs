@@ -25,6 +25,7 @@ use redis::{ConnectionAddr, ConnectionInfo};
 
 mod env;
 mod error;
+mod flow;
 mod keys;
 mod load;
 mod raw;
@@ -34,6 +35,7 @@ mod validate;
 
 pub use env::{Env, ProcessEnv};
 pub use error::SettingsError;
+pub use flow::{FlowSettings, RateLimit};
 pub use keys::{env_name, ENV_PREFIX, KNOWN_KEYS};
 pub use load::{load, load_with_report};
 pub use redact::{redact, redact_url};
@@ -154,27 +156,6 @@ pub struct RetrySettings {
     /// How long commits may keep failing, with a backlog waiting, before the mover is called
     /// stuck (`/readyz` 503, `mover stuck` logged, `mover_stuck` metric).
     pub stuck_after: Duration,
-}
-
-/// Output limits for a slow, costly consumer.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FlowSettings {
-    /// A batch closes before its messages (plus one byte each) would pass this many bytes;
-    /// a larger message travels alone. `None`: only the batch size and the value limit apply.
-    pub max_batch_bytes: Option<NonZeroUsize>,
-    /// Envelopes per second, on average, with a burst; `None`: unlimited.
-    pub rate: Option<RateLimit>,
-    /// No envelope is sent that would make the processing list longer than this.
-    pub max_processing_len: Option<NonZeroUsize>,
-}
-
-/// A token bucket of envelopes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateLimit {
-    /// Envelopes per second (fractions allowed).
-    pub per_second: f64,
-    /// Envelopes that may leave at once after a quiet spell.
-    pub burst: NonZeroUsize,
 }
 
 /// Validated settings: every value checked and typed.

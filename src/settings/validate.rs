@@ -12,8 +12,8 @@ use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion}
 
 use super::raw::RawSettings;
 use super::{
-    BatchSettings, FlowSettings, LogFormat, Queues, RateLimit, RedisSettings, ReplicaSettings,
-    RetrySettings, Schedule, Settings, SettingsError,
+    BatchSettings, LogFormat, Queues, RedisSettings, ReplicaSettings, RetrySettings, Schedule,
+    Settings, SettingsError,
 };
 use crate::message::{Profile, MAX_DEPTH_LIMIT};
 
@@ -25,7 +25,7 @@ pub(crate) fn validate(raw: &RawSettings) -> Result<Settings, SettingsError> {
     let replica = replica(raw)?;
     let retry = retry(raw)?;
     let schedule = schedule(raw)?;
-    let flow = flow(raw)?;
+    let flow = super::flow::validate(raw)?;
     let http_addr = http_addr(raw)?;
     let log_format = log_format(raw)?;
     let log_filter = log_filter(raw)?;
@@ -264,55 +264,6 @@ fn schedule(raw: &RawSettings) -> Result<Schedule, SettingsError> {
     Ok(Schedule::Every {
         every,
         max_batches: NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN),
-    })
-}
-
-/// The batch byte cap and the output rate limit; both off when empty.
-fn flow(raw: &RawSettings) -> Result<FlowSettings, SettingsError> {
-    let max_batch_bytes = match raw.get("max_batch_bytes") {
-        None => None,
-        Some(_) => NonZeroUsize::new(raw.int("max_batch_bytes", 1, 256 << 20)?),
-    };
-    let rate = match raw.get("max_batches_per_second") {
-        None => {
-            if let Some(burst) = raw.get("batch_burst") {
-                return Err(SettingsError::invalid(
-                    "batch_burst",
-                    burst,
-                    "to be set only with REDIS_MAX_BATCHES_PER_SECOND",
-                ));
-            }
-            None
-        }
-        Some(value) => {
-            let expected =
-                "empty (no limit) or a number of batches per second from 0.000001 to 1000000, such as 0.5";
-            let per_second: f64 = value
-                .trim()
-                .parse()
-                .ok()
-                .filter(|r: &f64| r.is_finite() && *r >= 1e-6 && *r <= 1_000_000.0)
-                .ok_or_else(|| SettingsError::invalid("max_batches_per_second", value, expected))?;
-            let burst = match raw.get("batch_burst") {
-                Some(_) => raw.int("batch_burst", 1, 1_000_000)?,
-                // The rate rounded up, at least 1. Bounded by the check above.
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                None => (per_second.ceil() as usize).max(1),
-            };
-            Some(RateLimit {
-                per_second,
-                burst: NonZeroUsize::new(burst).unwrap_or(NonZeroUsize::MIN),
-            })
-        }
-    };
-    let max_processing_len = match raw.get("max_processing_queue_length") {
-        None => None,
-        Some(_) => NonZeroUsize::new(raw.int("max_processing_queue_length", 1, 1 << 40)?),
-    };
-    Ok(FlowSettings {
-        max_batch_bytes,
-        rate,
-        max_processing_len,
     })
 }
 

@@ -135,8 +135,8 @@ fn replay_by_reference_touches_only_its_own_oversized_list() {
     );
 }
 
-/// `dlq purge` deletes `<dl>:oversized:*` with the list name glob-escaped: a name holding
-/// `[`, `]`, `*`, `?` or `\` matches only itself, never a neighbour's lists.
+/// `dlq purge` deletes the message list its record names, and no other list, even when the
+/// dead-letter list's name holds `[`, `]`, `*`, `?` or `\` and neighbours share its prefix.
 #[test]
 fn purge_deletes_only_the_message_lists_its_records_name() {
     let server = RedisServer::start();
@@ -168,10 +168,8 @@ fn purge_deletes_only_the_message_lists_its_records_name() {
     }
 }
 
-/// Regression: `dlq purge` deletes every key a purged record names in `raw_key`, without the
-/// check `dlq replay` now makes (only `<dead-letter>:oversized:` lists). A hand-edited or
-/// foreign record (the very threat the replay fix guards against) naming the source queue
-/// makes a purge delete the source queue: every message waiting there is lost.
+/// A hand-edited or foreign record whose `raw_key` names the source queue: `dlq purge` deletes
+/// only `<dead-letter>:oversized:` lists, so the source and its messages survive.
 #[test]
 fn purge_deletes_only_this_dead_letter_list_s_own_message_lists() {
     let server = RedisServer::start();

@@ -34,71 +34,56 @@ fn a_tiny_rate_keeps_the_daemon_healthy() {
     d.terminate_ok();
 }
 
-/// Shutdown while paused on a link that stops answering: the pause's `LLEN` is awaited
-/// without the shutdown token, so SIGTERM waits for `REDIS_COMMAND_TIMEOUT`.
-#[test]
-fn shutdown_is_prompt_while_paused_on_a_stalled_link() {
+/// Start a daemon through a proxy with `messages` waiting and `settings`, wait for
+/// `ready_line`, then make the link stop answering (packets vanish, no reset) and check that
+/// SIGTERM still exits 0 within the grace period.
+fn shutdown_on_a_stalled_link(messages: u64, settings: &[(&str, &str)], ready_line: &str) {
     let server = RedisServer::start();
     let proxy = Proxy::to_port(server.port, Duration::ZERO);
     let names = Names::new();
     let mut c = server.conn();
-    let w = workload(1000, 0, 100);
-    push_all(&mut c, &names.source, &w.messages);
+    push_all(&mut c, &names.source, &workload(messages, 0, 100).messages);
     let port = proxy.port_str();
-    let mut d = start_daemon(
-        &server,
-        &names,
-        &[
-            ("REDIS_PORT", port.as_str()),
-            ("REDIS_BATCH_SIZE", "10"),
-            ("REDIS_MAX_PROCESSING_QUEUE_LENGTH", "20"),
-            ("REDIS_COMMAND_TIMEOUT", "30"),
-            ("REDIS_LEASE_TTL", "60"),
-        ],
-    );
+    let mut env = vec![
+        ("REDIS_PORT", port.as_str()),
+        ("REDIS_BATCH_SIZE", "10"),
+        ("REDIS_COMMAND_TIMEOUT", "30"),
+        ("REDIS_LEASE_TTL", "60"),
+    ];
+    env.extend_from_slice(settings);
+    let mut d = start_daemon(&server, &names, &env);
     assert!(
-        d.wait_for_line("\"paused\"", Duration::from_secs(10)),
+        d.wait_for_line(ready_line, Duration::from_secs(10)),
         "{}",
         d.all_output()
     );
     std::thread::sleep(Duration::from_millis(500));
     proxy.blackhole();
-    // The next LLEN (every 250 ms) is now sent and never answered.
+    // Whatever the mover sends next is never answered.
     std::thread::sleep(Duration::from_millis(600));
     d.terminate_ok();
+}
+
+/// Shutdown while paused on a link that stops answering: the pause's `LLEN` (every 250 ms)
+/// races the shutdown signal, so SIGTERM does not wait for `REDIS_COMMAND_TIMEOUT`.
+#[test]
+fn shutdown_is_prompt_while_paused_on_a_stalled_link() {
+    shutdown_on_a_stalled_link(
+        1000,
+        &[("REDIS_MAX_PROCESSING_QUEUE_LENGTH", "20")],
+        "\"paused\"",
+    );
 }
 
 /// Control for the test above: the same stalled link without back-pressure (the mover waits
-/// for a partial batch's deadline, every await under the shutdown token) exits promptly.
+/// for a partial batch's deadline) exits promptly too.
 #[test]
-fn control_shutdown_is_prompt_on_a_stalled_link_without_back_pressure() {
-    let server = RedisServer::start();
-    let proxy = Proxy::to_port(server.port, Duration::ZERO);
-    let names = Names::new();
-    let mut c = server.conn();
-    let w = workload(5, 0, 100);
-    push_all(&mut c, &names.source, &w.messages);
-    let port = proxy.port_str();
-    let mut d = start_daemon(
-        &server,
-        &names,
-        &[
-            ("REDIS_PORT", port.as_str()),
-            ("REDIS_BATCH_SIZE", "10"),
-            ("REDIS_PROCESSING_TIMEOUT", "100"),
-            ("REDIS_COMMAND_TIMEOUT", "30"),
-            ("REDIS_LEASE_TTL", "60"),
-        ],
-    );
-    assert!(d.wait_for_line("lease acquired", Duration::from_secs(10)));
-    std::thread::sleep(Duration::from_millis(500));
-    proxy.blackhole();
-    std::thread::sleep(Duration::from_millis(600));
-    d.terminate_ok();
+fn shutdown_is_prompt_on_a_stalled_link_without_back_pressure() {
+    shutdown_on_a_stalled_link(5, &[("REDIS_PROCESSING_TIMEOUT", "100")], "lease acquired");
 }
 
-/// A paused holder that loses the lease keeps `batch_processor_paused` at 1 (and its
-/// heartbeat's `paused`) while it stands by, however long, even after the list drains.
+/// A paused holder that loses the lease leaves the paused state: `batch_processor_paused` (and
+/// its heartbeat's `paused`) is 0 while it stands by.
 #[test]
 fn a_standby_replica_does_not_report_paused() {
     let server = RedisServer::start();

@@ -130,12 +130,11 @@ fn a_limit_set_too_high_is_learned_from_refused_commits() {
     let mut admin = server.conn();
     // A user that may not run CONFIG: the daemon cannot read the limit, and its setting
     // (512 MB by default) is far too high.
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("bp")
-        .arg(&["on", ">bp-pw", "~*", "&*", "+@all", "-config"][..])
-        .query(&mut admin)
-        .unwrap();
+    acl_setuser(
+        &mut admin,
+        "bp",
+        &["on", ">bp-pw", "~*", "&*", "+@all", "-config"],
+    );
     let (good, big) = setup(&server, &names);
     let env = env_with(
         &server,

@@ -8,24 +8,20 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-/// Finding: `ValueLimit::request_failed` learns from every failed request that carried a
-/// value above 1 MiB, whatever the failure was. With CONFIG denied (the managed-service case
-/// the learning exists for) and a *correct* setting, two refusals that have nothing to do
-/// with size (here WRONGTYPE on the processing list, fixed by the operator a moment later;
-/// a Redis restart answering LOADING, an OOM EXECABORT or two timeouts do the same) lower
-/// the limit for the rest of the process's life, and a perfectly good message is then
-/// dead-lettered as "too large to wrap" instead of enveloped.
+/// Refusals that have nothing to do with size (here WRONGTYPE on the processing list, fixed
+/// by the operator a moment later) never lower the value limit, even with CONFIG denied and
+/// commits carrying a 2 MB value: the good 2 MB message is enveloped, not dead-lettered as too
+/// large to wrap.
 #[test]
 fn non_size_refusals_must_not_lower_the_value_limit() {
     let server = RedisServer::start();
     let names = Names::new();
     let mut admin = server.conn();
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("bp")
-        .arg(&["on", ">bp-pw", "~*", "&*", "+@all", "-config"][..])
-        .query(&mut admin)
-        .unwrap();
+    acl_setuser(
+        &mut admin,
+        "bp",
+        &["on", ">bp-pw", "~*", "&*", "+@all", "-config"],
+    );
     // Three good messages: small, 2 MB, small. The server takes values up to 512 MB, and the
     // daemon's setting says so too (the default): nothing here is too large.
     let good = vec![event(1, 200), event(2, 2_000_000), event(3, 200)];
@@ -84,12 +80,9 @@ fn non_size_refusals_must_not_lower_the_value_limit() {
     );
 }
 
-/// Finding: `StuckWatch` starts its clock at the first failure and only a turn that ends in
-/// `Outcome::Progress` stops it, but a healthy mover holding a young partial batch makes no
-/// progress until the batch's deadline (acquiring the lease and reads are `Continue`). Two
-/// transient blips (a client kill, a Redis restart) further apart than `REDIS_STUCK_AFTER`
-/// while a partial batch waits mark a healthy mover stuck: `mover stuck` at error level,
-/// `/readyz` 503, until the batch's deadline (300 s by default).
+/// Two transient blips (client kills) further apart than `REDIS_STUCK_AFTER` while a young
+/// partial batch waits for its deadline do not make a healthy mover stuck: no `mover stuck`,
+/// `/readyz` stays 200.
 #[test]
 fn two_blips_around_a_waiting_partial_batch_are_not_stuck() {
     let server = RedisServer::start();
@@ -132,11 +125,8 @@ fn two_blips_around_a_waiting_partial_batch_are_not_stuck() {
     assert_eq!(llen(&mut test, &names.source), 1);
 }
 
-/// Finding: `dlq purge` deletes the dead-letter list in one transaction, then SCANs and
-/// deletes every `<dead-letter>:oversized:*` list afterwards. A record by reference that a
-/// running daemon commits in between survives the purge (it was not counted, and it is still
-/// on the list) while the list holding its message is deleted: the message is gone, and
-/// `dlq replay` can never put it back.
+/// A purge beside a running daemon never separates a record from its message: a record by
+/// reference that the daemon commits during the purge keeps the list holding its message.
 #[test]
 fn purge_beside_a_running_daemon_keeps_no_record_without_its_message() {
     let server = RedisServer::start_with(&["--proto-max-bulk-len", "1mb"]);
@@ -240,7 +230,7 @@ fn a_round_trip_too_long_for_the_lease_ttl_is_not_silent() {
     assert_accounted(&outcome(&mut c, &names), &w, &names, true, false);
 }
 
-/// Check (expected sound): records by reference built while earlier commits are still in
+/// Records by reference built while earlier commits are still in
 /// flight move exactly their own message (the position sent to the script is counted from
 /// the tail as the commits before it leave it). Small batches, a short prefetch and a
 /// delaying link keep two requests in flight; every 7th message is a distinct message too

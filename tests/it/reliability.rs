@@ -364,16 +364,6 @@ fn auth_server() -> RedisServer {
     RedisServer::start_with_password(SERVER_PASSWORD)
 }
 
-/// `ACL SETUSER name rules...` as the server's admin.
-fn acl_setuser(admin: &mut redis::Connection, name: &str, rules: &[&str]) {
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg(name)
-        .arg(rules)
-        .query(admin)
-        .unwrap();
-}
-
 /// Start a daemon with `creds`, and check it keeps running, reports each attempt with a
 /// warn/error line naming one of `who(names)` (the user, or for NOAUTH possibly a key),
 /// logs at most one such line per retry attempt, and never prints a password.

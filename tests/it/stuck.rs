@@ -104,14 +104,9 @@ fn a_standby_replica_is_never_stuck() {
     d.terminate_ok();
 }
 
-/// Regression: `wait()` now calls `progressed()` whenever it waits on purpose, and a young
-/// partial batch waits on purpose for its deadline. A mover whose every commit is refused
-/// (here NOPERM on its LPUSH; WRONGTYPE, OOM, a foreign writer's TailChanged do the same) with fewer than `REDIS_BATCH_SIZE` messages waiting
-/// goes: reconnect, take the lease, read, wait for the deadline (`progressed()`: the stuck
-/// clock is cleared), commit, fail (the clock starts again) ... The clock never reaches
-/// `REDIS_STUCK_AFTER`: the mover is never reported stuck, `/readyz` stays 200 and `mover_stuck` 0 while
-/// nothing moves. (Before the fix `failing_commits_with_a_backlog...` only passed because its
-/// backlog of 200 fills whole batches, which never wait.)
+/// A mover whose every commit is refused (here NOPERM on its LPUSH) with fewer than
+/// `REDIS_BATCH_SIZE` messages waiting alternates a purposeful wait for the batch's deadline
+/// with a failed commit; the waits do not reset the stuck clock, so it is reported stuck.
 #[test]
 fn failing_commits_alternating_with_a_partial_batch_wait_are_stuck() {
     let server = RedisServer::start();
@@ -121,12 +116,11 @@ fn failing_commits_alternating_with_a_partial_batch_wait_are_stuck() {
     push_all(&mut c, &names.source, &w.messages);
     // Every commit is refused (NOPERM on its LPUSH); the probe's LLENs still work, so
     // readiness depends on the stuck verdict alone.
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("bp")
-        .arg(&["on", ">bp-pw", "~*", "&*", "+@all", "-lpush"][..])
-        .query(&mut c)
-        .unwrap();
+    acl_setuser(
+        &mut c,
+        "bp",
+        &["on", ">bp-pw", "~*", "&*", "+@all", "-lpush"],
+    );
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut d = start_daemon(

@@ -124,7 +124,7 @@ pub(crate) fn lease_holder(conn: &mut redis::Connection, names: &Names) -> Optio
         .arg(names.keys().lease())
         .query(conn)
         .expect("GET lease");
-    v.map(|s| s.rsplit_once('/').map_or(s.clone(), |(c, _)| c.to_string()))
+    v.map(|s| batch_processor::mover::lease::lease_holder(&s).to_string())
 }
 
 /// Push from a thread: `messages` in chunks of `chunk`, sleeping `pause` between chunks.

@@ -172,6 +172,16 @@ impl Drop for RedisServer {
 }
 
 /// A synchronous connection to `url` (for threads that cannot borrow the server).
+/// `ACL SETUSER name rules...` as the server's admin.
+pub(crate) fn acl_setuser(admin: &mut redis::Connection, name: &str, rules: &[&str]) {
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(name)
+        .arg(rules)
+        .query(admin)
+        .unwrap();
+}
+
 pub(crate) fn connect(url: &str) -> redis::Connection {
     redis::Client::open(url)
         .and_then(|c| c.get_connection())

@@ -1,0 +1,104 @@
+//! The dead letters of a plan: a record per covered message that does not wrap, with its
+//! exact bytes, or by reference when the record would pass the server's value limit; and
+//! how many trailing bad messages still fit a commit's byte cap.
+
+use uuid::Uuid;
+
+use super::{wraps, Limits, Peeked, Plan};
+use crate::dead_letter::DeadLetter;
+use crate::message::Rejection;
+use crate::settings::Queues;
+
+/// A message the commit moves, inside Redis, onto a list of its own (see
+/// [`crate::dead_letter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ByReference {
+    /// Its index in the planned run (0: the oldest, at the tail).
+    pub index: usize,
+    /// The list that will hold it: `<dead-letter list>:oversized:<uuid>`.
+    pub key: String,
+}
+
+/// How many of the messages at the start of `rest` that do not wrap fit the commit, which
+/// already carries `plan_bytes`.
+pub(super) fn trailing_dead_letters(
+    rest: &[Peeked],
+    mut plan_bytes: usize,
+    limits: &Limits,
+    queues: &Queues,
+    timestamp: &str,
+) -> usize {
+    let mut taken = 0;
+    for p in rest {
+        if wraps(p, limits) {
+            break;
+        }
+        let record = record_len(p, limits, queues, timestamp);
+        if plan_bytes + record > limits.max_commit_bytes {
+            break;
+        }
+        plan_bytes += record;
+        taken += 1;
+    }
+    taken
+}
+
+/// The dead letters of the covered run: every message in it that does not wrap.
+pub(super) fn dead_letters(plan: &mut Plan, covered: &[Peeked], limits: &Limits, queues: &Queues) {
+    for (index, p) in covered.iter().enumerate() {
+        let why = match &p.verdict {
+            Err(why) => why.clone(),
+            Ok(_) if !wraps(p, limits) => Rejection::TooLargeToWrap {
+                size: p.bytes.len(),
+                limit: limits.max_value_bytes,
+            },
+            Ok(_) => continue,
+        };
+        plan_dead_letter(plan, p, index, why, limits, queues);
+    }
+}
+
+/// Bytes the dead-letter record of `p` (which does not wrap) will take, at most: small when
+/// it goes by reference.
+pub(super) fn record_len(p: &Peeked, limits: &Limits, queues: &Queues, timestamp: &str) -> usize {
+    let reason = match &p.verdict {
+        Err(why) => why.to_string(),
+        Ok(_) => Rejection::TooLargeToWrap {
+            size: p.bytes.len(),
+            limit: limits.max_value_bytes,
+        }
+        .to_string(),
+    };
+    let inline = DeadLetter::stored_len(&p.bytes, &reason, &queues.source, timestamp);
+    if inline <= limits.max_value_bytes {
+        inline
+    } else {
+        // A record by reference: the reason, the names and a uuid.
+        reason.len() + queues.source.len() + queues.dead_letter.len() + 200
+    }
+}
+
+/// Add the dead letter for `p` (at `index` in the run) to `plan`: the record with its exact
+/// bytes, or a record by reference when that would pass the server's value limit.
+fn plan_dead_letter(
+    plan: &mut Plan,
+    p: &Peeked,
+    index: usize,
+    why: Rejection,
+    limits: &Limits,
+    queues: &Queues,
+) {
+    let (source, failed_at) = (&queues.source, &plan.timestamp);
+    let fits = DeadLetter::stored_len(&p.bytes, &why.to_string(), source, failed_at)
+        <= limits.max_value_bytes;
+    let record = if fits {
+        DeadLetter::new(&p.bytes, &why, source, failed_at)
+    } else {
+        let key = format!("{}:oversized:{}", queues.dead_letter, Uuid::new_v4());
+        let record = DeadLetter::by_reference(&key, &why, source, failed_at);
+        plan.by_reference.push(ByReference { index, key });
+        record
+    };
+    plan.dead_letters.push(record.to_bytes());
+    plan.dead_letter_classes.push(why.class());
+}

@@ -1,0 +1,272 @@
+//! Turning a run of peeked messages into envelopes and dead letters.
+//!
+//! The mover keeps a local copy of the source's tail ([`Peeked`] messages, oldest first). Every
+//! one of them is still in Redis; the copy only saves re-reading. [`plan`] decides which
+//! prefix of that run the next commit covers: whole batches of good messages, the partial
+//! batch once its deadline has passed, and the bad messages in between, which never wait for
+//! good ones.
+
+use std::ops::Range;
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use crate::envelope;
+use crate::message::{self, Profile, Rejection};
+use crate::settings::Queues;
+
+mod dead_letters;
+
+pub use dead_letters::ByReference;
+use dead_letters::{dead_letters, record_len, trailing_dead_letters};
+
+/// One message read from the source's tail and not yet committed.
+#[derive(Debug)]
+pub struct Peeked {
+    bytes: Vec<u8>,
+    /// Where the JSON value sits inside `bytes`, or why the message was refused.
+    verdict: Result<Range<usize>, Rejection>,
+    /// When the daemon first read it.
+    pub seen: Instant,
+}
+
+impl Peeked {
+    /// Check `bytes` once, at read time.
+    pub fn new(bytes: Vec<u8>, profile: Profile, seen: Instant) -> Self {
+        let verdict = message::check_message(&bytes, profile).map(|value| {
+            // `value` is a subslice of `bytes`; keep it as offsets.
+            let start = value.as_ptr() as usize - bytes.as_ptr() as usize;
+            start..start + value.len()
+        });
+        Peeked {
+            bytes,
+            verdict,
+            seen,
+        }
+    }
+
+    /// The message as read, byte for byte.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Whether the message goes into an envelope.
+    pub fn is_good(&self) -> bool {
+        self.verdict.is_ok()
+    }
+
+    fn value(&self) -> Option<&[u8]> {
+        self.verdict.as_ref().ok().map(|r| &self.bytes[r.clone()])
+    }
+}
+
+/// Limits for one commit.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most messages in one envelope.
+    pub batch_size: usize,
+    /// Most envelopes in one commit.
+    pub max_envelopes: usize,
+    /// Send the trailing partial batch too if its first message was seen at or before this
+    /// instant (now minus the batch timeout): its deadline has passed.
+    pub flush_seen_by: Option<Instant>,
+    /// Largest envelope in message bytes ([`MAX_ENVELOPE_BYTES`] in the daemon).
+    pub max_envelope_bytes: usize,
+    /// Message bytes after which a commit takes no further envelope ([`MAX_COMMIT_BYTES`]).
+    pub max_commit_bytes: usize,
+    /// The largest value the server accepts (`proto-max-bulk-len`). A good message whose
+    /// envelope would pass it, and a dead-letter record that would, go by reference.
+    pub max_value_bytes: usize,
+}
+
+/// One planned envelope. Its bytes are written straight into the Redis command that pushes
+/// it ([`Envelope::write`]), so the messages are copied once, not twice.
+#[derive(Debug)]
+pub struct Envelope {
+    /// Its `event_id`.
+    pub event_id: Uuid,
+    /// Indices, into the planned run, of its messages.
+    members: Vec<usize>,
+    /// Messages inside.
+    pub size: usize,
+    /// When its oldest message was first seen.
+    pub oldest_seen: Instant,
+}
+
+impl Envelope {
+    /// Write the envelope; `pending` is the run it was planned over.
+    pub fn write<W: std::io::Write + ?Sized>(
+        &self,
+        pending: &[Peeked],
+        timestamp: &str,
+        out: &mut W,
+    ) -> std::io::Result<()> {
+        envelope::write_envelope(
+            out,
+            self.event_id,
+            timestamp,
+            self.members
+                .iter()
+                .filter_map(|&i| pending.get(i).and_then(Peeked::value)),
+        )
+    }
+
+    /// Bytes the envelope will take, roughly (for buffer sizing).
+    pub fn len_hint(&self, pending: &[Peeked]) -> usize {
+        200 + self
+            .members
+            .iter()
+            .filter_map(|&i| pending.get(i))
+            .map(|p| p.bytes.len() + 1)
+            .sum::<usize>()
+    }
+}
+
+/// What one commit does.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Items covered, from the source's tail: they are trimmed when the commit succeeds.
+    pub trim: usize,
+    /// Envelopes, oldest first.
+    pub envelopes: Vec<Envelope>,
+    /// Dead-letter records, oldest first.
+    pub dead_letters: Vec<Vec<u8>>,
+    /// The [`crate::message::Rejection::class`] of each dead letter, in the same order.
+    pub dead_letter_classes: Vec<&'static str>,
+    /// Messages dead-lettered by reference: the commit moves each, inside Redis, onto a list
+    /// of its own. Oldest first.
+    pub by_reference: Vec<ByReference>,
+    /// Messages inside the envelopes.
+    pub messages: usize,
+    /// The envelopes' `timestamp` and the dead letters' `failed_at`.
+    pub timestamp: String,
+}
+
+impl Plan {
+    /// Bytes of the largest value the commit sends (an envelope or a dead-letter record);
+    /// `pending` is the run it was planned over.
+    pub fn largest_value(&self, pending: &[Peeked]) -> usize {
+        let envelopes = self.envelopes.iter().map(|e| e.len_hint(pending));
+        let records = self.dead_letters.iter().map(Vec::len);
+        envelopes.chain(records).max().unwrap_or(0)
+    }
+
+    /// Whether the commit would change anything.
+    pub fn is_empty(&self) -> bool {
+        self.trim == 0
+    }
+}
+
+/// What an envelope adds to its messages' bytes, at most (the fixed fields and the commas).
+pub const ENVELOPE_OVERHEAD: usize = 512;
+
+/// Largest envelope, in message bytes. Redis takes values of up to 512 MB
+/// (`proto-max-bulk-len`); a batch that would pass this is sent in more than one envelope.
+pub const MAX_ENVELOPE_BYTES: usize = 256 * 1024 * 1024;
+
+/// A commit stops taking further envelopes and dead letters once it carries this many bytes,
+/// so one transaction (queued whole by Redis until EXEC, and packed whole by the daemon) keeps
+/// memory on both sides bounded.
+pub const MAX_COMMIT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Whether `p` goes into an envelope: good, and small enough that its envelope stays a value
+/// the server accepts.
+fn wraps(p: &Peeked, limits: &Limits) -> bool {
+    p.is_good() && p.bytes.len() + ENVELOPE_OVERHEAD <= limits.max_value_bytes
+}
+
+/// When the oldest good message still waiting was first seen, if any.
+pub fn oldest_waiting(pending: &[Peeked]) -> Option<Instant> {
+    pending.iter().find(|p| p.is_good()).map(|p| p.seen)
+}
+
+/// Plan the next commit over `pending` (oldest first).
+///
+/// Covers whole batches (up to `max_envelopes` and about [`MAX_COMMIT_BYTES`]; a batch larger
+/// than [`MAX_ENVELOPE_BYTES`] is split), the trailing partial batch when its deadline has
+/// passed (see [`Limits::flush_seen_by`]), and every bad message up to the
+/// first good message left behind.
+pub fn plan(pending: &[Peeked], limits: Limits, queues: &Queues, timestamp: &str) -> Plan {
+    let batch_size = limits.batch_size.max(1);
+    let mut plan = Plan {
+        timestamp: timestamp.to_owned(),
+        ..Plan::default()
+    };
+    // Indices (into `pending`) of the good messages of the batch being filled.
+    let mut batch: Vec<usize> = Vec::with_capacity(batch_size);
+    let mut batch_bytes = 0usize;
+    let mut plan_bytes = 0usize;
+    let mut covered = 0usize;
+    for (i, p) in pending.iter().enumerate() {
+        if wraps(p, &limits) {
+            let full = plan.envelopes.len() == limits.max_envelopes
+                || (!plan.envelopes.is_empty() && plan_bytes >= limits.max_commit_bytes);
+            if full {
+                break;
+            }
+            let len = p.bytes.len() + 1;
+            if !batch.is_empty() && batch_bytes + len > limits.max_envelope_bytes {
+                // An envelope must stay one Redis value: close this one early.
+                plan.envelopes.push(build(pending, &batch));
+                covered = batch[batch.len() - 1] + 1;
+                plan_bytes += batch_bytes;
+                batch.clear();
+                batch_bytes = 0;
+                if plan.envelopes.len() == limits.max_envelopes
+                    || plan_bytes >= limits.max_commit_bytes
+                {
+                    break;
+                }
+            }
+            batch.push(i);
+            batch_bytes += len;
+            // Full by count, or by bytes (a message at or over the cap travels alone, now).
+            if batch.len() == batch_size || batch_bytes >= limits.max_envelope_bytes {
+                plan.envelopes.push(build(pending, &batch));
+                batch.clear();
+                plan_bytes += batch_bytes;
+                batch_bytes = 0;
+                covered = i + 1;
+            }
+        } else if batch.is_empty() {
+            // No good message is waiting before this one: it can go now, unless its record
+            // would take the commit past its byte cap (the first item always goes).
+            let record = record_len(p, &limits, queues, timestamp);
+            if covered > 0 && plan_bytes + record > limits.max_commit_bytes {
+                break;
+            }
+            plan_bytes += record;
+            covered = i + 1;
+        }
+    }
+    let expired = |first: usize| {
+        limits
+            .flush_seen_by
+            .is_some_and(|by| pending[first].seen <= by)
+    };
+    if !batch.is_empty() && expired(batch[0]) && plan.envelopes.len() < limits.max_envelopes {
+        plan.envelopes.push(build(pending, &batch));
+        covered = batch[batch.len() - 1] + 1;
+        plan_bytes += batch_bytes;
+        // Bad messages right after the partial batch go too, within the byte cap (the rest
+        // go in the next commit).
+        covered +=
+            trailing_dead_letters(&pending[covered..], plan_bytes, &limits, queues, timestamp);
+    }
+    plan.trim = covered;
+    plan.messages = plan.envelopes.iter().map(|e| e.size).sum();
+    dead_letters(&mut plan, &pending[..covered], &limits, queues);
+    plan
+}
+
+fn build(pending: &[Peeked], batch: &[usize]) -> Envelope {
+    Envelope {
+        event_id: Uuid::new_v4(),
+        members: batch.to_vec(),
+        size: batch.len(),
+        oldest_seen: pending[batch[0]].seen,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
