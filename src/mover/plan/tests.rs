@@ -5,7 +5,7 @@ use super::*;
 /// The lists the plan tests (and the tail window's) use.
 pub(crate) fn queues() -> crate::settings::Queues {
     crate::settings::Queues {
-        source: "src".into(),
+        sources: vec!["src".into()],
         processing: "processing".into(),
         dead_letter: "dead".into(),
     }
@@ -29,7 +29,7 @@ fn run(items: &[&str], limits: Limits) -> (Plan, Vec<Peeked>) {
         .iter()
         .map(|s| Peeked::new(s.as_bytes().to_vec(), PROFILE, now))
         .collect();
-    (plan(&pending, limits, &queues(), "ts"), pending)
+    (plan(&Runs::one(&pending), limits, &queues(), "ts"), pending)
 }
 
 fn sizes(p: &Plan) -> Vec<usize> {
@@ -80,11 +80,11 @@ fn only_the_trailing_batch_s_own_age_decides_its_flush() {
     };
     // The old messages' deadline has passed: they fill one batch with a young one, and
     // the trailing two young messages wait for their own deadline.
-    let p = plan(&pending, limits(old), &queues(), "ts");
+    let p = plan(&Runs::one(&pending), limits(old), &queues(), "ts");
     assert_eq!(sizes(&p), vec![4]);
     assert_eq!(p.trim, 4);
     // Once the young ones' deadline has passed too, they go.
-    let p = plan(&pending, limits(young), &queues(), "ts");
+    let p = plan(&Runs::one(&pending), limits(young), &queues(), "ts");
     assert_eq!(sizes(&p), vec![4, 2]);
 }
 
@@ -176,7 +176,7 @@ fn dead_letter_bytes_count_against_the_commit_cap() {
     let pending: Vec<Peeked> = (0..16)
         .map(|_| Peeked::new(message.clone(), profile, now))
         .collect();
-    let p = plan(&pending, FULL_ONLY, &queues(), "ts");
+    let p = plan(&Runs::one(&pending), FULL_ONLY, &queues(), "ts");
     let carried: usize = p.dead_letters.iter().map(Vec::len).sum();
     assert!(
         carried <= MAX_COMMIT_BYTES,
@@ -200,7 +200,7 @@ fn trailing_dead_letters_after_an_expired_partial_batch_count_against_the_cap() 
         flush_seen_by: Some(now),
         ..FULL_ONLY
     };
-    let p = plan(&pending, limits, &queues(), "ts");
+    let p = plan(&Runs::one(&pending), limits, &queues(), "ts");
     assert_eq!(p.envelopes.len(), 1, "the expired partial batch goes");
     let carried: usize = p.dead_letters.iter().map(Vec::len).sum();
     assert!(
@@ -223,7 +223,7 @@ fn envelopes_splice_messages_in_order() {
     );
     let mut bytes = Vec::new();
     p.envelopes[0]
-        .write(&pending, &p.timestamp, &mut bytes)
+        .write(&Runs::one(&pending), &p.timestamp, &mut bytes)
         .unwrap();
     let text = String::from_utf8(bytes).unwrap();
     assert!(text.contains(r#""batch":[{"a":1},[2]],"size":2"#), "{text}");
