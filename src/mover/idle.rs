@@ -156,7 +156,9 @@ impl Mover {
                 }
             };
             self.idle.waiting[k] = true;
-            self.idle.waits.spawn(blmove(k, conn, source.clone(), block));
+            self.idle
+                .waits
+                .spawn(blmove(k, conn, source.clone(), block));
         }
         let Some(woken) = until(shutdown, self.idle.waits.join_next()).await else {
             return Ok(Outcome::Stop);

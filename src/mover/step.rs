@@ -70,7 +70,10 @@ impl Mover {
         let acquired =
             acquired.map_err(|source| self.command_error("EVAL lease_acquire", key, source))?;
         let settings = &self.ctx.settings;
-        let (source, consumer) = (&settings.queues.sources_label(), &settings.replica.consumer_name);
+        let (source, consumer) = (
+            &settings.queues.sources_label(),
+            &settings.replica.consumer_name,
+        );
         match acquired {
             Acquired::Won => {
                 self.standing_by_for = None;

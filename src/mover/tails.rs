@@ -49,7 +49,9 @@ impl Tails {
             .enumerate()
             .filter_map(|(k, window)| {
                 let trim = trims.get(k).copied().unwrap_or(0);
-                window.read_for(trim, read_ahead, committing).map(|r| (k, r))
+                window
+                    .read_for(trim, read_ahead, committing)
+                    .map(|r| (k, r))
             })
             .collect();
         (committing || !reads.is_empty()).then_some(reads)
@@ -103,5 +105,73 @@ impl Tails {
     /// Drop every copy and position. Safe at any time: every copy is still in Redis.
     pub fn reset(&mut self) {
         self.windows.iter_mut().for_each(TailWindow::reset);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mover::plan::tests::PROFILE;
+
+    fn peeked(n: usize) -> Vec<Peeked> {
+        let now = Instant::now();
+        (0..n)
+            .map(|i| Peeked::new(i.to_string().into_bytes(), PROFILE, now))
+            .collect()
+    }
+
+    /// Send the first request (one read per source) and answer each read with `got[k]` items.
+    fn first_reads(t: &mut Tails, read_ahead: usize, got: &[usize]) {
+        let reads = t.next_reads(&[], read_ahead).unwrap();
+        assert_eq!(reads.len(), got.len(), "every source is read at first");
+        t.reserve(&[], &reads);
+        for (k, read) in reads {
+            t.read_returned(k, read, peeked(got[k]));
+        }
+    }
+
+    #[test]
+    fn a_plan_passes_a_source_only_once_it_was_drained() {
+        let mut t = Tails::new(3);
+        // The first source filled its read (more may wait in Redis); the others came back short.
+        first_reads(&mut t, 4, &[4, 2, 1]);
+        let runs = t.runs();
+        assert_eq!(
+            (runs.sources(), runs.len()),
+            (1, 4),
+            "only the first source"
+        );
+        // Once the first source is drained too, the plan sees all three, in order.
+        let mut t = Tails::new(3);
+        first_reads(&mut t, 4, &[3, 4, 1]);
+        let runs = t.runs();
+        assert_eq!(
+            (runs.sources(), runs.len()),
+            (2, 7),
+            "stops after the undrained second"
+        );
+    }
+
+    #[test]
+    fn a_commit_reads_every_drained_source_again() {
+        let mut t = Tails::new(2);
+        first_reads(&mut t, 4, &[0, 3]);
+        // Nothing to commit and both sources drained: no request at all.
+        assert_eq!(t.next_reads(&[0, 0], 4), None);
+        // A commit of the second source's three items also looks at the first source again,
+        // where a message may have landed since.
+        let reads = t.next_reads(&[0, 3], 4).unwrap();
+        let sources: Vec<usize> = reads.iter().map(|(k, _)| *k).collect();
+        assert_eq!(sources, [0, 1]);
+        assert_eq!((reads[0].1.skip, reads[0].1.count), (0, 4));
+        assert_eq!((reads[1].1.skip, reads[1].1.count), (0, 4));
+        t.reserve(&[0, 3], &reads);
+        t.committed(&[0, 3]);
+        assert_eq!(t.read_returned(0, reads[0].1, peeked(1)), 1);
+        assert_eq!(t.read_returned(1, reads[1].1, peeked(0)), 0);
+        // The message that landed on the first source now leads the next plan.
+        let runs = t.runs();
+        assert_eq!(runs.get(0).map(Peeked::bytes), Some(&b"0"[..]));
+        assert_eq!(runs.len(), 1);
     }
 }

@@ -37,7 +37,10 @@ impl Keys {
 
     /// The legacy lease of the first source (see [`legacy_lease`]).
     pub fn legacy_lease(&self) -> String {
-        legacy_lease(&self.prefix, self.sources.first().map_or("", String::as_str))
+        legacy_lease(
+            &self.prefix,
+            self.sources.first().map_or("", String::as_str),
+        )
     }
 
     /// Every lease the holder takes, together or not at all: for each source (in priority

@@ -7,8 +7,8 @@ use tokio::time::Instant;
 
 use crate::daemon::context::Context;
 use crate::daemon::scheduler::{BoxFuture, Job, JobError};
-use crate::telemetry::health::Health;
 use crate::settings::Queues;
+use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 
 /// The periodic `stats` log line.
@@ -91,8 +91,12 @@ impl Job for Stats {
                 batches = self.metrics.batches.get(),
                 dead_letters = self.metrics.dead_letters.get(),
                 source_len = self.queue_length("source", &self.queues.sources),
-                processing_len = self.queue_length("processing", std::slice::from_ref(&self.queues.processing)),
-                dead_letter_len = self.queue_length("dead_letter", std::slice::from_ref(&self.queues.dead_letter)),
+                processing_len =
+                    self.queue_length("processing", std::slice::from_ref(&self.queues.processing)),
+                dead_letter_len = self.queue_length(
+                    "dead_letter",
+                    std::slice::from_ref(&self.queues.dead_letter)
+                ),
                 rate_per_s = self.last.rate_to(&now),
                 redis_reachable = self.health.redis_reachable(),
                 "stats"

@@ -21,8 +21,8 @@ mod dead_letters;
 mod runs;
 
 pub use dead_letters::ByReference;
-pub use runs::Runs;
 use dead_letters::{dead_letters, record_len, trailing_dead_letters};
+pub use runs::Runs;
 
 /// One message read from the source's tail and not yet committed.
 #[derive(Debug)]

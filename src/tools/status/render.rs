@@ -54,7 +54,11 @@ pub fn render_text(s: &Status) -> String {
         })
         .collect();
     rows.push(("processing".into(), &q.processing.name, q.processing.length));
-    rows.push(("dead letters".into(), &q.dead_letter.name, q.dead_letter.length));
+    rows.push((
+        "dead letters".into(),
+        &q.dead_letter.name,
+        q.dead_letter.length,
+    ));
     for (label, name, length) in rows {
         let _ = writeln!(out, "{label:<14} {name:<width$}  {length:>10}");
     }
