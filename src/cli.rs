@@ -44,6 +44,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the pipelines' list names (with REDIS_SHARDS, one line per shard: shard, source
+    /// lists, processing list, dead-letter list).
+    Shards {
+        /// Only the shard a producer's KEY goes to: CRC-32 (zlib's crc32) of KEY modulo the
+        /// number of shards.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+        /// Print a JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect and repair the dead-letter list.
     Dlq {
         /// The dead-letter action.
@@ -153,6 +164,14 @@ async fn dispatch(
             ExitCode::SUCCESS
         }
         Command::Status { json } => report(crate::tools::status::run(&settings, json).await),
+        Command::Shards { key, json } => {
+            print_stdout(&crate::tools::shards::render(
+                &settings,
+                key.as_deref(),
+                json,
+            ));
+            ExitCode::SUCCESS
+        }
         Command::Dlq { action } => dlq(action, &settings).await,
     }
 }
@@ -166,6 +185,7 @@ fn parse_age(text: &str) -> Result<std::time::Duration, String> {
 /// touched, like any usage error.
 async fn dlq(action: DlqAction, settings: &Settings) -> ExitCode {
     use crate::tools::dlq::{self, ListOptions, ReplayFilter};
+    use crate::tools::each_pipeline::each_pipeline;
     match action {
         DlqAction::List {
             limit,
@@ -177,7 +197,9 @@ async fn dlq(action: DlqAction, settings: &Settings) -> ExitCode {
                 json,
                 scan_limit,
             };
-            report(dlq::list(settings, opts).await)
+            report(
+                each_pipeline(settings, json, |s| async move { dlq::list(&s, opts).await }).await,
+            )
         }
         DlqAction::Replay {
             limit,
@@ -196,11 +218,11 @@ async fn dlq(action: DlqAction, settings: &Settings) -> ExitCode {
                 eprintln!("batch-processor: {e}");
                 return ExitCode::from(EXIT_BAD_CONFIG);
             }
-            report(
-                dlq::replay(settings, limit, &filter)
-                    .await
-                    .map(|r| r.to_string()),
-            )
+            let replay = |s: Settings| {
+                let filter = filter.clone();
+                async move { dlq::replay(&s, limit, &filter).await.map(|r| r.to_string()) }
+            };
+            report(each_pipeline(settings, false, replay).await)
         }
         DlqAction::Purge { yes } => {
             if !yes {
@@ -209,11 +231,12 @@ async fn dlq(action: DlqAction, settings: &Settings) -> ExitCode {
                 );
                 return ExitCode::from(EXIT_BAD_CONFIG);
             }
-            report(
-                dlq::purge(settings)
+            let purge = |s: Settings| async move {
+                dlq::purge(&s)
                     .await
-                    .map(|n| format!("purged {}", dlq::dead_letters(n))),
-            )
+                    .map(|n| format!("purged {}", dlq::dead_letters(n)))
+            };
+            report(each_pipeline(settings, false, purge).await)
         }
     }
 }

@@ -16,6 +16,8 @@
 //!   shutdown; catches signals.
 //! - [`telemetry`]: events (a log line and its metric together), metrics, readiness, the HTTP
 //!   probes and logging.
+//! - [`scale`]: many pipelines per deployment (`REDIS_SHARDS`), balanced across replicas,
+//!   on Redis Cluster.
 //! - [`tools`]: the operator commands (`status`, `dlq`).
 //! - [`cli`]: command-line parsing, mode dispatch and exit codes; `main.rs` only calls it.
 //!
@@ -29,6 +31,7 @@ pub mod envelope;
 pub mod message;
 pub mod mover;
 pub mod redis;
+pub mod scale;
 pub mod settings;
 pub mod telemetry;
 pub mod tools;

@@ -6,12 +6,13 @@
 
 pub mod context;
 pub mod jobs;
+pub mod pipelines;
 pub mod scheduler;
 pub mod signal;
 
 use std::sync::Arc;
 
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -23,7 +24,6 @@ use crate::telemetry::health::Health;
 use crate::telemetry::http;
 
 use crate::mover::Mover;
-use crate::redis::keys::Keys;
 use crate::settings::{Schedule, Settings};
 use crate::telemetry::metrics::Metrics;
 
@@ -64,20 +64,23 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
             .instrument(tracing::info_span!("http")),
         );
     }
+    let pipelines = pipelines::contexts(&ctx);
     tasks.spawn(
-        jobs::daemon_scheduler(ctx.clone())
+        jobs::daemon_scheduler(ctx.clone(), &pipelines)
             .run(shutdown.clone())
             .instrument(tracing::info_span!("scheduler")),
     );
     let health = ctx.health.clone();
-    let mover = tasks.spawn(
-        Mover::new(ctx)
+    let mut movers = JoinSet::new();
+    for pipeline in pipelines {
+        let mover = Mover::new(pipeline)
             .run(shutdown.clone())
-            .instrument(tracing::info_span!("mover_task")),
-    );
+            .instrument(tracing::info_span!("mover_task"));
+        movers.spawn(tasks.track_future(mover));
+    }
     tasks.close();
 
-    if let Some(error) = mover_failure(mover, &shutdown).await {
+    if let Some(error) = mover_failure(&mut movers, &shutdown).await {
         health.set_mover_running(false);
         tracing::error!(message = "mover stopped unexpectedly", error = %error);
         shutdown.cancel();
@@ -92,7 +95,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
 /// The handles the daemon's tasks share.
 fn context(settings: Settings) -> Result<Context, DaemonError> {
     let connector = Connector::new(&settings.redis)?;
-    let keys = Keys::new(&settings.replica.key_prefix, &settings.queues.sources);
+    let keys = pipelines::deployment_keys(&settings);
     let allowance = match settings.schedule {
         Schedule::Continuous => None,
         Schedule::Every { .. } => Some(BatchAllowance::new()),
@@ -114,6 +117,7 @@ fn log_start(ctx: &Context) {
         message = "daemon started",
         redis = %ctx.connector.addr(),
         source = %settings.queues.sources_label(),
+        pipelines = settings.scale.pipelines.len(),
         processing = %settings.queues.processing,
         dead_letter = %settings.queues.dead_letter,
         batch_size = settings.batch.size.get(),
@@ -123,14 +127,14 @@ fn log_start(ctx: &Context) {
     );
 }
 
-/// Wait for shutdown. The mover returns only on shutdown; if it ends before, it panicked:
-/// then this returns why, and the daemon stops instead of answering probes while nothing
-/// moves.
-async fn mover_failure(mut mover: JoinHandle<()>, shutdown: &CancellationToken) -> Option<String> {
+/// Wait for shutdown. A mover returns only on shutdown; if one ends before, it panicked:
+/// then this returns why, and the daemon stops instead of answering probes while a pipeline
+/// stands still.
+async fn mover_failure(movers: &mut JoinSet<()>, shutdown: &CancellationToken) -> Option<String> {
     let ended = tokio::select! {
         biased;
         _ = shutdown.cancelled() => return None,
-        ended = &mut mover => ended,
+        Some(ended) = movers.join_next() => ended,
     };
     // On shutdown the mover ends too, possibly first: that is no failure.
     if shutdown.is_cancelled() {

@@ -41,6 +41,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "max_batches_per_second",
     "batch_burst",
     "max_processing_queue_length",
+    "shards",
+    "cluster",
     "stats_interval",
     "http_addr",
     "log_envelopes_per_second",

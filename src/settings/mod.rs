@@ -31,6 +31,7 @@ mod load;
 mod raw;
 mod redact;
 mod report;
+mod scale;
 mod validate;
 
 pub use env::{Env, ProcessEnv};
@@ -40,6 +41,7 @@ pub use keys::{env_name, ENV_PREFIX, KNOWN_KEYS};
 pub use load::{load, load_with_report};
 pub use redact::{redact, redact_url};
 pub use report::Effective;
+pub use scale::{check_slots, ClusterMode, ScaleSettings};
 
 /// The defaults, with their documentation. Compiled in so the binary needs no files.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -190,6 +192,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Batch byte cap and output rate limit.
     pub flow: FlowSettings,
+    /// Pipelines (`REDIS_SHARDS`) and cluster mode.
+    pub scale: ScaleSettings,
     /// Continuous or scheduled mode.
     pub schedule: Schedule,
     /// Period of the stats line.

@@ -111,6 +111,9 @@ impl EnvelopeLog {
         for e in envelopes {
             let age = now.saturating_duration_since(e.oldest_seen);
             metrics.messages.inc_by(e.size as u64);
+            if let Some(pipeline) = &metrics.pipeline_messages {
+                pipeline.inc_by(e.size as u64);
+            }
             metrics.batches.inc();
             metrics.batch_size.observe(e.size as f64);
             metrics.oldest_message_age.observe(age.as_secs_f64());

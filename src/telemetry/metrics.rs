@@ -9,6 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use super::pipeline_metrics::{PipelineFamilies, StateGauge};
 use crate::redis::ErrorKind;
 
 /// Labels for the list-length gauge.
@@ -51,20 +52,25 @@ pub struct Metrics {
     pub queue_length: Family<QueueLabel, Gauge>,
     /// Redis errors by class.
     pub redis_errors: Family<ErrorKindLabel, Counter>,
-    /// 1 while this replica holds the source lease.
-    pub lease_held: Gauge,
+    /// 1 while this replica holds the source lease (with many pipelines: how many it holds;
+    /// a pipeline's mover sees its own labelled gauge here).
+    pub lease_held: StateGauge,
     /// Commits undone because the source's tail was not what the daemon read.
     pub source_changed: Counter,
-    /// 1 while the mover is stuck (commits failing with a backlog waiting).
-    pub mover_stuck: Gauge,
+    /// 1 while the mover is stuck (commits failing with a backlog waiting); with many
+    /// pipelines, how many are stuck.
+    pub mover_stuck: StateGauge,
     /// Times the mover became stuck.
     pub mover_stuck_episodes: Counter,
     /// Dead letters by the class of their reason.
     pub dead_letters_by_reason: Family<ReasonLabel, Counter>,
-    /// 1 while back-pressure pauses the mover.
-    pub paused: Gauge,
+    /// 1 while back-pressure pauses the mover; with many pipelines, how many are paused.
+    pub paused: StateGauge,
     /// Seconds spent paused by back-pressure (added when a pause ends).
     pub paused_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// A pipeline's own message counter (`None` in a single-pipeline daemon).
+    pub pipeline_messages: Option<Counter>,
+    pipelines: PipelineFamilies,
     registry: Arc<Registry>,
 }
 
@@ -91,13 +97,15 @@ impl Metrics {
             oldest_message_age: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
             queue_length: Family::default(),
             redis_errors: Family::default(),
-            lease_held: Gauge::default(),
+            lease_held: StateGauge::default(),
             source_changed: Counter::default(),
-            mover_stuck: Gauge::default(),
+            mover_stuck: StateGauge::default(),
             mover_stuck_episodes: Counter::default(),
             dead_letters_by_reason: Family::default(),
-            paused: Gauge::default(),
+            paused: StateGauge::default(),
             paused_seconds: Counter::default(),
+            pipeline_messages: None,
+            pipelines: PipelineFamilies::default(),
             registry: Arc::new(Registry::default()),
         };
         let mut registry = Registry::with_prefix("batch_processor");
@@ -149,7 +157,7 @@ impl Metrics {
         registry.register(
             "lease_held",
             "1 while this replica holds the source lease",
-            self.lease_held.clone(),
+            self.lease_held.series(),
         );
         registry.register(
             "source_changed",
@@ -159,7 +167,7 @@ impl Metrics {
         registry.register(
             "mover_stuck",
             "1 while the mover's commits keep failing with a backlog waiting (see /readyz)",
-            self.mover_stuck.clone(),
+            self.mover_stuck.series(),
         );
         registry.register(
             "mover_stuck_episodes",
@@ -174,13 +182,14 @@ impl Metrics {
         registry.register(
             "paused",
             "1 while the processing list is at REDIS_MAX_PROCESSING_QUEUE_LENGTH and the mover waits",
-            self.paused.clone(),
+            self.paused.series(),
         );
         registry.register(
             "paused_seconds",
             "Seconds spent paused by back-pressure (added when a pause ends)",
             self.paused_seconds.clone(),
         );
+        self.pipelines.register(registry);
         for reason in crate::message::Rejection::CLASSES {
             let _ = self
                 .dead_letters_by_reason
@@ -200,6 +209,21 @@ impl Metrics {
             let _ = self.redis_errors.get_or_create(&ErrorKindLabel {
                 kind: kind.as_str(),
             });
+        }
+    }
+
+    /// The metrics a pipeline's mover updates: these shared series, except that its state
+    /// gauges and message counter are labelled with `pipeline` (and feed the unlabelled
+    /// totals).
+    pub fn for_pipeline(&self, pipeline: &str) -> Metrics {
+        let totals = [&self.lease_held, &self.paused, &self.mover_stuck];
+        let series = self.pipelines.series(pipeline, totals);
+        Metrics {
+            lease_held: series.lease_held,
+            paused: series.paused,
+            mover_stuck: series.stuck,
+            pipeline_messages: Some(series.messages),
+            ..self.clone()
         }
     }
 

@@ -1,11 +1,12 @@
 //! What the daemon tells about itself: [`events`] (one log line and its metric together),
-//! [`metrics`], [`health`] (readiness flags), the [`http`] probes and [`logging`] set-up.
+//! [`metrics`] (with [`pipeline_metrics`], the per-pipeline series), [`health`] (readiness flags), the [`http`] probes and [`logging`] set-up.
 
 pub mod events;
 pub mod health;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod pipeline_metrics;
 
 /// `d` in whole milliseconds, for log fields; saturates instead of truncating.
 pub fn millis(d: std::time::Duration) -> u64 {

@@ -2,4 +2,6 @@
 //! Redis, whether or not a daemon runs.
 
 pub mod dlq;
+pub mod each_pipeline;
+pub mod shards;
 pub mod status;

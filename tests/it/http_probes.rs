@@ -70,7 +70,8 @@ impl Rig {
             ctx.metrics.clone(),
             shutdown.clone(),
         ));
-        let jobs = tokio::spawn(daemon_scheduler(ctx.clone()).run(shutdown.clone()));
+        let jobs =
+            tokio::spawn(daemon_scheduler(ctx.clone(), &[ctx.clone()]).run(shutdown.clone()));
         Rig {
             server,
             names,

@@ -23,6 +23,7 @@ mod json_profile;
 mod operations;
 mod oversized;
 mod ownership;
+mod pipelines;
 mod priority;
 mod regressions;
 mod reliability;

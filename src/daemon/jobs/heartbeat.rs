@@ -61,7 +61,8 @@ impl Heartbeat {
     fn pipeline(&self, now: &Snapshot, now_ms: i64) -> redis::Pipeline {
         let hash = self.keys.replica(&self.consumer);
         let replicas = self.keys.replicas();
-        let holds_lease = if self.metrics.lease_held.get() == 1 {
+        // With many pipelines the gauge counts the pipelines held.
+        let holds_lease = if self.metrics.lease_held.get() >= 1 {
             "1"
         } else {
             "0"
@@ -85,8 +86,14 @@ impl Heartbeat {
             .arg(now_ms)
             .arg("holds_lease")
             .arg(holds_lease)
+            .arg("pipelines_held")
+            .arg(self.metrics.lease_held.get().to_string())
             .arg("paused")
-            .arg(self.metrics.paused.get().to_string())
+            .arg(if self.metrics.paused.get() >= 1 {
+                "1"
+            } else {
+                "0"
+            })
             .arg("messages")
             .arg(now.messages)
             .arg("batches")

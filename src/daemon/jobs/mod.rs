@@ -65,12 +65,16 @@ impl JobsError {
     }
 }
 
-/// The scheduler the daemon runs: probe, stats, heartbeat, and the allowance refill in
-/// scheduled mode.
-pub fn daemon_scheduler(ctx: Context) -> Scheduler {
+/// The scheduler the daemon runs: probe (one per pipeline, each on the pipeline's own
+/// connection), stats, heartbeat, and the allowance refill in scheduled mode.
+pub fn daemon_scheduler(ctx: Context, pipelines: &[Context]) -> Scheduler {
     let mut scheduler = Scheduler::new();
-    scheduler.add(probe::Probe::new(&ctx));
-    scheduler.add(stats::Stats::new(&ctx));
+    for (i, pipeline) in pipelines.iter().enumerate() {
+        // Only the first probe reports reachability: one flag, one writer. A pipeline whose
+        // node is down shows as a stuck mover instead.
+        scheduler.add(probe::Probe::new(pipeline, i == 0));
+    }
+    scheduler.add(stats::Stats::new(&ctx, pipelines));
     scheduler.add(heartbeat::Heartbeat::new(&ctx));
     match (ctx.settings.schedule, ctx.allowance) {
         (Schedule::Every { every, max_batches }, Some(permits)) => {
@@ -178,13 +182,15 @@ mod tests {
 
     #[test]
     fn continuous_mode_has_no_allowance_refill() {
-        let s = daemon_scheduler(context(&[]));
+        let ctx = context(&[]);
+        let s = daemon_scheduler(ctx.clone(), &[ctx]);
         assert_eq!(s.job_names(), vec!["probe", "stats", "heartbeat"]);
     }
 
     #[test]
     fn scheduled_mode_adds_the_allowance_refill() {
-        let s = daemon_scheduler(context(&[("REDIS_SCHEDULE", "2")]));
+        let ctx = context(&[("REDIS_SCHEDULE", "2")]);
+        let s = daemon_scheduler(ctx.clone(), &[ctx]);
         assert_eq!(
             s.job_names(),
             vec!["probe", "stats", "heartbeat", "allowance"]

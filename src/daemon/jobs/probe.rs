@@ -24,12 +24,17 @@ pub(super) struct Probe {
     queues: Queues,
     metrics: Metrics,
     health: Health,
+    /// Whether this probe's outcome is the readiness flag `redis_reachable`.
+    reports_reachability: bool,
     bound: Duration,
 }
 
 impl Probe {
-    pub(super) fn new(ctx: &Context) -> Self {
+    /// The probe of `ctx`'s pipeline; with `reports_reachability`, its outcome feeds
+    /// readiness.
+    pub(super) fn new(ctx: &Context, reports_reachability: bool) -> Self {
         Probe {
+            reports_reachability,
             conn: OwnConnection::new(&ctx.connector),
             queues: ctx.settings.queues.clone(),
             metrics: ctx.metrics.clone(),
@@ -90,7 +95,9 @@ impl Job for Probe {
             if let Err(e) = &result {
                 self.metrics.redis_error(e.kind());
             }
-            self.health.set_redis_reachable(result.is_ok());
+            if self.reports_reachability {
+                self.health.set_redis_reachable(result.is_ok());
+            }
             Ok(result?)
         })
     }
@@ -103,9 +110,9 @@ mod tests {
 
     #[test]
     fn bound_is_the_command_timeout_capped() {
-        let probe = Probe::new(&context(&[("REDIS_COMMAND_TIMEOUT", "0.2")]));
+        let probe = Probe::new(&context(&[("REDIS_COMMAND_TIMEOUT", "0.2")]), true);
         assert_eq!(probe.period(), PROBE_PERIOD);
         assert_eq!(probe.bound, Duration::from_millis(200));
-        assert_eq!(Probe::new(&context(&[])).bound, PROBE_TIMEOUT_CAP);
+        assert_eq!(Probe::new(&context(&[]), true).bound, PROBE_TIMEOUT_CAP);
     }
 }

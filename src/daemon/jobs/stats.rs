@@ -17,7 +17,8 @@ pub(super) struct Stats {
     period: Duration,
     metrics: Metrics,
     health: Health,
-    queues: Queues,
+    /// Every pipeline's lists.
+    pipelines: Vec<Queues>,
     last: Snapshot,
 }
 
@@ -48,20 +49,25 @@ impl Snapshot {
 }
 
 impl Stats {
-    pub(super) fn new(ctx: &Context) -> Self {
+    pub(super) fn new(ctx: &Context, pipelines: &[Context]) -> Self {
         Stats {
+            pipelines: pipelines
+                .iter()
+                .map(|p| p.settings.queues.clone())
+                .collect(),
             period: ctx.settings.stats_interval,
             metrics: ctx.metrics.clone(),
             health: ctx.health.clone(),
-            queues: ctx.settings.queues.clone(),
             last: Snapshot::now(&ctx.metrics),
         }
     }
 
-    /// The summed last-seen lengths of `lists`, in the role `queue`.
-    fn queue_length(&self, queue: &'static str, lists: &[String]) -> i64 {
-        lists
+    /// The summed last-seen lengths, over every pipeline, of the lists `lists` picks, in the
+    /// role `queue`.
+    fn queue_length(&self, queue: &'static str, lists: fn(&Queues) -> Vec<&String>) -> i64 {
+        self.pipelines
             .iter()
+            .flat_map(lists)
             .map(|list| self.metrics.queue_length_of(queue, list))
             .sum()
     }
@@ -90,13 +96,9 @@ impl Job for Stats {
                 messages = now.messages,
                 batches = self.metrics.batches.get(),
                 dead_letters = self.metrics.dead_letters.get(),
-                source_len = self.queue_length("source", &self.queues.sources),
-                processing_len =
-                    self.queue_length("processing", std::slice::from_ref(&self.queues.processing)),
-                dead_letter_len = self.queue_length(
-                    "dead_letter",
-                    std::slice::from_ref(&self.queues.dead_letter)
-                ),
+                source_len = self.queue_length("source", |q| q.sources.iter().collect()),
+                processing_len = self.queue_length("processing", |q| vec![&q.processing]),
+                dead_letter_len = self.queue_length("dead_letter", |q| vec![&q.dead_letter]),
                 rate_per_s = self.last.rate_to(&now),
                 redis_reachable = self.health.redis_reachable(),
                 "stats"
@@ -115,8 +117,9 @@ mod tests {
     #[test]
     fn period_follows_the_settings() {
         let ctx = context(&[("REDIS_STATS_INTERVAL", "7")]);
-        assert_eq!(Stats::new(&ctx).period(), Duration::from_secs(7));
-        assert!(!Stats::new(&ctx).run_at_start());
+        let stats = Stats::new(&ctx, std::slice::from_ref(&ctx));
+        assert_eq!(stats.period(), Duration::from_secs(7));
+        assert!(!stats.run_at_start());
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,8 +7,10 @@
 //! consistent snapshot, then one more round trip fetches the replica hashes. Every call is
 //! bounded by the connect and command timeouts, so status never hangs.
 
+mod pipelines;
 mod render;
 
+pub use pipelines::{read_sharded, render_sharded, PipelineStatus, ShardedStatus};
 pub use render::render_text;
 
 use std::collections::HashMap;
@@ -153,6 +155,14 @@ pub struct Status {
 
 /// Read the state from Redis and render it as text, or as one JSON document with `json`.
 pub async fn run(settings: &Settings, json: bool) -> Result<String, StatusError> {
+    if settings.scale.is_sharded() {
+        let status = read_sharded(settings).await?;
+        return Ok(if json {
+            serde_json::to_string_pretty(&status).unwrap_or_default()
+        } else {
+            render_sharded(&status)
+        });
+    }
     let status = read(settings).await?;
     if json {
         // A struct of strings and numbers always serialises; rates are finite (see `parse_f64`).

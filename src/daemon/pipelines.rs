@@ -1,0 +1,55 @@
+//! One [`Context`] per pipeline. A pipeline's context is the daemon's, with that pipeline's
+//! lists in its settings and keys, its own labelled state gauges and readiness flags, and a
+//! connector that reaches the node owning its slot (on a cluster). The mover reads
+//! `ctx.settings.queues` and `ctx.keys` everywhere, so it needs nothing else to know which
+//! pipeline it moves.
+
+use std::sync::Arc;
+
+use crate::daemon::context::Context;
+use crate::redis::keys::Keys;
+use crate::scale::shards;
+use crate::settings::Settings;
+
+/// The contexts of the daemon's movers: `base` itself for today's single pipeline, otherwise
+/// one per shard.
+pub fn contexts(base: &Context) -> Vec<Context> {
+    let scale = &base.settings.scale;
+    if !scale.is_sharded() {
+        return vec![base.clone()];
+    }
+    let labels: Vec<String> = scale.pipelines.iter().map(|q| q.sources_label()).collect();
+    let health = base.health.pipelines(&labels);
+    scale
+        .pipelines
+        .iter()
+        .zip(health)
+        .map(|(queues, health)| {
+            let label = queues.sources_label();
+            let settings = Settings {
+                queues: queues.clone(),
+                ..Settings::clone(&base.settings)
+            };
+            Context {
+                keys: Keys::new(&settings.replica.key_prefix, &queues.sources),
+                settings: Arc::new(settings),
+                connector: base.connector.clone(),
+                metrics: base.metrics.for_pipeline(&label),
+                health,
+                allowance: base.allowance.clone(),
+                started_at: base.started_at,
+            }
+        })
+        .collect()
+}
+
+/// The keys of the deployment as a whole (its replicas' heartbeats): named after the
+/// configured lists, in braces when sharded so that they share one cluster slot.
+pub fn deployment_keys(settings: &Settings) -> Keys {
+    let prefix = &settings.replica.key_prefix;
+    if settings.scale.is_sharded() {
+        Keys::new(prefix, &[shards::deployment_tag(&settings.queues)])
+    } else {
+        Keys::new(prefix, &settings.queues.sources)
+    }
+}

@@ -1,0 +1,99 @@
+//! Scale-out settings: how many pipelines (`REDIS_SHARDS`) and whether Redis is a cluster
+//! (`REDIS_CLUSTER`), validated against the list names.
+
+use super::raw::RawSettings;
+use super::{Queues, SettingsError};
+use crate::scale::{shards, tags};
+
+/// Whether Redis is a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterMode {
+    /// Ask the server at start-up (`INFO cluster`).
+    Auto,
+    /// A cluster: route each pipeline to the node owning its slot.
+    On,
+    /// One server (or a Sentinel-managed primary).
+    Off,
+}
+
+/// The deployment's pipelines and how Redis is laid out.
+#[derive(Debug, Clone)]
+pub struct ScaleSettings {
+    /// `REDIS_SHARDS`: 0 for today's single pipeline under the configured names.
+    pub shards: usize,
+    /// `REDIS_CLUSTER`.
+    pub cluster: ClusterMode,
+    /// Every pipeline's lists: one (the configured names) when `shards` is 0.
+    pub pipelines: Vec<Queues>,
+}
+
+impl ScaleSettings {
+    /// Whether this deployment runs more than today's single pipeline.
+    pub fn is_sharded(&self) -> bool {
+        self.shards > 0
+    }
+}
+
+/// Shards and cluster mode. With shards, names may not carry braces (each shard adds its own
+/// tag); on a cluster, every pipeline's keys must share a slot.
+pub(super) fn validate(
+    raw: &RawSettings,
+    queues: &Queues,
+    key_prefix: &str,
+) -> Result<ScaleSettings, SettingsError> {
+    let max = shards::MAX_SHARDS;
+    let shard_count: usize = raw.int("shards", 0, max)?;
+    let cluster = match raw.required("cluster")? {
+        "auto" => ClusterMode::Auto,
+        "true" => ClusterMode::On,
+        "false" => ClusterMode::Off,
+        v => {
+            return Err(SettingsError::invalid(
+                "cluster",
+                v,
+                "\"auto\", \"true\" or \"false\"",
+            ))
+        }
+    };
+    if shard_count > 0 {
+        let named = [
+            ("raw_data_queue", queues.sources_label()),
+            ("processing_queue", queues.processing.clone()),
+            ("dead_letter_queue", queues.dead_letter.clone()),
+            ("key_prefix", key_prefix.to_owned()),
+        ];
+        for (key, value) in named {
+            if value.contains(['{', '}']) {
+                return Err(SettingsError::invalid(
+                    key,
+                    &value,
+                    "a name without { or } when REDIS_SHARDS is set (each shard adds its own hash tag)",
+                ));
+            }
+        }
+    }
+    let scale = ScaleSettings {
+        shards: shard_count,
+        cluster,
+        pipelines: shards::pipelines(queues, shard_count),
+    };
+    if cluster == ClusterMode::On {
+        check_slots(&scale, key_prefix)?;
+    }
+    Ok(scale)
+}
+
+/// On a cluster: every pipeline's keys in one slot, or a bad `REDIS_RAW_DATA_QUEUE` whose
+/// message explains the hash-tag rule and shows corrected names.
+pub fn check_slots(scale: &ScaleSettings, key_prefix: &str) -> Result<(), SettingsError> {
+    for pipeline in &scale.pipelines {
+        if let Err(e) = tags::check(pipeline, key_prefix) {
+            return Err(SettingsError::invalid(
+                "raw_data_queue",
+                &pipeline.sources_label(),
+                e.to_string(),
+            ));
+        }
+    }
+    Ok(())
+}
