@@ -65,15 +65,20 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         );
     }
     let pipelines = pipelines::contexts(&ctx);
+    let balance = pipelines::balance(&settings);
     tasks.spawn(
-        jobs::daemon_scheduler(ctx.clone(), &pipelines)
+        jobs::daemon_scheduler_with(ctx.clone(), &pipelines, balance.clone())
             .run(shutdown.clone())
             .instrument(tracing::info_span!("scheduler")),
     );
     let health = ctx.health.clone();
     let mut movers = JoinSet::new();
     for pipeline in pipelines {
-        let mover = Mover::new(pipeline)
+        let mut mover = Mover::new(pipeline);
+        if let Some(balance) = &balance {
+            mover = mover.with_balance(balance.clone());
+        }
+        let mover = mover
             .run(shutdown.clone())
             .instrument(tracing::info_span!("mover_task"));
         movers.spawn(tasks.track_future(mover));

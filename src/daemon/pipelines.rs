@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::daemon::context::Context;
 use crate::redis::keys::Keys;
+use crate::scale::balance::Balance;
 use crate::scale::shards;
 use crate::settings::Settings;
 
@@ -41,6 +42,16 @@ pub fn contexts(base: &Context) -> Vec<Context> {
             }
         })
         .collect()
+}
+
+/// The shares of a sharded deployment's pipelines among its replicas (`None` for a single
+/// pipeline, which every replica tries, as before). Until the first fleet beat, at most one
+/// lease TTL, no mover tries a lease.
+pub fn balance(settings: &Settings) -> Option<Balance> {
+    settings
+        .scale
+        .is_sharded()
+        .then(|| Balance::new(settings.scale.pipelines.len(), settings.replica.lease_ttl))
 }
 
 /// The keys of the deployment as a whole (its replicas' heartbeats): named after the

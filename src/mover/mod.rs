@@ -19,6 +19,7 @@
 pub mod allowance;
 pub mod back_pressure;
 pub mod backoff;
+mod balancing;
 pub mod commit;
 mod idle;
 pub mod keeper;
@@ -112,6 +113,12 @@ pub struct Mover {
     rate: Option<TokenBucket>,
     /// `REDIS_MAX_PROCESSING_QUEUE_LENGTH`, when set.
     back_pressure: Option<BackPressure>,
+    /// The replica's shares of a sharded deployment's pipelines, when they are shared.
+    balance: Option<crate::scale::balance::Balance>,
+    /// This mover's place in the share, while it holds or tries the leases.
+    claim: Option<crate::scale::balance::Claim>,
+    /// Standing by because the share is full (logged once per episode).
+    waiting_for_share: bool,
 }
 
 impl Mover {
@@ -156,6 +163,9 @@ impl Mover {
             value_limit,
             rate,
             back_pressure,
+            balance: None,
+            claim: None,
+            waiting_for_share: false,
         }
     }
 
@@ -217,6 +227,7 @@ impl Mover {
         self.tails.reset();
         self.pipeline.clear();
         self.lease.forget();
+        self.claim = None;
     }
 
     /// A commit or a session failed: the mover may now be stuck.
@@ -261,6 +272,7 @@ impl Mover {
             Ok(Err(error)) => tracing::warn!(message = "lease not released", %error),
             Err(_) => tracing::warn!(message = "lease not released", error = "timed out"),
         }
+        self.claim = None;
         self.ctx.metrics.lease_held.set(0);
     }
 

@@ -32,6 +32,9 @@ impl Mover {
             return self.take_lease(conn, shutdown).await;
         }
         match self.lease.refresh() {
+            Standing::Held if self.should_hand_over() => {
+                return Ok(self.hand_over(conn, shutdown).await);
+            }
             Standing::Held => {}
             Standing::Lost => {
                 self.lease_lost();
@@ -63,6 +66,13 @@ impl Mover {
         conn: &mut MultiplexedConnection,
         shutdown: &CancellationToken,
     ) -> Result<Outcome, MoverError> {
+        if !self.may_try_lease() {
+            self.ctx.metrics.lease_held.set(0);
+            return Ok(match sleep(shutdown, self.lease.standby_interval()).await {
+                Outcome::Stop => Outcome::Stop,
+                _ => Outcome::Progress,
+            });
+        }
         let Some(acquired) = until(shutdown, self.lease.acquire(conn)).await else {
             return Ok(Outcome::Stop);
         };
@@ -86,6 +96,8 @@ impl Mover {
                 return Ok(Outcome::Continue);
             }
             Acquired::HeldBy(value) => {
+                // The place in the share is for a pipeline this replica can take.
+                self.claim = None;
                 let holder = super::lease::lease_holder(&value);
                 if self.standing_by_for.as_deref() != Some(holder) {
                     events::standing_by(source, consumer, holder);

@@ -63,6 +63,12 @@ impl Keys {
         format!("{}:replicas:{}", self.prefix, self.label)
     }
 
+    /// The fleet of a sharded deployment: a sorted set of its replicas scored by their last
+    /// beat (Redis time, ms), which sizes each replica's share of the pipelines.
+    pub fn fleet(&self) -> String {
+        format!("{}:fleet:{}", self.prefix, self.label)
+    }
+
     /// Hash describing one replica, written by its heartbeat; expires when it stops.
     pub fn replica(&self, name: &str) -> String {
         format!("{}:replica:{}:{}", self.prefix, self.label, name)

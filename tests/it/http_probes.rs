@@ -70,8 +70,9 @@ impl Rig {
             ctx.metrics.clone(),
             shutdown.clone(),
         ));
-        let jobs =
-            tokio::spawn(daemon_scheduler(ctx.clone(), &[ctx.clone()]).run(shutdown.clone()));
+        let jobs = tokio::spawn(
+            daemon_scheduler(ctx.clone(), std::slice::from_ref(&ctx)).run(shutdown.clone()),
+        );
         Rig {
             server,
             names,

@@ -6,11 +6,14 @@
 //!   and the rate since the previous line.
 //! - [`heartbeat`] (every third of the lease TTL): this replica's hash and its entry in the
 //!   replica set, read by `batch-processor status`.
+//! - [`fleet`] (sharded deployments only, four times per lease TTL): this replica's beat in
+//!   the fleet set, and the count of live replicas that sizes its share of the pipelines.
 //! - [`allowance`] (scheduled mode only): grants the mover its batches for the next tick.
 //!
 //! The mover renews the lease itself; no job here touches it.
 
 mod allowance;
+mod fleet;
 mod heartbeat;
 mod probe;
 mod stats;
@@ -68,7 +71,20 @@ impl JobsError {
 /// The scheduler the daemon runs: probe (one per pipeline, each on the pipeline's own
 /// connection), stats, heartbeat, and the allowance refill in scheduled mode.
 pub fn daemon_scheduler(ctx: Context, pipelines: &[Context]) -> Scheduler {
+    daemon_scheduler_with(ctx, pipelines, None)
+}
+
+/// [`daemon_scheduler`], plus the fleet beat feeding `balance` when the pipelines are shared
+/// among replicas.
+pub fn daemon_scheduler_with(
+    ctx: Context,
+    pipelines: &[Context],
+    balance: Option<crate::scale::balance::Balance>,
+) -> Scheduler {
     let mut scheduler = Scheduler::new();
+    if let Some(balance) = balance {
+        scheduler.add(fleet::FleetBeat::new(&ctx, balance));
+    }
     for (i, pipeline) in pipelines.iter().enumerate() {
         // Only the first probe reports reachability: one flag, one writer. A pipeline whose
         // node is down shows as a stuck mover instead.
