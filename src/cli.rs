@@ -276,6 +276,10 @@ async fn run_daemon(settings: Settings, early: crate::daemon::signal::EarlySigna
     });
     match crate::daemon::run(settings, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(crate::daemon::DaemonError::Settings(e)) => {
+            eprintln!("batch-processor: {e}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
         Err(e) => {
             tracing::error!(message = "daemon stopped", error = %e);
             eprintln!("batch-processor: {e}");

@@ -20,6 +20,8 @@ use tracing::Instrument;
 use crate::daemon::context::Context;
 use crate::mover::allowance::BatchAllowance;
 use crate::redis::connection::{self, Connector};
+use crate::scale::cluster::{self, Router};
+use crate::scale::slot::key_slot;
 use crate::telemetry::health::Health;
 use crate::telemetry::http;
 
@@ -36,6 +38,9 @@ pub enum DaemonError {
     /// The HTTP listener could not be bound.
     #[error(transparent)]
     Http(#[from] http::HttpError),
+    /// Redis turned out to be a cluster and a pipeline's keys do not share one slot.
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
     /// The mover ended before shutdown (a panic): nothing would move any more.
     #[error("the mover stopped unexpectedly: {0}")]
     MoverStopped(String),
@@ -43,7 +48,12 @@ pub enum DaemonError {
 
 /// Run until `shutdown` is cancelled.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), DaemonError> {
-    let ctx = context(settings)?;
+    let cluster = cluster::detect(&settings.redis, settings.scale.cluster).await;
+    if cluster {
+        crate::settings::check_slots(&settings.scale, &settings.replica.key_prefix)?;
+    }
+    let router = cluster.then(|| Router::new(&settings.redis));
+    let ctx = context(settings, router.as_ref())?;
     let settings = Arc::clone(&ctx.settings);
     log_start(&ctx);
     // Bind first, so a taken port fails the start instead of a background task.
@@ -64,7 +74,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
             .instrument(tracing::info_span!("http")),
         );
     }
-    let pipelines = pipelines::contexts(&ctx);
+    let pipelines = pipelines::contexts(&ctx, router.as_ref());
     let balance = pipelines::balance(&settings);
     tasks.spawn(
         jobs::daemon_scheduler_with(ctx.clone(), &pipelines, balance.clone())
@@ -97,10 +107,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     Ok(())
 }
 
-/// The handles the daemon's tasks share.
-fn context(settings: Settings) -> Result<Context, DaemonError> {
-    let connector = Connector::new(&settings.redis)?;
+/// The handles the daemon's tasks share; on a cluster, its connector reaches the node that
+/// owns the deployment's own keys.
+fn context(settings: Settings, router: Option<&Router>) -> Result<Context, DaemonError> {
     let keys = pipelines::deployment_keys(&settings);
+    let mut connector = Connector::new(&settings.redis)?;
+    if let Some(router) = router {
+        connector = connector.for_slot(router, key_slot(&keys.replicas()));
+    }
     let allowance = match settings.schedule {
         Schedule::Continuous => None,
         Schedule::Every { .. } => Some(BatchAllowance::new()),

@@ -9,12 +9,14 @@ use std::sync::Arc;
 use crate::daemon::context::Context;
 use crate::redis::keys::Keys;
 use crate::scale::balance::Balance;
+use crate::scale::cluster::Router;
 use crate::scale::shards;
+use crate::scale::slot::key_slot;
 use crate::settings::Settings;
 
 /// The contexts of the daemon's movers: `base` itself for today's single pipeline, otherwise
-/// one per shard.
-pub fn contexts(base: &Context) -> Vec<Context> {
+/// one per shard, each reaching its own slot's primary through `router` on a cluster.
+pub fn contexts(base: &Context, router: Option<&Router>) -> Vec<Context> {
     let scale = &base.settings.scale;
     if !scale.is_sharded() {
         return vec![base.clone()];
@@ -31,10 +33,16 @@ pub fn contexts(base: &Context) -> Vec<Context> {
                 queues: queues.clone(),
                 ..Settings::clone(&base.settings)
             };
+            let connector = match router {
+                Some(router) => base
+                    .connector
+                    .for_slot(router, key_slot(&queues.processing)),
+                None => base.connector.clone(),
+            };
             Context {
                 keys: Keys::new(&settings.replica.key_prefix, &queues.sources),
                 settings: Arc::new(settings),
-                connector: base.connector.clone(),
+                connector,
                 metrics: base.metrics.for_pipeline(&label),
                 health,
                 allowance: base.allowance.clone(),

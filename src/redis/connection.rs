@@ -12,6 +12,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
 
 use crate::redis::error::{ErrorKind, RedisFailure};
+use crate::scale::cluster::Router;
 use crate::settings::RedisSettings;
 
 /// The `command` of a [`RedisFailure`] when no connection could be made.
@@ -22,6 +23,9 @@ pub const CONNECT: &str = "connect";
 pub struct Connector {
     client: redis::Client,
     settings: RedisSettings,
+    /// On a cluster: the slot whose primary every connection goes to, found afresh for each
+    /// connection (see [`crate::scale::cluster`]).
+    route: Option<(Router, u16)>,
 }
 
 /// The connection could not be set up (before any network I/O).
@@ -54,7 +58,17 @@ impl Connector {
         Ok(Connector {
             client,
             settings: settings.clone(),
+            route: None,
         })
+    }
+
+    /// This connector, but every connection goes to the primary that owns `slot`, as `router`
+    /// finds it when the connection opens.
+    pub fn for_slot(&self, router: &Router, slot: u16) -> Self {
+        Connector {
+            route: Some((router.clone(), slot)),
+            ..self.clone()
+        }
     }
 
     /// The address, for log lines.
@@ -85,10 +99,31 @@ impl Connector {
         &self,
         response_timeout: Duration,
     ) -> Result<MultiplexedConnection, RedisError> {
+        let client = match &self.route {
+            None => self.client.clone(),
+            Some((router, slot)) => {
+                let owner = router.owner(*slot).await.map_err(|e| e.into_redis())?;
+                Connector::new(&owner).map_err(|e| e.0.source)?.client
+            }
+        };
+        self.open(&client, response_timeout).await
+    }
+
+    /// A connection for non-blocking commands to the configured node itself, whatever the
+    /// route (for asking a cluster node who owns a slot).
+    pub async fn node_connection(&self) -> Result<MultiplexedConnection, RedisError> {
+        self.open(&self.client, self.settings.command_timeout).await
+    }
+
+    async fn open(
+        &self,
+        client: &redis::Client,
+        response_timeout: Duration,
+    ) -> Result<MultiplexedConnection, RedisError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.settings.connect_timeout))
             .set_response_timeout(Some(response_timeout));
-        self.client
+        client
             .get_multiplexed_async_connection_with_config(&config)
             .await
     }

@@ -1,9 +1,20 @@
 //! Operator commands over a sharded deployment: run the command once per pipeline, on that
-//! pipeline's lists (and so on the node that owns its slot), and join the outputs.
+//! pipeline's lists and, on a cluster, on the node that owns its slot; then join the outputs.
 
 use std::future::Future;
 
-use crate::settings::Settings;
+use crate::scale::cluster::{routed, router_if_cluster, Router};
+use crate::settings::{Queues, Settings};
+
+/// `settings` narrowed to the pipeline `queues`, aimed at the node that owns its slot.
+pub async fn on_node(settings: &Settings, queues: Queues, router: Option<&Router>) -> Settings {
+    let redis = routed(&settings.redis, router, &queues.processing).await;
+    Settings {
+        queues,
+        redis,
+        ..settings.clone()
+    }
+}
 
 /// Run `command` with `settings` narrowed to each pipeline in turn; a single-pipeline
 /// deployment runs it once, unchanged. Text outputs are joined under a `pipeline <name>`
@@ -17,18 +28,15 @@ where
     F: Fn(Settings) -> Fut,
     Fut: Future<Output = Result<String, E>>,
 {
+    let router = router_if_cluster(&settings.redis, settings.scale.cluster).await;
     if !settings.scale.is_sharded() {
-        return command(settings.clone()).await;
+        return command(on_node(settings, settings.queues.clone(), router.as_ref()).await).await;
     }
     let mut texts = Vec::new();
     let mut docs = Vec::new();
     for queues in &settings.scale.pipelines {
         let name = queues.sources_label();
-        let narrowed = Settings {
-            queues: queues.clone(),
-            ..settings.clone()
-        };
-        let out = command(narrowed).await?;
+        let out = command(on_node(settings, queues.clone(), router.as_ref()).await).await?;
         if json {
             let result = serde_json::from_str::<serde_json::Value>(&out)
                 .unwrap_or(serde_json::Value::String(out));

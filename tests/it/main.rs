@@ -13,6 +13,7 @@ mod harness;
 
 mod balancing;
 mod chaos;
+mod cluster;
 mod commit_fencing;
 mod core;
 mod dlq_cli;

@@ -26,7 +26,9 @@ use crate::mover::lease::lease_holder;
 use crate::redis::connection::{self, Connector};
 use crate::redis::keys::{source_lease, Keys};
 use crate::redis::RedisFailure;
+use crate::scale::cluster::router_if_cluster;
 use crate::settings::{Queues, Settings};
+use crate::tools::each_pipeline::on_node;
 
 /// Why status could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -155,15 +157,17 @@ pub struct Status {
 
 /// Read the state from Redis and render it as text, or as one JSON document with `json`.
 pub async fn run(settings: &Settings, json: bool) -> Result<String, StatusError> {
+    let router = router_if_cluster(&settings.redis, settings.scale.cluster).await;
     if settings.scale.is_sharded() {
-        let status = read_sharded(settings).await?;
+        let status = read_sharded(settings, router.as_ref()).await?;
         return Ok(if json {
             serde_json::to_string_pretty(&status).unwrap_or_default()
         } else {
             render_sharded(&status)
         });
     }
-    let status = read(settings).await?;
+    let settings = on_node(settings, settings.queues.clone(), router.as_ref()).await;
+    let status = read(&settings).await?;
     if json {
         // A struct of strings and numbers always serialises; rates are finite (see `parse_f64`).
         Ok(serde_json::to_string_pretty(&status).unwrap_or_default())

@@ -9,8 +9,10 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{read, ListLengths, Replica, StatusError, Totals};
+use crate::scale::cluster::Router;
 use crate::scale::shards;
 use crate::settings::{Queues, Settings};
+use crate::tools::each_pipeline::on_node;
 
 /// One pipeline's state.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -41,11 +43,14 @@ pub struct ShardedStatus {
 }
 
 /// Read every pipeline, then the replicas.
-pub async fn read_sharded(settings: &Settings) -> Result<ShardedStatus, StatusError> {
+pub async fn read_sharded(
+    settings: &Settings,
+    router: Option<&Router>,
+) -> Result<ShardedStatus, StatusError> {
     let mut pipelines = Vec::new();
     let mut totals = Totals::default();
     for queues in &settings.scale.pipelines {
-        let status = read(&with_queues(settings, queues.clone())).await?;
+        let status = read(&on_node(settings, queues.clone(), router).await).await?;
         totals.messages += status.totals.messages;
         totals.batches += status.totals.batches;
         totals.dead_letters += status.totals.dead_letters;
@@ -56,12 +61,16 @@ pub async fn read_sharded(settings: &Settings) -> Result<ShardedStatus, StatusEr
             totals: status.totals,
         });
     }
-    // The deployment's heartbeats live under its tag (see `daemon::pipelines`).
+    // The deployment's heartbeats live under its tag (see `daemon::pipelines`); every key
+    // this read touches is named after it, so they share the tag's slot.
+    let tag = shards::deployment_tag(&settings.queues);
     let deployment = Queues {
-        sources: vec![shards::deployment_tag(&settings.queues)],
-        ..settings.queues.clone()
+        sources: vec![tag.clone()],
+        processing: tag.clone(),
+        dead_letter: tag,
     };
-    let fleet = read(&with_queues(settings, deployment)).await?;
+    let fleet_settings = on_node(settings, deployment, router).await;
+    let fleet = read(&fleet_settings).await?;
     Ok(ShardedStatus {
         redis: fleet.redis,
         pipelines,
@@ -69,13 +78,6 @@ pub async fn read_sharded(settings: &Settings) -> Result<ShardedStatus, StatusEr
         replicas: fleet.replicas,
         rate_per_s: fleet.rate_per_s,
     })
-}
-
-fn with_queues(settings: &Settings, queues: Queues) -> Settings {
-    Settings {
-        queues,
-        ..settings.clone()
-    }
 }
 
 /// The human-readable table.

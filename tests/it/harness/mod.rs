@@ -5,6 +5,7 @@
 
 mod audit;
 mod chaos;
+mod cluster;
 mod daemon;
 mod http;
 mod pipelines;
@@ -15,6 +16,7 @@ mod tls;
 
 pub(crate) use audit::*;
 pub(crate) use chaos::*;
+pub(crate) use cluster::*;
 pub(crate) use daemon::*;
 pub(crate) use http::*;
 pub(crate) use pipelines::*;
