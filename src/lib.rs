@@ -26,6 +26,7 @@ pub mod cli;
 pub mod daemon;
 pub mod dead_letter;
 pub mod envelope;
+pub mod ledger;
 pub mod message;
 pub mod mover;
 pub mod redis;

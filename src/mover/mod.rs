@@ -21,6 +21,7 @@ pub mod backoff;
 pub mod commit;
 mod idle;
 pub mod keeper;
+mod ledger;
 pub mod lease;
 pub mod pipeline;
 pub mod plan;

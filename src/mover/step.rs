@@ -244,6 +244,7 @@ impl Mover {
             lease_after: &lease_after,
             now_ms: chrono::Utc::now().timestamp_millis(),
             max_processing: self.back_pressure.as_ref().map(BackPressure::limit),
+            ledger: settings.ledger.enabled.then_some(&settings.ledger),
         };
         let lrange = read.map(|r| commit::Read {
             skip: r.skip,
