@@ -7,12 +7,15 @@
 //! - [`heartbeat`] (every third of the lease TTL): this replica's hash and its entry in the
 //!   replica set, read by `batch-processor status`.
 //! - [`allowance`] (scheduled mode only): grants the mover its batches for the next tick.
+//! - [`recovery`] (batch ledger on only): loads the ledger's function library, redelivers the
+//!   batches of dead workers, and mirrors the ledger's totals into the metrics.
 //!
 //! The mover renews the lease itself; no job here touches it.
 
 mod allowance;
 mod heartbeat;
 mod probe;
+mod recovery;
 mod stats;
 
 use std::time::Duration;
@@ -72,6 +75,9 @@ pub fn daemon_scheduler(ctx: Context) -> Scheduler {
     scheduler.add(probe::Probe::new(&ctx));
     scheduler.add(stats::Stats::new(&ctx));
     scheduler.add(heartbeat::Heartbeat::new(&ctx));
+    if ctx.settings.ledger.enabled {
+        scheduler.add(recovery::Recovery::new(&ctx));
+    }
     match (ctx.settings.schedule, ctx.allowance) {
         (Schedule::Every { every, max_batches }, Some(permits)) => {
             scheduler.add(allowance::AllowanceRefill {
@@ -113,6 +119,23 @@ impl OwnConnection {
     /// Forget the connection, e.g. when a reply may still be in flight on it.
     fn reset(&mut self) {
         self.conn = None;
+    }
+
+    /// The connection, opened first if needed.
+    async fn get(&mut self) -> Result<&mut MultiplexedConnection, JobsError> {
+        if self.conn.is_none() {
+            let conn = self.connector.command_connection().await.map_err(|source| {
+                JobsError::Connect(self.connector.failure(CONNECT, source))
+            })?;
+            self.conn = Some(conn);
+        }
+        // Set just above.
+        self.conn.as_mut().ok_or_else(|| {
+            JobsError::Connect(self.connector.failure(
+                CONNECT,
+                redis::RedisError::from(std::io::Error::other("no connection")),
+            ))
+        })
     }
 
     /// Run `pipe` (the step `what`, sending `commands`), opening the connection first if
@@ -180,6 +203,15 @@ mod tests {
     fn continuous_mode_has_no_allowance_refill() {
         let s = daemon_scheduler(context(&[]));
         assert_eq!(s.job_names(), vec!["probe", "stats", "heartbeat"]);
+    }
+
+    #[test]
+    fn the_ledger_adds_its_recovery_job() {
+        let s = daemon_scheduler(context(&[("REDIS_BATCH_LEDGER", "true")]));
+        assert_eq!(
+            s.job_names(),
+            vec!["probe", "stats", "heartbeat", "ledger_recovery"]
+        );
     }
 
     #[test]
