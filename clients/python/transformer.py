@@ -36,7 +36,11 @@ def main() -> int:
     done = 0
     idle_since = time.monotonic()
     while a.max_batches == 0 or done < a.max_batches:
-        batch = worker.claim(timeout=1.0)
+        try:
+            batch = worker.claim(timeout=1.0)
+        except redis.ConnectionError:
+            time.sleep(0.2)  # Redis restarting; a claim whose reply was lost is resumed
+            continue
         if batch is None:
             if a.idle_exit and time.monotonic() - idle_since > a.idle_exit:
                 break
@@ -47,12 +51,19 @@ def main() -> int:
             time.sleep(a.work_seconds)
         total = len(batch.items)
         failed = total // a.fail_every if a.fail_every else 0
-        try:
-            result = worker.ack(batch, completed=total - failed, failed=failed)
-            print(json.dumps({"event": "acked", "id": batch.event_id, "status": result.status}),
-                  flush=True)
-        except StaleDelivery as e:
-            print(json.dumps({"event": "stale", "id": batch.event_id, "error": str(e)}), flush=True)
+        while True:
+            try:
+                result = worker.ack(batch, completed=total - failed, failed=failed)
+                print(json.dumps({"event": "acked", "id": batch.event_id,
+                                  "status": result.status}), flush=True)
+            except StaleDelivery as e:
+                # Redelivered meanwhile, or this very ack landed before its reply was lost.
+                print(json.dumps({"event": "stale", "id": batch.event_id, "error": str(e)}),
+                      flush=True)
+            except redis.ConnectionError:
+                time.sleep(0.2)
+                continue
+            break
         done += 1
         idle_since = time.monotonic()
     return 0

@@ -98,6 +98,10 @@ class Worker:
         self.heartbeat_every = claim_timeout / 3.0
         self.library = library
         self.library_wait = library_wait
+        # Ids this object handed out and has not finished: anything else in the worker's
+        # in-flight list is a claim whose reply was lost (a dropped connection, a restart of
+        # this process under the same name), which claim() hands out again first.
+        self._held: set = set()
 
     # -- the protocol ---------------------------------------------------------------------
 
@@ -109,12 +113,16 @@ class Worker:
         the others simply wait again.
         """
         deadline = time.monotonic() + timeout
+        resumed = self._resume()
+        if resumed is not None:
+            return resumed
         while True:
             reply = self._fcall("batch_claim", 1, self.queue, self.prefix, self.name)
             if reply is not None:
                 envelope, event_id, delivery = reply
                 if isinstance(event_id, bytes):
                     event_id = event_id.decode()
+                self._held.add(event_id)
                 return Batch(envelope=envelope, event_id=event_id, delivery=int(delivery))
             left = deadline - time.monotonic()
             if left <= 0:
@@ -134,11 +142,17 @@ class Worker:
         """Report items done. Acks add up; when completed + failed reaches the total the
         batch is finished and leaves the in-flight list. Raises a :class:`LedgerRefused`
         subclass when refused (stale delivery, over-reporting, unknown batch)."""
-        status, done, bad, total = self._fcall(
-            "batch_ack", 0, self.prefix, batch.event_id, batch.delivery, completed, failed
-        )
+        try:
+            status, done, bad, total = self._fcall(
+                "batch_ack", 0, self.prefix, batch.event_id, batch.delivery, completed, failed
+            )
+        except StaleDelivery:
+            self._held.discard(batch.event_id)
+            raise
         if isinstance(status, bytes):
             status = status.decode()
+        if status != "processing":
+            self._held.discard(batch.event_id)
         return AckResult(status=status, completed=int(done), failed=int(bad), total=int(total))
 
     @contextlib.contextmanager
@@ -166,6 +180,21 @@ class Worker:
             thread.join()
 
     # -- plumbing -------------------------------------------------------------------------
+
+    def _resume(self) -> Optional[Batch]:
+        """The oldest envelope in this worker's in-flight list that this object did not hand
+        out and that the ledger still shows claimed by this worker, under its delivery."""
+        inflight = f"{self.prefix}inflight:{self.name}"
+        for envelope in reversed(self.redis.lrange(inflight, 0, -1)):
+            event_id = envelope[13:49].decode("ascii", "replace")
+            if event_id in self._held:
+                continue
+            status, delivery, worker = self.redis.hmget(
+                self.prefix + event_id, "status", "deliveries", "worker")
+            if status == b"processing" and worker == self.name.encode():
+                self._held.add(event_id)
+                return Batch(envelope=envelope, event_id=event_id, delivery=int(delivery))
+        return None
 
     def _fcall(self, function: str, numkeys: int, *args: Any) -> Any:
         deadline = time.monotonic() + self.library_wait

@@ -144,3 +144,15 @@ def test_a_lost_library_is_loaded_again(server, library):
     server.execute_command("FUNCTION", "FLUSH")
     w = Worker(server, name="w1", library=library)
     assert w.claim(timeout=1) is not None
+
+
+def test_a_claim_whose_reply_was_lost_is_handed_out_again(server):
+    event_id = push_envelope(server, [1, 2])
+    first = Worker(server, name="w1")
+    batch = first.claim(timeout=1)
+    # The same worker restarted (or its claim's reply lost): it gets its claim back first,
+    # under the same delivery, before anything new.
+    push_envelope(server, [3])
+    again = Worker(server, name="w1").claim(timeout=1)
+    assert (again.event_id, again.delivery) == (event_id, batch.delivery)
+    assert again.items == [1, 2]
