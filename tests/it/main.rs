@@ -21,6 +21,7 @@ mod flow_regressions;
 mod http_probes;
 mod json_profile;
 mod ledger;
+mod ledger_crash;
 mod operations;
 mod oversized;
 mod ownership;
