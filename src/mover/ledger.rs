@@ -8,18 +8,18 @@
 
 use crate::ledger::LedgerKeys;
 use crate::mover::commit::Commit;
-use crate::settings::LedgerSettings;
+use crate::settings::{LedgerSettings, Queues};
 
 const LEDGER_ENTRIES: &str = include_str!("../redis/scripts/ledger_entries.lua");
 
 /// Append the ledger write for `commit`'s envelopes to `pipe` (inside MULTI, after the
-/// commit script). `source` is what the entries' `source` field says: the source list, or
-/// the lists joined with `,` in priority order when one envelope draws on several.
+/// commit script). Each entry's `source` names the source lists its envelope's messages came
+/// from, joined with `,` in priority order (one name when there is one source).
 pub(super) fn append(
     pipe: &mut redis::Pipeline,
     settings: &LedgerSettings,
     lease_key: &str,
-    source: &str,
+    queues: &Queues,
     commit: &Commit<'_>,
 ) {
     let keys = LedgerKeys::new(&settings.state_prefix);
@@ -31,9 +31,13 @@ pub(super) fn append(
     }
     eval.arg(commit.lease_after)
         .arg(settings.state_ttl)
-        .arg(commit.now_ms)
-        .arg(source);
+        .arg(commit.now_ms);
     for e in envelopes {
-        eval.arg(e.size);
+        let sources: Vec<&str> = e
+            .sources(commit.pending)
+            .into_iter()
+            .filter_map(|k| queues.sources.get(k).map(String::as_str))
+            .collect();
+        eval.arg(e.size).arg(sources.join(","));
     }
 }

@@ -25,6 +25,7 @@ mod ledger_crash;
 mod operations;
 mod oversized;
 mod ownership;
+mod priority;
 mod regressions;
 mod reliability;
 mod settings_cli;

@@ -119,11 +119,6 @@ impl Transformer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-
-    /// Wait up to `limit` for it to exit by itself.
-    pub(crate) fn wait_exit(&mut self, limit: Duration) -> bool {
-        wait_until(limit, || matches!(self.child.try_wait(), Ok(Some(_))))
-    }
 }
 
 impl Drop for Transformer {
