@@ -152,7 +152,10 @@ mod tests {
         assert_eq!(e.percent(), 33.3);
         assert_eq!(e.worker.as_deref(), Some("w1"));
         assert!(Entry::from_fields("id", &HashMap::new()).is_none());
-        assert_eq!(Status::parse("completed_with_failures").as_str(), "completed_with_failures");
+        assert_eq!(
+            Status::parse("completed_with_failures").as_str(),
+            "completed_with_failures"
+        );
         assert!(Status::Dead.is_finished() && !Status::Queued.is_finished());
     }
 }

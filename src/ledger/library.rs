@@ -253,7 +253,9 @@ async fn fcall<C: ConnectionLike + Send, T: FromRedisValue>(
 /// Redis answers `ERR Function not found` for an unknown function: no code of its own, so
 /// the text is the only signal.
 fn is_missing_function(e: &RedisError) -> bool {
-    e.code() == Some("ERR") && e.detail().is_some_and(|d| d.starts_with("Function not found"))
+    e.code() == Some("ERR")
+        && e.detail()
+            .is_some_and(|d| d.starts_with("Function not found"))
 }
 
 /// The library's own refusals carry a `BATCH_*` code; anything else is a Redis failure.

@@ -25,7 +25,9 @@ pub(super) fn append(
     let keys = LedgerKeys::new(&settings.state_prefix);
     let envelopes = &commit.plan.envelopes;
     let eval = pipe.cmd("EVAL");
-    eval.arg(LEDGER_ENTRIES).arg(1 + envelopes.len()).arg(lease_key);
+    eval.arg(LEDGER_ENTRIES)
+        .arg(1 + envelopes.len())
+        .arg(lease_key);
     for e in envelopes {
         eval.arg(keys.batch(&e.event_id.hyphenated().to_string()));
     }

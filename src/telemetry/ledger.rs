@@ -30,10 +30,8 @@ pub const BATCH_OUTCOMES: [&str; 5] = [
 ];
 
 /// The fields of the `totals` hash counted per item, and their labels.
-pub const ITEM_OUTCOMES: [(&str, &str); 2] = [
-    ("items_completed", "completed"),
-    ("items_failed", "failed"),
-];
+pub const ITEM_OUTCOMES: [(&str, &str); 2] =
+    [("items_completed", "completed"), ("items_failed", "failed")];
 
 /// The ledger's series.
 #[derive(Clone, Debug, Default)]
@@ -100,5 +98,9 @@ pub fn batches_recovered(requeued: u64, dead: u64, workers: u64) {
 
 /// The function library was loaded (at start-up, or because Redis had lost it).
 pub fn library_loaded(redis: &str) {
-    tracing::info!(message = "ledger library loaded", redis, library = crate::ledger::LIBRARY_NAME);
+    tracing::info!(
+        message = "ledger library loaded",
+        redis,
+        library = crate::ledger::LIBRARY_NAME
+    );
 }

@@ -23,7 +23,11 @@ fn snapshot(conn: &mut redis::Connection, names: &Names) -> (BTreeSet<String>, B
         .unwrap();
     let ids = envelopes
         .iter()
-        .map(|e| batch_processor::envelope::event_id_of(e).unwrap().to_string())
+        .map(|e| {
+            batch_processor::envelope::event_id_of(e)
+                .unwrap()
+                .to_string()
+        })
         .collect();
     // Entries are the keys with a 36-character id after the prefix.
     let entries = keys
@@ -64,7 +68,10 @@ fn every_envelope_has_its_entry_and_no_entry_lacks_its_envelope_through_daemon_k
         wait_random_progress(&mut conn, &names, Duration::from_secs(20));
         // A snapshot mid-flight, then the kill at once.
         let (ids, entries) = snapshot(&mut conn, &names);
-        assert_eq!(ids, entries, "envelopes and ledger entries differ mid-flight");
+        assert_eq!(
+            ids, entries,
+            "envelopes and ledger entries differ mid-flight"
+        );
         daemon.kill();
     }
     push_all(&mut conn, &names.source, &w.messages[pushed..]);
@@ -126,7 +133,10 @@ async fn acks_from_several_clients_add_up_and_refusals_change_nothing() {
         t.await.unwrap();
     }
     let h = ledger_entry(&mut conn, &names, &claim.event_id);
-    assert_eq!((h["completed"].as_str(), h["status"].as_str()), ("40", "completed"));
+    assert_eq!(
+        (h["completed"].as_str(), h["status"].as_str()),
+        ("40", "completed")
+    );
     assert_eq!(llen(&mut conn, &keys.inflight("w1")), 0);
 
     // The second batch, from the command line: over-reporting and a stale delivery are
@@ -148,11 +158,18 @@ async fn acks_from_several_clients_add_up_and_refusals_change_nothing() {
     assert!(stale.stderr.contains("BATCH_STALE"), "{}", stale.stderr);
     let shown = run_cli(&env, &["batch", "show", &second.event_id, "--json"]);
     let v: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
-    assert_eq!((v["completed"].as_u64(), v["failed"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (v["completed"].as_u64(), v["failed"].as_u64()),
+        (Some(0), Some(0))
+    );
     assert_eq!(v["status"], "processing");
     let done = ack(&["--delivery", "1", "--completed", "39", "--failed", "1"]);
     assert_eq!(done.code, Some(0), "{}", done.stderr);
-    assert!(done.stdout.contains("completed_with_failures"), "{}", done.stdout);
+    assert!(
+        done.stdout.contains("completed_with_failures"),
+        "{}",
+        done.stdout
+    );
     daemon.terminate_ok();
 }
 
@@ -172,7 +189,10 @@ fn the_daemon_loads_the_library_and_loads_it_again_when_redis_loses_it() {
         !libs.is_empty()
     };
     assert!(wait_until(Duration::from_secs(10), || loaded(&mut conn)));
-    let _: () = redis::cmd("FUNCTION").arg("FLUSH").query(&mut conn).unwrap();
+    let _: () = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query(&mut conn)
+        .unwrap();
     assert!(!loaded(&mut conn));
     assert!(
         wait_until(Duration::from_secs(10), || loaded(&mut conn)),
@@ -204,19 +224,31 @@ async fn status_and_batch_list_show_batches_in_flight_and_finished() {
         .await
         .unwrap()
         .unwrap();
-    library::ack(&mut c, &keys, &done.event_id, 1, 3, 1).await.unwrap();
+    library::ack(&mut c, &keys, &done.event_id, 1, 3, 1)
+        .await
+        .unwrap();
     let busy = library::claim(&mut c, &keys, &names.processing, "w-busy")
         .await
         .unwrap()
         .unwrap();
-    library::ack(&mut c, &keys, &busy.event_id, 1, 2, 0).await.unwrap();
+    library::ack(&mut c, &keys, &busy.event_id, 1, 2, 0)
+        .await
+        .unwrap();
 
     let status = run_cli(&env, &["status"]);
     assert_eq!(status.code, Some(0), "{}", status.stderr);
-    assert!(status.stdout.contains("ledger         1 in flight"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("ledger         1 in flight"),
+        "{}",
+        status.stdout
+    );
     assert!(status.stdout.contains("worker w-busy"), "{}", status.stdout);
     assert!(status.stdout.contains("2/4 (50%)"), "{}", status.stdout);
-    assert!(status.stdout.contains("completed_with_failures"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("completed_with_failures"),
+        "{}",
+        status.stdout
+    );
     let json = run_cli(&env, &["status", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(v["ledger"]["in_flight"][0]["worker"], "w-busy");
@@ -230,9 +262,14 @@ async fn status_and_batch_list_show_batches_in_flight_and_finished() {
         serde_json::from_str::<Vec<serde_json::Value>>(&out.stdout).unwrap()
     };
     let ids = |v: Vec<serde_json::Value>| -> Vec<String> {
-        v.iter().map(|e| e["event_id"].as_str().unwrap().to_string()).collect()
+        v.iter()
+            .map(|e| e["event_id"].as_str().unwrap().to_string())
+            .collect()
     };
-    assert_eq!(ids(list(&["--status", "processing"])), vec![busy.event_id.clone()]);
+    assert_eq!(
+        ids(list(&["--status", "processing"])),
+        vec![busy.event_id.clone()]
+    );
     assert_eq!(
         ids(list(&["--status", "completed_with_failures"])),
         vec![done.event_id.clone()]
@@ -242,7 +279,12 @@ async fn status_and_batch_list_show_batches_in_flight_and_finished() {
     let bad = run_cli(&env, &["batch", "list", "--status", "lost"]);
     assert_eq!(bad.code, Some(2));
     let text = run_cli(&env, &["batch", "show", &busy.event_id]);
-    assert!(text.stdout.contains("progress     2 completed, 0 failed of 4 (50%)"), "{}", text.stdout);
+    assert!(
+        text.stdout
+            .contains("progress     2 completed, 0 failed of 4 (50%)"),
+        "{}",
+        text.stdout
+    );
     let missing = run_cli(&env, &["batch", "show", "no-such-batch"]);
     assert_eq!(missing.code, Some(1));
     daemon.terminate_ok();

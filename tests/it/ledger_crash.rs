@@ -38,7 +38,9 @@ fn a_consumer_killed_mid_batch_has_its_batch_redelivered_and_completed() {
     let rescuer = start_transformer(&server, &names, "rescuer", "1", &["--max-batches", "1"]);
     assert!(
         wait_until(Duration::from_secs(15), || {
-            ledger_entry(&mut conn, &names, &id).get("status").map(String::as_str)
+            ledger_entry(&mut conn, &names, &id)
+                .get("status")
+                .map(String::as_str)
                 == Some("completed")
         }),
         "the batch was not completed after its consumer died"
@@ -52,17 +54,30 @@ fn a_consumer_killed_mid_batch_has_its_batch_redelivered_and_completed() {
     assert_eq!(h["worker"], "rescuer");
     assert_eq!(h["completed"], "5");
     assert_eq!(rescuer.wait_claim(Duration::from_secs(5)).1, 2);
-    assert_eq!(llen(&mut conn, &format!("{}inflight:doomed", ledger_prefix(&names))), 0);
+    assert_eq!(
+        llen(
+            &mut conn,
+            &format!("{}inflight:doomed", ledger_prefix(&names))
+        ),
+        0
+    );
     assert_eq!(llen(&mut conn, &names.processing), 0);
     assert!(daemon.wait_for_line("batches redelivered", Duration::from_secs(5)));
     // The metrics mirror the ledger's totals.
     assert!(wait_until(Duration::from_secs(5), || {
         let (_, text) = http_get(http, "/metrics");
-        metric(&text, "batch_processor_ledger_batches_total{outcome=\"redelivered\"}") == Some(1.0)
-            && metric(&text, "batch_processor_ledger_batches_total{outcome=\"completed\"}")
-                == Some(1.0)
-            && metric(&text, "batch_processor_ledger_items_total{outcome=\"completed\"}")
-                == Some(5.0)
+        metric(
+            &text,
+            "batch_processor_ledger_batches_total{outcome=\"redelivered\"}",
+        ) == Some(1.0)
+            && metric(
+                &text,
+                "batch_processor_ledger_batches_total{outcome=\"completed\"}",
+            ) == Some(1.0)
+            && metric(
+                &text,
+                "batch_processor_ledger_items_total{outcome=\"completed\"}",
+            ) == Some(5.0)
     }));
     daemon.terminate_ok();
 }
@@ -72,7 +87,11 @@ fn a_batch_that_kills_every_consumer_is_dead_lettered_and_can_be_replayed() {
     let server = RedisServer::start();
     let names = Names::new();
     let mut conn = server.conn();
-    let env = env(&server, &names, &[("REDIS_BATCH_SIZE", "3"), ("REDIS_MAX_DELIVERIES", "3")]);
+    let env = env(
+        &server,
+        &names,
+        &[("REDIS_BATCH_SIZE", "3"), ("REDIS_MAX_DELIVERIES", "3")],
+    );
     let messages: Vec<Vec<u8>> = (0..3).map(|i| event(i, 100)).collect();
     push_all(&mut conn, &names.source, &messages);
     let mut daemon = spawn_daemon(&env, &["run"]);
@@ -89,7 +108,10 @@ fn a_batch_that_kills_every_consumer_is_dead_lettered_and_can_be_replayed() {
         victim.kill();
     }
     assert!(
-        wait_until(Duration::from_secs(10), || llen(&mut conn, &names.dead_letter) == 1),
+        wait_until(Duration::from_secs(10), || llen(
+            &mut conn,
+            &names.dead_letter
+        ) == 1),
         "the batch did not reach the dead-letter list"
     );
     assert_eq!(llen(&mut conn, &names.processing), 0);
@@ -97,17 +119,28 @@ fn a_batch_that_kills_every_consumer_is_dead_lettered_and_can_be_replayed() {
         serde_json::from_slice(&read_all(&mut conn, &names.dead_letter)[0]).unwrap();
     assert_eq!(record["raw"].as_str().unwrap().as_bytes(), &envelope[..]);
     assert_eq!(record["source_queue"], names.processing);
-    assert!(record["reason"].as_str().unwrap().contains("3 times"), "{record}");
-    let id = batch_processor::envelope::event_id_of(&envelope).unwrap().to_string();
+    assert!(
+        record["reason"].as_str().unwrap().contains("3 times"),
+        "{record}"
+    );
+    let id = batch_processor::envelope::event_id_of(&envelope)
+        .unwrap()
+        .to_string();
     let h = ledger_entry(&mut conn, &names, &id);
-    assert_eq!((h["status"].as_str(), h["deliveries"].as_str()), ("dead", "3"));
+    assert_eq!(
+        (h["status"].as_str(), h["deliveries"].as_str()),
+        ("dead", "3")
+    );
     assert!(daemon.wait_for_line("batches dead-lettered", Duration::from_secs(5)));
 
     // Replay puts the envelope back on the processing queue, byte for byte, and the next
     // claim starts counting deliveries afresh.
     let replay = run_cli(&env, &["dlq", "replay"]);
     assert_eq!(replay.code, Some(0), "{}", replay.stderr);
-    assert_eq!(read_all(&mut conn, &names.processing), vec![envelope.clone()]);
+    assert_eq!(
+        read_all(&mut conn, &names.processing),
+        vec![envelope.clone()]
+    );
     let worker = start_transformer(&server, &names, "healthy", "1", &["--max-batches", "1"]);
     let (claimed, delivery) = worker.wait_claim(Duration::from_secs(15));
     assert_eq!((claimed.as_str(), delivery), (id.as_str(), 1));
@@ -142,7 +175,11 @@ fn a_redis_restart_amid_claims_and_acks_loses_no_batch() {
         .map(|i| start_transformer(&server, &names, &format!("t{i}"), "1", &work))
         .collect();
     assert!(wait_until(Duration::from_secs(15), || {
-        workers.iter().map(|w| w.events("acked").len()).sum::<usize>() >= 5
+        workers
+            .iter()
+            .map(|w| w.events("acked").len())
+            .sum::<usize>()
+            >= 5
     }));
     // In the middle: batches still wait to be claimed.
     assert!(llen(&mut conn, &names.processing) > 0);

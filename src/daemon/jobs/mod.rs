@@ -124,9 +124,11 @@ impl OwnConnection {
     /// The connection, opened first if needed.
     async fn get(&mut self) -> Result<&mut MultiplexedConnection, JobsError> {
         if self.conn.is_none() {
-            let conn = self.connector.command_connection().await.map_err(|source| {
-                JobsError::Connect(self.connector.failure(CONNECT, source))
-            })?;
+            let conn = self
+                .connector
+                .command_connection()
+                .await
+                .map_err(|source| JobsError::Connect(self.connector.failure(CONNECT, source)))?;
             self.conn = Some(conn);
         }
         // Set just above.

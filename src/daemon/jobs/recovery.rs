@@ -129,9 +129,9 @@ async fn mirror_totals(
         LedgerMetrics::mirror(&metrics.items, outcome, total);
     }
     let now_ms = (time.0 * 1000 + time.1 / 1000) as f64;
-    let age = oldest
-        .first()
-        .map_or(0.0, |(_, claimed_at)| ((now_ms - claimed_at) / 1000.0).max(0.0));
+    let age = oldest.first().map_or(0.0, |(_, claimed_at)| {
+        ((now_ms - claimed_at) / 1000.0).max(0.0)
+    });
     metrics.oldest_inflight.set(age);
     Ok(())
 }

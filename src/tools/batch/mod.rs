@@ -55,7 +55,10 @@ impl Session {
         })
     }
 
-    fn read_error(&self, commands: &'static str) -> impl FnOnce(redis::RedisError) -> BatchError + '_ {
+    fn read_error(
+        &self,
+        commands: &'static str,
+    ) -> impl FnOnce(redis::RedisError) -> BatchError + '_ {
         move |source| BatchError::Read(self.connector.failure(commands, source))
     }
 }
@@ -97,7 +100,12 @@ pub async fn list(settings: &Settings, opts: &ListOptions) -> Result<String, Bat
     let wants = |st: Status| opts.status.as_ref().is_none_or(|w| *w == st);
     let mut batches: Vec<Entry> = Vec::new();
     if wants(Status::Processing) {
-        batches.extend(status.in_flight.iter().flat_map(|w| w.batches.iter().cloned()));
+        batches.extend(
+            status
+                .in_flight
+                .iter()
+                .flat_map(|w| w.batches.iter().cloned()),
+        );
     }
     if wants(Status::Queued) {
         let queued = queued_ids(&mut s, &settings.queues.processing, opts.limit).await?;

@@ -91,8 +91,10 @@ pub fn status_section(s: &LedgerStatus) -> String {
         out,
         "ledger         {in_flight} in flight ({} redelivered), oldest {}",
         s.redelivered_in_flight,
-        s.oldest_in_flight_age_ms
-            .map_or_else(|| "-".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0))
+        s.oldest_in_flight_age_ms.map_or_else(
+            || "-".to_owned(),
+            |ms| format!("{:.1} s", ms as f64 / 1000.0)
+        )
     );
     let _ = writeln!(
         out,
@@ -106,9 +108,10 @@ pub fn status_section(s: &LedgerStatus) -> String {
         total("items_failed")
     );
     for w in &s.in_flight {
-        let age = w
-            .heartbeat_age_ms
-            .map_or_else(|| "never".to_owned(), |ms| format!("{:.1} s ago", ms as f64 / 1000.0));
+        let age = w.heartbeat_age_ms.map_or_else(
+            || "never".to_owned(),
+            |ms| format!("{:.1} s ago", ms as f64 / 1000.0),
+        );
         let mark = if w.stalled { "  [stalled]" } else { "" };
         let _ = writeln!(out, "  worker {}  heartbeat {age}{mark}", w.worker);
         for e in &w.batches {

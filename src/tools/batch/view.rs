@@ -89,7 +89,11 @@ pub async fn read_status(
         .arg(0)
         .arg(-1)
         .arg("WITHSCORES")
-        .lrange(keys.finished(), 0, isize::try_from(recent).unwrap_or(isize::MAX) - 1)
+        .lrange(
+            keys.finished(),
+            0,
+            isize::try_from(recent).unwrap_or(isize::MAX) - 1,
+        )
         .query_async(conn)
         .await?;
     let now = time.0 * 1000 + time.1 / 1000;

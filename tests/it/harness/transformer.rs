@@ -67,7 +67,12 @@ pub(crate) fn start_transformer(
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/python");
     let mut child = Command::new(python())
         .arg(dir.join("transformer.py"))
-        .args(["--port", &server.port.to_string(), "--queue", &names.processing])
+        .args([
+            "--port",
+            &server.port.to_string(),
+            "--queue",
+            &names.processing,
+        ])
         .args(["--prefix", &ledger_prefix(names), "--name", name])
         .args(["--claim-timeout", claim_timeout])
         .args(extra)
