@@ -129,15 +129,16 @@ impl OwnConnection {
                 .command_connection()
                 .await
                 .map_err(|source| JobsError::Connect(self.connector.failure(CONNECT, source)))?;
-            self.conn = Some(conn);
+            return Ok(self.conn.insert(conn));
         }
-        // Set just above.
-        self.conn.as_mut().ok_or_else(|| {
-            JobsError::Connect(self.connector.failure(
+        match &mut self.conn {
+            Some(conn) => Ok(conn),
+            // Checked just above.
+            None => Err(JobsError::Connect(self.connector.failure(
                 CONNECT,
                 redis::RedisError::from(std::io::Error::other("no connection")),
-            ))
-        })
+            ))),
+        }
     }
 
     /// Run `pipe` (the step `what`, sending `commands`), opening the connection first if

@@ -108,18 +108,18 @@ async fn mirror_totals(
     keys: &LedgerKeys,
     metrics: &LedgerMetrics,
 ) -> Result<(), RecoveryError> {
-    let (totals, oldest, time): (HashMap<String, u64>, Vec<(String, f64)>, (u64, u64)) =
-        redis::pipe()
-            .hgetall(keys.totals())
-            .cmd("ZRANGE")
-            .arg(keys.claims())
-            .arg(0)
-            .arg(0)
-            .arg("WITHSCORES")
-            .cmd("TIME")
-            .query_async(conn)
-            .await
-            .map_err(RecoveryError::Totals)?;
+    type Reply = (HashMap<String, u64>, Vec<(String, f64)>, (u64, u64));
+    let (totals, oldest, time): Reply = redis::pipe()
+        .hgetall(keys.totals())
+        .cmd("ZRANGE")
+        .arg(keys.claims())
+        .arg(0)
+        .arg(0)
+        .arg("WITHSCORES")
+        .cmd("TIME")
+        .query_async(conn)
+        .await
+        .map_err(RecoveryError::Totals)?;
     for outcome in BATCH_OUTCOMES {
         let total = totals.get(outcome).copied().unwrap_or(0);
         LedgerMetrics::mirror(&metrics.batches, outcome, total);
