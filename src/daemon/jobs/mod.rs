@@ -115,6 +115,20 @@ impl OwnConnection {
         self.conn = None;
     }
 
+    /// The connection, opened first if needed. Opening costs a round trip of its own (the
+    /// client's handshake), so a step with a tight bound opens apart from its query.
+    async fn open(&mut self) -> Result<&mut MultiplexedConnection, JobsError> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self
+                .connector
+                .command_connection()
+                .await
+                .map_err(|source| JobsError::Connect(self.connector.failure(CONNECT, source)))?,
+        };
+        Ok(self.conn.insert(conn))
+    }
+
     /// Run `pipe` (the step `what`, sending `commands`), opening the connection first if
     /// needed.
     async fn query<T: redis::FromRedisValue>(
@@ -123,19 +137,7 @@ impl OwnConnection {
         commands: &'static str,
         pipe: &redis::Pipeline,
     ) -> Result<T, JobsError> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => {
-                let conn = self
-                    .connector
-                    .command_connection()
-                    .await
-                    .map_err(|source| {
-                        JobsError::Connect(self.connector.failure(CONNECT, source))
-                    })?;
-                self.conn.insert(conn)
-            }
-        };
+        let conn = self.open().await?;
         match pipe.query_async(conn).await {
             Ok(v) => Ok(v),
             Err(source) => {
