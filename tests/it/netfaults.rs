@@ -105,6 +105,13 @@ impl Rig {
         )
     }
 
+    /// Push the next `n` messages at once.
+    fn push(&mut self, n: usize) {
+        let part = &self.w.messages[self.pushed..self.pushed + n];
+        push_all(&mut self.conn(), &self.names.source, part);
+        self.pushed += n;
+    }
+
     /// `/readyz`'s status, asked from inside the namespace (`None`: no answer).
     fn ready(&self) -> Option<u16> {
         self.ns
@@ -179,8 +186,9 @@ fn messages() -> Workload {
 const BACKLOG: usize = 2_000;
 const LIVE: usize = 7_000;
 
-/// With 20% of the packets between the daemon and Redis dropped at random (both ways, for
-/// 10 s while a producer pushes about 700 messages a second), the daemon keeps moving: TCP
+/// With 20% of the packets between the daemon and Redis dropped at random (each way, for
+/// about 10 s: a backlog of 1,900, then a producer pushing about 700 messages a second), the
+/// daemon keeps moving: TCP
 /// retransmits what is lost (after at least 200 ms each time), so requests slow down but
 /// rarely outlast the 5 s command timeout; when one does, the mover starts a new session
 /// and reads the tail again. The source is drained while the loss goes on, and everything
@@ -188,13 +196,22 @@ const LIVE: usize = 7_000;
 #[test]
 fn twenty_percent_packet_loss_drains_exactly_once() {
     let case = "20% packet loss";
-    let Some(mut rig) = Rig::start("netfaults::packet_loss", messages(), BACKLOG, false, &[])
-    else {
+    let Some(mut rig) = Rig::start("netfaults::packet_loss", messages(), 100, false, &[]) else {
         return;
     };
     rig.ns.lose(NS_REDIS_PORT, 20);
     let lossy = Instant::now();
-    rig.produce(LIVE).join().unwrap();
+    // A backlog under loss: reads and commits of 1,000 messages (200 KB), several segments.
+    rig.push(BACKLOG - 100);
+    let producer = rig.produce(LIVE);
+    // Readiness under loss, for the record (a probe that loses a SYN misses its 750 ms).
+    let (mut ready, mut asked) = (0, 0);
+    while !producer.is_finished() {
+        asked += 1;
+        ready += usize::from(rig.ready() == Some(200));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    producer.join().unwrap();
     let mut c = rig.conn();
     let drained = wait_drained(&mut c, &rig.names, DRAIN_LIMIT);
     assert!(
@@ -203,9 +220,19 @@ fn twenty_percent_packet_loss_drains_exactly_once() {
         tail(&rig.daemon)
     );
     let under_loss = lossy.elapsed();
+    let dropped = rig.ns.dropped();
+    assert!(
+        dropped > 0,
+        "{case}: no packet was dropped: the fault is not real"
+    );
     rig.ns.heal();
     let resumed = rig.resumed(case);
-    eprintln!("{case}: {LIVE} live messages drained under loss in {under_loss:?}; after the loss, a new envelope in {resumed:?}");
+    eprintln!(
+        "{case}: {} messages drained under loss in {under_loss:?} ({dropped} packets \
+         dropped, /readyz 200 in {ready} of {asked} samples); after the loss, a new envelope \
+         in {resumed:?}",
+        BACKLOG - 100 + LIVE
+    );
     rig.finish(case);
 }
 
@@ -220,6 +247,11 @@ fn two_hundred_ms_of_delay_keeps_moving_and_ready() {
         return;
     };
     let proxy = rig.proxy.as_ref().unwrap();
+    // The mover's, the keeper's and the probe's connections at least.
+    assert!(
+        proxy.connections() >= 2,
+        "{case}: the daemon is not on the proxy"
+    );
     proxy.set_delay(Duration::from_millis(200));
     let delayed = Instant::now();
     let producer = rig.produce(LIVE);
@@ -386,4 +418,32 @@ fn link_silent_while_a_commit_is_in_flight_ends_exactly_once() {
         "silent cut mid-commit",
         Cut::Silent,
     );
+}
+
+/// SIGTERM one second into a silent partition, with commits in flight: the daemon still
+/// exits 0 within its shutdown grace (every wait races the shutdown; replies that never come
+/// hold nothing up, and releasing the lease is given up after its own bound), and what it
+/// had not moved is still in the source, in order.
+#[test]
+fn sigterm_during_a_partition_exits_within_the_grace() {
+    let case = "SIGTERM during a partition";
+    let w = workload(1_500, 50, 200);
+    let settings = [
+        ("REDIS_BATCH_SIZE", "10"),
+        ("REDIS_MAX_BATCHES_PER_SECOND", "20"),
+    ];
+    let Some(mut rig) = Rig::start("netfaults::sigterm", w, 1_500, false, &settings) else {
+        return;
+    };
+    rig.ns.partition(NS_REDIS_PORT);
+    std::thread::sleep(Duration::from_secs(1));
+    rig.daemon.terminate_ok();
+    rig.ns.heal();
+    let mut c = rig.conn();
+    let out = outcome(&mut c, &rig.names);
+    assert!(
+        !out.source.is_empty(),
+        "{case}: the source was drained before the partition"
+    );
+    assert_accounted(&out, &rig.w, &rig.names, true, false);
 }

@@ -95,7 +95,7 @@ impl Netns {
     }
 
     /// `cmd` (program, arguments and the environment it sets) to be run inside the
-    /// namespace. Its environment is cleared first; stdio must be set again.
+    /// namespace. Its environment is cleared first (PATH kept); stdio must be set again.
     pub(crate) fn wrap(&self, cmd: &Command) -> Command {
         let mut wrapped = Command::new("nsenter");
         wrapped
@@ -103,7 +103,9 @@ impl Netns {
             .arg("--")
             .arg(cmd.get_program())
             .args(cmd.get_args())
-            .env_clear();
+            .env_clear()
+            // nsenter finds the program on this PATH, unless `cmd` sets its own.
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
         for (k, v) in cmd.get_envs() {
             if let Some(v) = v {
                 wrapped.env(k, v);
@@ -163,6 +165,22 @@ impl Netns {
         self.iptables(&format!(
             "-I INPUT -p tcp --dport {port} -j REJECT --reject-with tcp-reset"
         ));
+    }
+
+    /// Packets the namespace's `DROP` rules have dropped so far (`iptables -L -v -x`).
+    pub(crate) fn dropped(&self) -> u64 {
+        let mut cmd = Command::new("iptables");
+        cmd.args(["-L", "INPUT", "-n", "-v", "-x"]);
+        let out = self
+            .wrap(&cmd)
+            .stdin(Stdio::null())
+            .output()
+            .expect("iptables -L inside the namespace");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("DROP"))
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
     }
 
     /// Remove every rule: the link is healthy again.
@@ -230,8 +248,7 @@ impl NsRedis {
                 "no",
             ])
             .arg("--dir")
-            .arg(dir.path())
-            .env("PATH", std::env::var("PATH").unwrap_or_default());
+            .arg(dir.path());
         let child = ns
             .wrap(&cmd)
             .stdin(Stdio::null())
