@@ -1,7 +1,8 @@
 //! The daemon's periodic jobs, run by the [`Scheduler`]:
 //!
 //! - [`probe`] (every second): PING and the three list lengths on a connection of its own,
-//!   bounded well under a second, feeding readiness and the `queue_length` gauges.
+//!   each round trip bounded to 750 ms (opening the connection apart), feeding readiness and
+//!   the `queue_length` gauges.
 //! - [`stats`] (every `REDIS_STATS_INTERVAL`): one `stats` log line with totals, list lengths
 //!   and the rate since the previous line.
 //! - [`heartbeat`] (every third of the lease TTL): this replica's hash and its entry in the
