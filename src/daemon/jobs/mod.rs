@@ -170,7 +170,7 @@ mod tests {
         let settings = settings::load(&vars.to_vec(), None).unwrap();
         Context {
             connector: Connector::new(&settings.redis).unwrap(),
-            keys: Keys::new(&settings.replica.key_prefix, &settings.queues.source),
+            keys: Keys::new(&settings.replica.key_prefix, &settings.queues.sources),
             settings: Arc::new(settings),
             metrics: Metrics::new(),
             health: Health::default(),

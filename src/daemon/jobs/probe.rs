@@ -52,22 +52,27 @@ impl Probe {
             tokio::time::timeout(open_bound, async { self.conn.open().await.map(|_| ()) }).await;
         self.in_time(opened, open_bound)?;
         let mut pipe = redis::pipe();
-        pipe.cmd("PING")
-            .ignore()
-            .cmd("LLEN")
-            .arg(&self.queues.source)
-            .cmd("LLEN")
-            .arg(&self.queues.processing)
-            .cmd("LLEN")
-            .arg(&self.queues.dead_letter);
+        pipe.cmd("PING").ignore();
+        for list in self.lists() {
+            pipe.cmd("LLEN").arg(list);
+        }
         let bound = self.bound;
         let outcome =
             tokio::time::timeout(bound, self.conn.query("probe", "PING, LLEN", &pipe)).await;
-        let (source, processing, dead_letter): (i64, i64, i64) = self.in_time(outcome, bound)?;
-        self.metrics.set_queue_length("source", source);
-        self.metrics.set_queue_length("processing", processing);
-        self.metrics.set_queue_length("dead_letter", dead_letter);
+        let lengths: Vec<i64> = self.in_time(outcome, bound)?;
+        let roles = self.queues.sources.iter().map(|_| "source");
+        let roles = roles.chain(["processing", "dead_letter"]);
+        for ((role, list), len) in roles.zip(self.lists()).zip(lengths) {
+            self.metrics.set_queue_length(role, list, len);
+        }
         Ok(())
+    }
+
+    /// Every list the gauges show: the sources in priority order, then the processing and
+    /// dead-letter lists.
+    fn lists(&self) -> impl Iterator<Item = &String> {
+        let q = &self.queues;
+        q.sources.iter().chain([&q.processing, &q.dead_letter])
     }
 
     /// The result of a step that had `bound` to finish; past it, the connection is dropped

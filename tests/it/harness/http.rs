@@ -34,3 +34,8 @@ pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
         (name == series).then(|| value.parse().ok())?
     })
 }
+
+/// The series of the list-length gauge for the list `list` in the role `queue`.
+pub(crate) fn queue_series(queue: &str, list: &str) -> String {
+    format!("batch_processor_queue_length{{queue=\"{queue}\",list=\"{list}\"}}")
+}
