@@ -15,6 +15,8 @@ use super::window::{TailRead, TailWindow};
 #[derive(Debug)]
 pub struct Tails {
     windows: Vec<TailWindow>,
+    /// The mover waited: the next request reads every source again, drained or not.
+    recheck: bool,
 }
 
 impl Tails {
@@ -22,6 +24,7 @@ impl Tails {
     pub fn new(sources: usize) -> Self {
         Tails {
             windows: (0..sources.max(1)).map(|_| TailWindow::new()).collect(),
+            recheck: false,
         }
     }
 
@@ -43,15 +46,14 @@ impl Tails {
     /// the request would neither commit nor read.
     pub fn next_reads(&self, trims: &[usize], read_ahead: usize) -> Option<Vec<(usize, TailRead)>> {
         let committing = trims.iter().any(|&t| t > 0);
+        let recheck = committing || self.recheck;
         let reads: Vec<(usize, TailRead)> = self
             .windows
             .iter()
             .enumerate()
             .filter_map(|(k, window)| {
                 let trim = trims.get(k).copied().unwrap_or(0);
-                window
-                    .read_for(trim, read_ahead, committing)
-                    .map(|r| (k, r))
+                window.read_for(trim, read_ahead, recheck).map(|r| (k, r))
             })
             .collect();
         (committing || !reads.is_empty()).then_some(reads)
@@ -59,6 +61,9 @@ impl Tails {
 
     /// A request that commits `trims` and makes `reads` was sent.
     pub fn reserve(&mut self, trims: &[usize], reads: &[(usize, TailRead)]) {
+        if !reads.is_empty() {
+            self.recheck = false;
+        }
         for (k, window) in self.windows.iter_mut().enumerate() {
             let trim = trims.get(k).copied().unwrap_or(0);
             let read = reads.iter().find(|(s, _)| *s == k).map(|(_, r)| *r);
@@ -98,13 +103,17 @@ impl Tails {
     }
 
     /// The mover is about to wait for new messages: the next request reads every source.
+    /// A source that was drained still counts as drained for the plan until that read
+    /// returns: a plan made meanwhile may pass it, which delays a message that landed there
+    /// by one round trip at most.
     pub fn expect_more(&mut self) {
-        self.windows.iter_mut().for_each(TailWindow::expect_more);
+        self.recheck = true;
     }
 
     /// Drop every copy and position. Safe at any time: every copy is still in Redis.
     pub fn reset(&mut self) {
         self.windows.iter_mut().for_each(TailWindow::reset);
+        self.recheck = false;
     }
 }
 

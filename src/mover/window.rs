@@ -74,20 +74,12 @@ impl TailWindow {
     }
 
     /// The read for the next request: one that keeps up to `read_ahead` items read beyond
-    /// what a commit trimming the first `trim` unplanned items leaves. `None` when there is
-    /// nothing to commit and nothing worth reading (the source was drained); `Some(None)`
-    /// for a commit without a read.
+    /// what a commit trimming the first `trim` unplanned items leaves, if one is worth
+    /// making: not once the source was drained, unless `recheck` (a request that commits
+    /// anyway looks again, and so does the first request after a wait, since the source may
+    /// have grown).
     ///
     /// `trim` must not exceed `unplanned().len()`.
-    pub fn next_read(&self, trim: usize, read_ahead: usize) -> Option<Option<TailRead>> {
-        let read = self.read_for(trim, read_ahead, trim > 0);
-        (trim > 0 || read.is_some()).then_some(read)
-    }
-
-    /// The read that keeps up to `read_ahead` items read beyond what a commit trimming the
-    /// first `trim` unplanned items leaves, if one is worth making: not once the source was
-    /// drained, unless `recheck` (a request that commits anyway looks again, since the
-    /// source may have grown).
     pub fn read_for(&self, trim: usize, read_ahead: usize, recheck: bool) -> Option<TailRead> {
         debug_assert!(trim <= self.unplanned().len());
         // Where the tail will be once this request's commit has run.
@@ -137,11 +129,6 @@ impl TailWindow {
         got
     }
 
-    /// The mover is about to wait for new messages: the next request reads again.
-    pub fn expect_more(&mut self) {
-        self.drained = false;
-    }
-
     /// Drop every copy and position (after an error or a lost lease). Safe at any time:
     /// every copy is still in Redis.
     pub fn reset(&mut self) {
@@ -176,9 +163,13 @@ mod tests {
         }
     }
 
-    /// `next_read` then `reserve`, as the mover does when it sends a request.
+    /// `read_for` then `reserve`, as the mover does when it sends a request: a commit reads
+    /// again even once the source was drained. `None` when there is nothing to send.
     fn send(w: &mut TailWindow, trim: usize, read_ahead: usize) -> Option<Option<TailRead>> {
-        let read = w.next_read(trim, read_ahead)?;
+        let read = w.read_for(trim, read_ahead, trim > 0);
+        if trim == 0 && read.is_none() {
+            return None;
+        }
         w.reserve(trim, read);
         Some(read)
     }
@@ -233,8 +224,8 @@ mod tests {
         assert_eq!(w.next_read, 7);
         // Drained and nothing to commit: no request until the mover has waited.
         assert_eq!(send(&mut w, 0, 10), None);
-        w.expect_more();
-        let read = send(&mut w, 0, 10).unwrap().unwrap();
+        // After a wait the mover looks again.
+        let read = w.read_for(0, 10, true).unwrap();
         assert_eq!((read.start, read.skip, read.count), (7, 3, 7));
     }
 

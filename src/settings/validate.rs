@@ -188,7 +188,7 @@ fn queues(raw: &RawSettings) -> Result<Queues, SettingsError> {
         if *source == queues.processing || *source == queues.dead_letter {
             return Err(SettingsError::invalid(
                 "raw_data_queue",
-                source,
+                &queues.sources_label(),
                 "lists different from REDIS_PROCESSING_QUEUE and REDIS_DEAD_LETTER_QUEUE",
             ));
         }

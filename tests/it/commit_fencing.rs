@@ -434,3 +434,107 @@ async fn a_commit_that_would_pass_the_processing_limit_is_refused() {
     f.commit(5, "me/t.0", "me/t.1").await.expect("commit");
     assert_eq!(llen(&mut c, &f.queues.processing), 4);
 }
+
+/// Two sources, highest priority first: `[u0, bad-u]` and `[e10, e11, bad-b, e12]`.
+fn seed_two(f: &Fixture) -> [Vec<Vec<u8>>; 2] {
+    let mut c = f.server.conn();
+    let urgent = vec![event(0, 80), b"bad-u".to_vec()];
+    let bulk = vec![
+        event(10, 80),
+        event(11, 80),
+        b"bad-b".to_vec(),
+        event(12, 80),
+    ];
+    push_all(&mut c, &f.queues.sources[0], &urgent);
+    push_all(&mut c, &f.queues.sources[1], &bulk);
+    [urgent, bulk]
+}
+
+/// Both sources and both destinations are as `seed_two` left them, and the chain still holds
+/// `lease`.
+fn assert_two_untouched(f: &Fixture, seeded: &[Vec<Vec<u8>>; 2], lease: &str) {
+    let mut c = f.server.conn();
+    for (source, items) in f.queues.sources.iter().zip(seeded) {
+        assert_eq!(&read_all(&mut c, source), items, "{source} changed");
+    }
+    assert_eq!(llen(&mut c, &f.queues.processing), 0);
+    assert_eq!(llen(&mut c, &f.queues.dead_letter), 0);
+    assert_eq!(f.lease().as_deref(), Some(lease));
+}
+
+#[tokio::test]
+async fn a_commit_spanning_two_sources_trims_both_in_priority_order() {
+    let f = Fixture::with_sources(2);
+    seed_two(&f);
+    f.set_lease("me/t.0");
+    // All of the urgent source, and three of the bulk source's four items.
+    f.commit_runs(&[2, 3], "me/t.0", "me/t.1", |_| {})
+        .await
+        .expect("commit");
+    let mut c = f.server.conn();
+    assert_eq!(llen(&mut c, &f.queues.sources[0]), 0);
+    assert_eq!(read_all(&mut c, &f.queues.sources[1]), vec![event(12, 80)]);
+    // Batches of two: [u0, e10], then [e11] flushed; the urgent message leads.
+    let seqs: Vec<u64> = read_all(&mut c, &f.queues.processing)
+        .iter()
+        .flat_map(|e| batch_raw(e))
+        .map(|m| seq_of(&m))
+        .collect();
+    assert_eq!(seqs, vec![0, 10, 11]);
+    let dead: Vec<(Vec<u8>, String)> = read_all(&mut c, &f.queues.dead_letter)
+        .iter()
+        .map(|d| parse_dead_letter(d))
+        .map(|d| (d.original, d.source_queue))
+        .collect();
+    assert_eq!(
+        dead,
+        vec![
+            (b"bad-u".to_vec(), f.queues.sources[0].clone()),
+            (b"bad-b".to_vec(), f.queues.sources[1].clone()),
+        ],
+        "each dead letter names its own source"
+    );
+    assert_eq!(f.lease().as_deref(), Some("me/t.1"));
+}
+
+#[tokio::test]
+async fn a_commit_spanning_two_sources_is_all_or_nothing() {
+    let f = Fixture::with_sources(2);
+    let seeded = seed_two(&f);
+    f.set_lease("me/t.0");
+    // The lower source's tail changes under the commit: neither source is trimmed, and
+    // nothing is pushed.
+    let bulk = f.queues.sources[1].clone();
+    let err = f
+        .commit_runs(&[2, 3], "me/t.0", "me/t.1", |c| {
+            let _: () = redis::cmd("RPUSH").arg(&bulk).arg("x").query(c).unwrap();
+        })
+        .await
+        .unwrap_err();
+    match &err {
+        CommitError::TailChanged { source_queue } => assert_eq!(source_queue, &bulk),
+        other => panic!("{other:?}"),
+    }
+    // Take the foreign item away again, so the sources are as seeded.
+    let _: () = redis::cmd("RPOP")
+        .arg(&bulk)
+        .query(&mut f.server.conn())
+        .unwrap();
+    assert_two_untouched(&f, &seeded, "me/t.0");
+    // Another deployment holds the lower source's lease: fenced, and again nothing changes.
+    f.set(&f.keys.leases()[2], "other/x.0");
+    let err = f
+        .commit_runs(&[2, 3], "me/t.0", "me/t.1", |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CommitError::Fenced { .. }), "{err:?}");
+    assert_two_untouched(&f, &seeded, "me/t.0");
+    // With every lease back, the same commit goes through.
+    f.set_lease("me/t.0");
+    f.commit_runs(&[2, 3], "me/t.0", "me/t.1", |_| {})
+        .await
+        .expect("commit");
+    let mut c = f.server.conn();
+    assert_eq!(llen(&mut c, &f.queues.sources[0]), 0);
+    assert_eq!(llen(&mut c, &bulk), 1);
+}

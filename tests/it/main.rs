@@ -24,6 +24,7 @@ mod netfaults;
 mod operations;
 mod oversized;
 mod ownership;
+mod priority;
 mod regressions;
 mod reliability;
 mod settings_cli;
