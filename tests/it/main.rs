@@ -20,6 +20,7 @@ mod flow_control;
 mod flow_regressions;
 mod http_probes;
 mod json_profile;
+mod netfaults;
 mod operations;
 mod oversized;
 mod ownership;
