@@ -1,7 +1,8 @@
 //! The daemon's periodic jobs, run by the [`Scheduler`]:
 //!
 //! - [`probe`] (every second): PING and the three list lengths on a connection of its own,
-//!   bounded well under a second, feeding readiness and the `queue_length` gauges.
+//!   each round trip bounded to 750 ms (opening the connection apart), feeding readiness and
+//!   the `queue_length` gauges.
 //! - [`stats`] (every `REDIS_STATS_INTERVAL`): one `stats` log line with totals, list lengths
 //!   and the rate since the previous line.
 //! - [`heartbeat`] (every third of the lease TTL): this replica's hash and its entry in the
@@ -121,24 +122,18 @@ impl OwnConnection {
         self.conn = None;
     }
 
-    /// The connection, opened first if needed.
-    async fn get(&mut self) -> Result<&mut MultiplexedConnection, JobsError> {
-        if self.conn.is_none() {
-            let conn = self
+    /// The connection, opened first if needed. Opening costs a round trip of its own (the
+    /// client's handshake), so a step with a tight bound opens apart from its query.
+    async fn open(&mut self) -> Result<&mut MultiplexedConnection, JobsError> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self
                 .connector
                 .command_connection()
                 .await
-                .map_err(|source| JobsError::Connect(self.connector.failure(CONNECT, source)))?;
-            return Ok(self.conn.insert(conn));
-        }
-        match &mut self.conn {
-            Some(conn) => Ok(conn),
-            // Checked just above.
-            None => Err(JobsError::Connect(self.connector.failure(
-                CONNECT,
-                redis::RedisError::from(std::io::Error::other("no connection")),
-            ))),
-        }
+                .map_err(|source| JobsError::Connect(self.connector.failure(CONNECT, source)))?,
+        };
+        Ok(self.conn.insert(conn))
     }
 
     /// Run `pipe` (the step `what`, sending `commands`), opening the connection first if
@@ -149,19 +144,7 @@ impl OwnConnection {
         commands: &'static str,
         pipe: &redis::Pipeline,
     ) -> Result<T, JobsError> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => {
-                let conn = self
-                    .connector
-                    .command_connection()
-                    .await
-                    .map_err(|source| {
-                        JobsError::Connect(self.connector.failure(CONNECT, source))
-                    })?;
-                self.conn.insert(conn)
-            }
-        };
+        let conn = self.open().await?;
         match pipe.query_async(conn).await {
             Ok(v) => Ok(v),
             Err(source) => {

@@ -62,7 +62,7 @@ impl Recovery {
 
     async fn run_once(&mut self) -> Result<(), RecoveryError> {
         let addr = self.conn.addr();
-        let conn = self.conn.get().await?;
+        let conn = self.conn.open().await?;
         if !self.installed {
             library::install(conn).await?;
             events::library_loaded(&addr);

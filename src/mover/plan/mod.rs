@@ -259,12 +259,19 @@ pub fn plan(pending: &Runs<'_>, limits: Limits, queues: &Queues, timestamp: &str
             covered = i + 1;
         }
     }
-    let expired = |first: usize| {
+    // The batch's clock is its oldest member's, which with several sources need not be the
+    // first in sequence order (a higher source's message may be younger).
+    let expired = |batch: &[usize]| {
+        let oldest = batch
+            .iter()
+            .filter_map(|&i| pending.get(i))
+            .map(|p| p.seen)
+            .min();
         limits
             .flush_seen_by
-            .is_some_and(|by| pending.get(first).is_some_and(|p| p.seen <= by))
+            .is_some_and(|by| oldest.is_some_and(|seen| seen <= by))
     };
-    if !batch.is_empty() && expired(batch[0]) && plan.envelopes.len() < limits.max_envelopes {
+    if !batch.is_empty() && expired(&batch) && plan.envelopes.len() < limits.max_envelopes {
         plan.envelopes.push(build(pending, &batch));
         covered = batch[batch.len() - 1] + 1;
         plan_bytes += batch_bytes;
