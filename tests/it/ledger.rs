@@ -199,6 +199,19 @@ fn the_daemon_loads_the_library_and_loads_it_again_when_redis_loses_it() {
         "the recovery job did not load the library again"
     );
     daemon.terminate_ok();
+    // By hand, without a daemon.
+    let _: () = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query(&mut conn)
+        .unwrap();
+    let installed = run_cli(&env_with(&server, &names, &[]), &["ledger", "install"]);
+    assert_eq!(installed.code, Some(0), "{}", installed.stderr);
+    assert!(
+        installed.stdout.contains("batch_ledger"),
+        "{}",
+        installed.stdout
+    );
+    assert!(loaded(&mut conn));
 }
 
 #[tokio::test]
