@@ -50,7 +50,8 @@ pub enum DaemonError {
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let cluster = cluster::detect(&settings.redis, settings.scale.cluster).await;
     if cluster {
-        crate::settings::check_slots(&settings.scale, &settings.replica.key_prefix)?;
+        let (scale, prefix) = (&settings.scale, &settings.replica.key_prefix);
+        crate::settings::check_slots(scale, prefix, &settings.ledger)?;
     }
     let router = cluster.then(|| Router::new(&settings.redis));
     let ctx = context(settings, router.as_ref())?;

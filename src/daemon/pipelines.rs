@@ -12,7 +12,7 @@ use crate::scale::balance::Balance;
 use crate::scale::cluster::Router;
 use crate::scale::shards;
 use crate::scale::slot::key_slot;
-use crate::settings::Settings;
+use crate::settings::{Queues, Settings};
 
 /// The contexts of the daemon's movers: `base` itself for today's single pipeline, otherwise
 /// one per shard, each reaching its own slot's primary through `router` on a cluster.
@@ -29,10 +29,7 @@ pub fn contexts(base: &Context, router: Option<&Router>) -> Vec<Context> {
         .zip(health)
         .map(|(queues, health)| {
             let label = queues.sources_label();
-            let settings = Settings {
-                queues: queues.clone(),
-                ..Settings::clone(&base.settings)
-            };
+            let settings = pipeline_settings(&base.settings, queues);
             let connector = match router {
                 Some(router) => base
                     .connector
@@ -50,6 +47,20 @@ pub fn contexts(base: &Context, router: Option<&Router>) -> Vec<Context> {
             }
         })
         .collect()
+}
+
+/// `base` narrowed to the pipeline `queues`. A shard's batch ledger lives under the shard's
+/// hash tag too (`batch:state:{s1}:<event_id>`), so a commit's ledger entries share its slot;
+/// today's single pipeline keeps `REDIS_BATCH_STATE_PREFIX` as it is.
+pub fn pipeline_settings(base: &Settings, queues: &Queues) -> Settings {
+    let mut settings = Settings {
+        queues: queues.clone(),
+        ..base.clone()
+    };
+    if base.scale.is_sharded() {
+        settings.ledger.state_prefix = shards::ledger_prefix(&base.ledger.state_prefix, queues);
+    }
+    settings
 }
 
 /// The shares of a sharded deployment's pipelines among its replicas (`None` for a single

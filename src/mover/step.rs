@@ -218,6 +218,7 @@ impl Mover {
         Limits {
             batch_size,
             max_envelopes,
+            max_lower_envelopes: plan::MAX_LOWER_ENVELOPES,
             // A partial batch whose first message was seen this long ago has reached its
             // deadline. (`None` when the clock started less than a timeout ago: then
             // nothing is that old.)
@@ -259,6 +260,7 @@ impl Mover {
             lease_after: &lease_after,
             now_ms: chrono::Utc::now().timestamp_millis(),
             max_processing: self.back_pressure.as_ref().map(BackPressure::limit),
+            ledger: settings.ledger.enabled.then_some(&settings.ledger),
         };
         let lrange: Vec<commit::Read> = reads
             .iter()

@@ -55,6 +55,14 @@ pub fn pipelines(base: &Queues, shards: usize) -> Vec<Queues> {
     (0..shards).map(|i| shard(base, i, shards)).collect()
 }
 
+/// A shard's ledger prefix: the configured one with the shard's tag, `batch:state:{s1}:`.
+pub fn ledger_prefix(base_prefix: &str, shard: &Queues) -> String {
+    format!(
+        "{base_prefix}{{{}}}:",
+        super::slot::hash_tag(&shard.processing)
+    )
+}
+
 /// What names a sharded deployment as a whole (its replica heartbeats): its configured
 /// sources in braces, `{raw_data_queue}`, so those keys share one cluster slot.
 pub fn deployment_tag(base: &Queues) -> String {

@@ -27,6 +27,7 @@ mod env;
 mod error;
 mod flow;
 mod keys;
+mod ledger;
 mod load;
 mod raw;
 mod redact;
@@ -38,6 +39,7 @@ pub use env::{Env, ProcessEnv};
 pub use error::SettingsError;
 pub use flow::{FlowSettings, RateLimit};
 pub use keys::{env_name, ENV_PREFIX, KNOWN_KEYS};
+pub use ledger::LedgerSettings;
 pub use load::{load, load_with_report};
 pub use redact::{redact, redact_url};
 pub use report::Effective;
@@ -194,6 +196,8 @@ pub struct Settings {
     pub flow: FlowSettings,
     /// Pipelines (`REDIS_SHARDS`) and cluster mode.
     pub scale: ScaleSettings,
+    /// The batch ledger and the transformer's claim/ack protocol.
+    pub ledger: LedgerSettings,
     /// Continuous or scheduled mode.
     pub schedule: Schedule,
     /// Period of the stats line.

@@ -2,7 +2,7 @@
 //! (`REDIS_CLUSTER`), validated against the list names.
 
 use super::raw::RawSettings;
-use super::{Queues, SettingsError};
+use super::{LedgerSettings, Queues, SettingsError};
 use crate::scale::{shards, tags};
 
 /// Whether Redis is a cluster.
@@ -40,6 +40,7 @@ pub(super) fn validate(
     raw: &RawSettings,
     queues: &Queues,
     key_prefix: &str,
+    ledger: &LedgerSettings,
 ) -> Result<ScaleSettings, SettingsError> {
     let max = shards::MAX_SHARDS;
     let shard_count: usize = raw.int("shards", 0, max)?;
@@ -61,6 +62,7 @@ pub(super) fn validate(
             ("processing_queue", queues.processing.clone()),
             ("dead_letter_queue", queues.dead_letter.clone()),
             ("key_prefix", key_prefix.to_owned()),
+            ("batch_state_prefix", ledger.state_prefix.clone()),
         ];
         for (key, value) in named {
             if value.contains(['{', '}']) {
@@ -78,16 +80,26 @@ pub(super) fn validate(
         pipelines: shards::pipelines(queues, shard_count),
     };
     if cluster == ClusterMode::On {
-        check_slots(&scale, key_prefix)?;
+        check_slots(&scale, key_prefix, ledger)?;
     }
     Ok(scale)
 }
 
-/// On a cluster: every pipeline's keys in one slot, or a bad `REDIS_RAW_DATA_QUEUE` whose
-/// message explains the hash-tag rule and shows corrected names.
-pub fn check_slots(scale: &ScaleSettings, key_prefix: &str) -> Result<(), SettingsError> {
+/// On a cluster: every pipeline's keys (with the ledger on, its keys too) in one slot, or a
+/// bad `REDIS_RAW_DATA_QUEUE` whose message explains the hash-tag rule and shows corrected
+/// names.
+pub fn check_slots(
+    scale: &ScaleSettings,
+    key_prefix: &str,
+    ledger: &LedgerSettings,
+) -> Result<(), SettingsError> {
     for pipeline in &scale.pipelines {
-        if let Err(e) = tags::check(pipeline, key_prefix) {
+        let ledger_prefix = match (ledger.enabled, scale.is_sharded()) {
+            (false, _) => None,
+            (true, false) => Some(ledger.state_prefix.clone()),
+            (true, true) => Some(shards::ledger_prefix(&ledger.state_prefix, pipeline)),
+        };
+        if let Err(e) = tags::check(pipeline, key_prefix, ledger_prefix.as_deref()) {
             return Err(SettingsError::invalid(
                 "raw_data_queue",
                 &pipeline.sources_label(),

@@ -26,7 +26,8 @@ pub(crate) fn validate(raw: &RawSettings) -> Result<Settings, SettingsError> {
     let retry = retry(raw)?;
     let schedule = schedule(raw)?;
     let flow = super::flow::validate(raw)?;
-    let scale = super::scale::validate(raw, &queues, &replica.key_prefix)?;
+    let ledger = super::ledger::validate(raw)?;
+    let scale = super::scale::validate(raw, &queues, &replica.key_prefix, &ledger)?;
     let http_addr = http_addr(raw)?;
     let log_format = log_format(raw)?;
     let log_filter = log_filter(raw)?;
@@ -40,6 +41,7 @@ pub(crate) fn validate(raw: &RawSettings) -> Result<Settings, SettingsError> {
         schedule,
         flow,
         scale,
+        ledger,
         stats_interval: raw.seconds("stats_interval", 0.1, 86_400.0)?,
         http_addr,
         log_envelopes_per_second: raw.int("log_envelopes_per_second", 0, 1_000_000)?,
@@ -179,13 +181,6 @@ fn queues(raw: &RawSettings) -> Result<Queues, SettingsError> {
         processing: raw.name("processing_queue")?,
         dead_letter: raw.name("dead_letter_queue")?,
     };
-    if queues.processing == queues.dead_letter {
-        return Err(SettingsError::invalid(
-            "dead_letter_queue",
-            &queues.dead_letter,
-            "a list different from REDIS_PROCESSING_QUEUE",
-        ));
-    }
     for source in &queues.sources {
         if *source == queues.processing || *source == queues.dead_letter {
             return Err(SettingsError::invalid(

@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 
 use super::pipeline_metrics::{PipelineFamilies, StateGauge};
 use crate::redis::ErrorKind;
+use crate::telemetry::ledger::LedgerMetrics;
 
 /// Labels for the list-length gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,6 +72,8 @@ pub struct Metrics {
     /// A pipeline's own message counter (`None` in a single-pipeline daemon).
     pub pipeline_messages: Option<Counter>,
     pipelines: PipelineFamilies,
+    /// The batch ledger's series (see [`crate::telemetry::ledger`]).
+    pub ledger: LedgerMetrics,
     registry: Arc<Registry>,
 }
 
@@ -106,6 +109,7 @@ impl Metrics {
             paused_seconds: Counter::default(),
             pipeline_messages: None,
             pipelines: PipelineFamilies::default(),
+            ledger: LedgerMetrics::default(),
             registry: Arc::new(Registry::default()),
         };
         let mut registry = Registry::with_prefix("batch_processor");
@@ -149,6 +153,7 @@ impl Metrics {
             self.redis_errors.clone(),
         );
         self.register_state(registry);
+        self.ledger.register(registry);
     }
 
     /// The series about the mover's state (lease, stuck, pause) and the labelled families,

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 
+use crate::daemon::pipelines::pipeline_settings;
 use crate::scale::cluster::{routed, router_if_cluster, Router};
 use crate::settings::{Queues, Settings};
 
@@ -10,9 +11,30 @@ use crate::settings::{Queues, Settings};
 pub async fn on_node(settings: &Settings, queues: Queues, router: Option<&Router>) -> Settings {
     let redis = routed(&settings.redis, router, &queues.processing).await;
     Settings {
-        queues,
         redis,
-        ..settings.clone()
+        ..pipeline_settings(settings, &queues)
+    }
+}
+
+/// Run `command` on each pipeline in turn until one succeeds (a batch lives in exactly one
+/// pipeline's ledger); the last failure when none does.
+pub async fn first_pipeline<F, Fut, T, E>(settings: &Settings, command: F) -> Result<T, E>
+where
+    F: Fn(Settings) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let router = router_if_cluster(&settings.redis, settings.scale.cluster).await;
+    let mut last = None;
+    for queues in &settings.scale.pipelines {
+        match command(on_node(settings, queues.clone(), router.as_ref()).await).await {
+            Ok(found) => return Ok(found),
+            Err(e) => last = Some(e),
+        }
+    }
+    match last {
+        Some(e) => Err(e),
+        // Invariant: there is always at least one pipeline; run it unnarrowed anyway.
+        None => command(settings.clone()).await,
     }
 }
 

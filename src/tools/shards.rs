@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::daemon::pipelines::pipeline_settings;
 use crate::settings::Settings;
 
 /// One pipeline's lists.
@@ -19,10 +20,13 @@ struct Row<'a> {
     sources: &'a [String],
     processing: &'a str,
     dead_letter: &'a str,
+    /// The prefix of the shard's batch ledger keys, for the transformer's `batch_claim`.
+    batch_state_prefix: String,
 }
 
-/// The pipelines as text (one line each: shard, sources, processing, dead-letter list) or as
-/// a JSON array; with `key`, only the shard that key maps to.
+/// The pipelines as text (one line each: shard, sources, processing, dead-letter list, and
+/// with the ledger on its key prefix) or as a JSON array; with `key`, only the shard that
+/// key maps to.
 pub fn render(settings: &Settings, key: Option<&str>, json: bool) -> String {
     let pipelines = &settings.scale.pipelines;
     let chosen = key.map(|k| shard_of(k.as_bytes(), pipelines.len()));
@@ -35,6 +39,7 @@ pub fn render(settings: &Settings, key: Option<&str>, json: bool) -> String {
             sources: &q.sources,
             processing: &q.processing,
             dead_letter: &q.dead_letter,
+            batch_state_prefix: pipeline_settings(settings, q).ledger.state_prefix,
         })
         .collect();
     if json {
@@ -44,7 +49,7 @@ pub fn render(settings: &Settings, key: Option<&str>, json: bool) -> String {
     let mut out = String::new();
     for r in &rows {
         // Writing into a String cannot fail.
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{}\t{}\t{}\t{}",
             r.shard,
@@ -52,6 +57,10 @@ pub fn render(settings: &Settings, key: Option<&str>, json: bool) -> String {
             r.processing,
             r.dead_letter
         );
+        if settings.ledger.enabled {
+            let _ = write!(out, "\t{}", r.batch_state_prefix);
+        }
+        out.push('\n');
     }
     out.trim_end().to_string()
 }

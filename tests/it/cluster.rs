@@ -259,3 +259,61 @@ fn a_pipelines_slot_migrating_mid_drain_loses_and_duplicates_nothing() {
         true,
     );
 }
+
+#[test]
+fn the_ledger_lives_with_each_pipeline_and_its_library_on_each_primary() {
+    let cluster = Cluster::start(3, 0);
+    let names = Names::new();
+    let mut env = cluster_env(&cluster, &names, 3, &[]);
+    env.extend(ledger_env(&names, "5"));
+    let pipelines = shard_queues(&names, 3);
+    let pushed: Vec<_> = (0..3).map(|p| pipeline_messages(p, 2_000, 0)).collect();
+    push_pipelines(|q| cluster.conn_for(&q.sources[0]), &pipelines, &pushed);
+    let mut daemon = spawn_daemon(&named(&env, "l-a"), &["run"]);
+    let drained = wait_until(Duration::from_secs(30), || left(&cluster, &pipelines) == 0);
+    assert!(drained, "not drained: {}", daemon.all_output());
+    // `shards` names each shard's ledger prefix, under the shard's tag.
+    let out = run_cli(&env, &["shards", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout).expect("shards --json");
+    for (row, q) in rows.as_array().unwrap().iter().zip(&pipelines) {
+        let tag = batch_processor::scale::slot::hash_tag(&q.processing);
+        let want = format!("{}{{{tag}}}:", ledger_prefix(&names));
+        assert_eq!(row["batch_state_prefix"], want.as_str());
+        // The library is on the pipeline's primary, and every envelope has its entry there.
+        let mut conn = cluster.conn_for(&q.processing);
+        let libs: redis::Value = redis::cmd("FUNCTION").arg("LIST").query(&mut conn).unwrap();
+        assert!(format!("{libs:?}").contains("batch_ledger"), "{libs:?}");
+        let ids: Vec<String> = envelopes(&mut conn, &q.processing)
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids.len(), 200);
+        for id in &ids[..3] {
+            let entry: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(format!("{want}{id}"))
+                .query(&mut conn)
+                .unwrap();
+            assert_eq!(
+                entry.get("status").map(String::as_str),
+                Some("queued"),
+                "{entry:?}"
+            );
+        }
+    }
+    // `batch show` finds a batch in whichever pipeline holds it.
+    let last = &pipelines[2];
+    let id = envelopes(&mut cluster.conn_for(&last.processing), &last.processing)[0]["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = run_cli(&env, &["batch", "show", &id, "--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains(&id), "{}", out.stdout);
+    daemon.terminate_ok();
+    assert_pipelines_accounted(
+        |q| cluster.conn_for(&q.processing),
+        &pipelines,
+        &pushed,
+        true,
+    );
+}

@@ -1,7 +1,8 @@
 //! The daemon's periodic jobs, run by the [`Scheduler`]:
 //!
 //! - [`probe`] (every second): PING and the three list lengths on a connection of its own,
-//!   bounded well under a second, feeding readiness and the `queue_length` gauges.
+//!   each round trip bounded to 750 ms (opening the connection apart), feeding readiness and
+//!   the `queue_length` gauges.
 //! - [`stats`] (every `REDIS_STATS_INTERVAL`): one `stats` log line with totals, list lengths
 //!   and the rate since the previous line.
 //! - [`heartbeat`] (every third of the lease TTL): this replica's hash and its entry in the
@@ -9,6 +10,8 @@
 //! - [`fleet`] (sharded deployments only, four times per lease TTL): this replica's beat in
 //!   the fleet set, and the count of live replicas that sizes its share of the pipelines.
 //! - [`allowance`] (scheduled mode only): grants the mover its batches for the next tick.
+//! - [`recovery`] (batch ledger on only): loads the ledger's function library, redelivers the
+//!   batches of dead workers, and mirrors the ledger's totals into the metrics.
 //!
 //! The mover renews the lease itself; no job here touches it.
 
@@ -16,6 +19,7 @@ mod allowance;
 mod fleet;
 mod heartbeat;
 mod probe;
+mod recovery;
 mod stats;
 
 use std::time::Duration;
@@ -92,6 +96,13 @@ pub fn daemon_scheduler_with(
     }
     scheduler.add(stats::Stats::new(&ctx, pipelines));
     scheduler.add(heartbeat::Heartbeat::new(&ctx));
+    if ctx.settings.ledger.enabled {
+        // One per pipeline, on the pipeline's node: each loads the function library there (so
+        // every primary that holds a pipeline has it) and recovers that pipeline's workers.
+        for pipeline in pipelines {
+            scheduler.add(recovery::Recovery::new(pipeline));
+        }
+    }
     match (ctx.settings.schedule, ctx.allowance) {
         (Schedule::Every { every, max_batches }, Some(permits)) => {
             scheduler.add(allowance::AllowanceRefill {
@@ -135,6 +146,20 @@ impl OwnConnection {
         self.conn = None;
     }
 
+    /// The connection, opened first if needed. Opening costs a round trip of its own (the
+    /// client's handshake), so a step with a tight bound opens apart from its query.
+    async fn open(&mut self) -> Result<&mut MultiplexedConnection, JobsError> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self
+                .connector
+                .command_connection()
+                .await
+                .map_err(|source| JobsError::Connect(self.connector.failure(CONNECT, source)))?,
+        };
+        Ok(self.conn.insert(conn))
+    }
+
     /// Run `pipe` (the step `what`, sending `commands`), opening the connection first if
     /// needed.
     async fn query<T: redis::FromRedisValue>(
@@ -143,19 +168,7 @@ impl OwnConnection {
         commands: &'static str,
         pipe: &redis::Pipeline,
     ) -> Result<T, JobsError> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => {
-                let conn = self
-                    .connector
-                    .command_connection()
-                    .await
-                    .map_err(|source| {
-                        JobsError::Connect(self.connector.failure(CONNECT, source))
-                    })?;
-                self.conn.insert(conn)
-            }
-        };
+        let conn = self.open().await?;
         match pipe.query_async(conn).await {
             Ok(v) => Ok(v),
             Err(source) => {
@@ -201,6 +214,16 @@ mod tests {
         let ctx = context(&[]);
         let s = daemon_scheduler(ctx.clone(), &[ctx]);
         assert_eq!(s.job_names(), vec!["probe", "stats", "heartbeat"]);
+    }
+
+    #[test]
+    fn the_ledger_adds_its_recovery_job() {
+        let ctx = context(&[("REDIS_BATCH_LEDGER", "true")]);
+        let s = daemon_scheduler(ctx.clone(), std::slice::from_ref(&ctx));
+        assert_eq!(
+            s.job_names(),
+            vec!["probe", "stats", "heartbeat", "ledger_recovery"]
+        );
     }
 
     #[test]
