@@ -2,11 +2,16 @@
 //! a place in this replica's share before trying a pipeline's leases, and hand the pipeline
 //! over (release, then stay away) when the replica holds more than its share.
 
+use std::time::Duration;
+
 use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::{sleep, Mover, Outcome};
 use crate::scale::balance::Balance;
+
+/// How often a mover asks for a place before the first fleet beat.
+const FIRST_BEAT_POLL: Duration = Duration::from_millis(50);
 
 impl Mover {
     /// Share this mover's pipeline with the other replicas through `balance`.
@@ -38,6 +43,15 @@ impl Mover {
             );
         }
         claimed
+    }
+
+    /// How long to wait before asking for a place again: a standby interval, or 50 ms while
+    /// the first fleet beat is still to come (it comes within milliseconds of the start).
+    pub(super) fn share_wait(&self) -> Duration {
+        match &self.balance {
+            Some(balance) if balance.replicas() == 0 => FIRST_BEAT_POLL,
+            _ => self.lease.standby_interval(),
+        }
     }
 
     /// Whether the replica holds more than its share and this pipeline is the one to go.

@@ -68,7 +68,7 @@ impl Mover {
     ) -> Result<Outcome, MoverError> {
         if !self.may_try_lease() {
             self.ctx.metrics.lease_held.set(0);
-            return Ok(match sleep(shutdown, self.lease.standby_interval()).await {
+            return Ok(match sleep(shutdown, self.share_wait()).await {
                 Outcome::Stop => Outcome::Stop,
                 _ => Outcome::Progress,
             });
