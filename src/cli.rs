@@ -235,11 +235,7 @@ async fn dispatch(
         Command::Batch { action } => batch(action, &settings).await,
         Command::Ledger {
             action: LedgerAction::Install,
-        } => {
-            // Every primary that holds a pipeline gets the library (each pipeline's node).
-            let install = |s: Settings| async move { crate::tools::batch::install(&s).await };
-            report(crate::tools::each_pipeline::each_pipeline(&settings, false, install).await)
-        }
+        } => report(crate::tools::across::ledger_install(&settings).await),
     }
 }
 
@@ -255,16 +251,10 @@ fn parse_status(text: &str) -> Result<crate::ledger::Status, String> {
 
 /// The `batch` actions.
 async fn batch(action: BatchAction, settings: &Settings) -> ExitCode {
-    use crate::tools::batch::{self, AckArgs, ListOptions};
-    use crate::tools::each_pipeline::{each_pipeline, first_pipeline};
+    use crate::tools::across;
+    use crate::tools::batch::{AckArgs, ListOptions};
     match action {
-        BatchAction::Show { id, json } => {
-            let show = |s: Settings| {
-                let id = id.clone();
-                async move { batch::show(&s, &id, json).await }
-            };
-            report(first_pipeline(settings, show).await)
-        }
+        BatchAction::Show { id, json } => report(across::batch_show(settings, &id, json).await),
         BatchAction::List {
             status,
             limit,
@@ -275,12 +265,7 @@ async fn batch(action: BatchAction, settings: &Settings) -> ExitCode {
                 limit,
                 json,
             };
-            let json = opts.json;
-            let list = |s: Settings| {
-                let opts = opts.clone();
-                async move { batch::list(&s, &opts).await }
-            };
-            report(each_pipeline(settings, json, list).await)
+            report(across::batch_list(settings, &opts).await)
         }
         BatchAction::Ack {
             id,
@@ -288,19 +273,13 @@ async fn batch(action: BatchAction, settings: &Settings) -> ExitCode {
             completed,
             failed,
         } => {
-            let ack = |s: Settings| {
-                let id = id.clone();
-                async move {
-                    let args = AckArgs {
-                        id: &id,
-                        delivery,
-                        completed,
-                        failed,
-                    };
-                    batch::ack(&s, args).await
-                }
+            let args = AckArgs {
+                id: &id,
+                delivery,
+                completed,
+                failed,
             };
-            report(first_pipeline(settings, ack).await)
+            report(across::batch_ack(settings, args).await)
         }
     }
 }
@@ -313,8 +292,8 @@ fn parse_age(text: &str) -> Result<std::time::Duration, String> {
 /// The `dlq` actions. Option combinations that can match nothing exit 2 before Redis is
 /// touched, like any usage error.
 async fn dlq(action: DlqAction, settings: &Settings) -> ExitCode {
-    use crate::tools::dlq::{self, ListOptions, ReplayFilter};
-    use crate::tools::each_pipeline::each_pipeline;
+    use crate::tools::across;
+    use crate::tools::dlq::{ListOptions, ReplayFilter};
     match action {
         DlqAction::List {
             limit,
@@ -326,9 +305,7 @@ async fn dlq(action: DlqAction, settings: &Settings) -> ExitCode {
                 json,
                 scan_limit,
             };
-            report(
-                each_pipeline(settings, json, |s| async move { dlq::list(&s, opts).await }).await,
-            )
+            report(across::dlq_list(settings, opts).await)
         }
         DlqAction::Replay {
             limit,
@@ -347,11 +324,7 @@ async fn dlq(action: DlqAction, settings: &Settings) -> ExitCode {
                 eprintln!("batch-processor: {e}");
                 return ExitCode::from(EXIT_BAD_CONFIG);
             }
-            let replay = |s: Settings| {
-                let filter = filter.clone();
-                async move { dlq::replay(&s, limit, &filter).await.map(|r| r.to_string()) }
-            };
-            report(each_pipeline(settings, false, replay).await)
+            report(across::dlq_replay(settings, limit, &filter).await)
         }
         DlqAction::Purge { yes } => {
             if !yes {
@@ -360,12 +333,7 @@ async fn dlq(action: DlqAction, settings: &Settings) -> ExitCode {
                 );
                 return ExitCode::from(EXIT_BAD_CONFIG);
             }
-            let purge = |s: Settings| async move {
-                dlq::purge(&s)
-                    .await
-                    .map(|n| format!("purged {}", dlq::dead_letters(n)))
-            };
-            report(each_pipeline(settings, false, purge).await)
+            report(across::dlq_purge(settings).await)
         }
     }
 }

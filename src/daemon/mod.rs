@@ -105,6 +105,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         return Err(DaemonError::MoverStopped(error));
     }
     drain(&tasks, settings.shutdown_grace).await;
+    if balance.is_some() {
+        pipelines::leave_fleet(&ctx).await;
+    }
+    tracing::info!(message = "shutdown complete");
     Ok(())
 }
 
@@ -179,5 +183,4 @@ async fn drain(tasks: &TaskTracker, grace: std::time::Duration) {
             note = "tasks still busy with Redis are abandoned; nothing is lost",
         );
     }
-    tracing::info!(message = "shutdown complete");
 }

@@ -5,6 +5,7 @@
 //! pipeline it moves.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::daemon::context::Context;
 use crate::redis::keys::Keys;
@@ -73,6 +74,25 @@ pub fn balance(settings: &Settings) -> Option<Balance> {
         .then(|| Balance::new(settings.scale.pipelines.len(), settings.replica.lease_ttl))
 }
 
+/// Longest the daemon spends leaving the fleet on shutdown.
+const LEAVE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Leave the fleet on shutdown (the movers have released their leases by now), so the other
+/// replicas' shares grow at their next beat rather than a lease TTL later. Best effort and
+/// bounded: a replica that cannot leave drops out when its last beat ages past the TTL.
+pub async fn leave_fleet(ctx: &Context) {
+    let leave = async {
+        let mut conn = ctx.connector.command_connection().await.ok()?;
+        redis::cmd("ZREM")
+            .arg(ctx.keys.fleet())
+            .arg(&ctx.settings.replica.consumer_name)
+            .query_async::<i64>(&mut conn)
+            .await
+            .ok()
+    };
+    let _ = tokio::time::timeout(LEAVE_TIMEOUT, leave).await;
+}
+
 /// The keys of the deployment as a whole (its replicas' heartbeats): named after the
 /// configured lists, in braces when sharded so that they share one cluster slot.
 pub fn deployment_keys(settings: &Settings) -> Keys {
@@ -81,5 +101,46 @@ pub fn deployment_keys(settings: &Settings) -> Keys {
         Keys::new(prefix, &[shards::deployment_tag(&settings.queues)])
     } else {
         Keys::new(prefix, &settings.queues.sources)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings;
+
+    fn load(vars: &[(&str, &str)]) -> Settings {
+        settings::load(&vars.to_vec(), None).unwrap()
+    }
+
+    #[test]
+    fn a_single_pipeline_keeps_every_name_as_configured() {
+        let s = load(&[]);
+        let p = pipeline_settings(&s, &s.scale.pipelines[0]);
+        assert_eq!(p.queues, s.queues);
+        assert_eq!(p.ledger.state_prefix, "batch:state:");
+        assert_eq!(
+            deployment_keys(&s).replicas(),
+            "batch_processor:replicas:raw_data_queue"
+        );
+        assert!(balance(&s).is_none());
+    }
+
+    #[test]
+    fn a_shard_tags_its_ledger_and_the_deployment_tags_its_own_keys() {
+        let s = load(&[("REDIS_SHARDS", "2")]);
+        let shard = &s.scale.pipelines[1];
+        let tag = crate::scale::slot::hash_tag(&shard.processing).to_owned();
+        let p = pipeline_settings(&s, shard);
+        assert_eq!(p.queues, *shard);
+        assert_eq!(p.ledger.state_prefix, format!("batch:state:{{{tag}}}:"));
+        let keys = deployment_keys(&s);
+        assert_eq!(keys.fleet(), "batch_processor:fleet:{raw_data_queue}");
+        assert_eq!(
+            key_slot(&keys.fleet()),
+            key_slot(&keys.replica("any")),
+            "heartbeat keys share a slot"
+        );
+        assert!(balance(&s).is_some());
     }
 }
