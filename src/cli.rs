@@ -50,6 +50,46 @@ pub enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Ask this daemon's own probe (on REDIS_HTTP_ADDR) whether it is healthy: exit 0 when it
+    /// answers 200, 1 otherwise. For a container's HEALTHCHECK.
+    Health {
+        /// Ask /readyz (Redis answers, the mover runs) instead of /healthz (the process
+        /// answers).
+        #[arg(long)]
+        ready: bool,
+        /// Seconds the whole check may take.
+        #[arg(long, value_name = "SECONDS", default_value = "2", value_parser = parse_seconds)]
+        timeout: std::time::Duration,
+    },
+    /// A demo scraper and transformer, to see the whole flow (compose, local quick start).
+    Demo {
+        /// The demo's role.
+        #[command(subcommand)]
+        role: DemoRole,
+    },
+}
+
+/// The demo roles.
+#[derive(Debug, Subcommand)]
+pub enum DemoRole {
+    /// LPUSH scraper events (about 500 bytes of JSON) onto the source list at a steady rate.
+    Produce {
+        /// Events per second (fractions allowed).
+        #[arg(long, default_value = "5", value_parser = parse_rate)]
+        rate: f64,
+        /// Stop after this many events (default: until SIGTERM or SIGINT).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Every this many events one is malformed, to show dead letters; 0 for never.
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        bad_every: u64,
+    },
+    /// Take envelopes off the processing list (RPOP) and log one summary line each.
+    Consume {
+        /// Stop after this many envelopes (default: until SIGTERM or SIGINT).
+        #[arg(long)]
+        count: Option<u64>,
+    },
 }
 
 /// Dead-letter actions.
@@ -98,8 +138,10 @@ pub enum DlqAction {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run);
-    // The daemon catches SIGTERM from its first moments; the tools keep the default (die).
-    let early = matches!(command, Command::Run).then(crate::daemon::signal::EarlySignals::catch);
+    // The daemon and the demos catch SIGTERM from their first moments; the tools keep the
+    // default (die).
+    let early = matches!(command, Command::Run | Command::Demo { .. })
+        .then(crate::daemon::signal::EarlySignals::catch);
     let Loaded {
         settings,
         warnings,
@@ -112,7 +154,7 @@ pub fn main() -> ExitCode {
         }
     };
     let target = match command {
-        Command::Run => Target::Stdout,
+        Command::Run | Command::Demo { .. } => Target::Stdout,
         _ => Target::Stderr,
     };
     logging::init(settings.log_format, &settings.log_filter, target);
@@ -154,7 +196,83 @@ async fn dispatch(
         }
         Command::Status { json } => report(crate::tools::status::run(&settings, json).await),
         Command::Dlq { action } => dlq(action, &settings).await,
+        Command::Health { ready, timeout } => {
+            use crate::tools::health::{self, Probe};
+            let probe = if ready { Probe::Ready } else { Probe::Live };
+            report(health::check(settings.http_addr, probe, timeout).await)
+        }
+        Command::Demo { role } => demo(role, &settings, early).await,
     }
+}
+
+/// The demo roles, stopped by SIGTERM or SIGINT.
+async fn demo(
+    role: DemoRole,
+    settings: &Settings,
+    early: crate::daemon::signal::EarlySignals,
+) -> ExitCode {
+    use crate::tools::demo::{consume, produce};
+    let shutdown = shutdown_on_signal(&early);
+    let outcome = match role {
+        DemoRole::Produce {
+            rate,
+            count,
+            bad_every,
+        } => {
+            let opts = produce::ProduceOptions {
+                rate,
+                count,
+                bad_every,
+            };
+            produce::run(settings, opts, shutdown).await.map(|_| ())
+        }
+        DemoRole::Consume { count } => {
+            let opts = consume::ConsumeOptions { count };
+            consume::run(settings, opts, shutdown).await.map(|_| ())
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("batch-processor: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// A token cancelled by SIGTERM or SIGINT, including one that arrived before the runtime.
+fn shutdown_on_signal(early: &crate::daemon::signal::EarlySignals) -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    // Listening starts here, before the task is spawned: an early SIGTERM is still graceful.
+    let signal = crate::daemon::signal::shutdown();
+    if early.received() {
+        shutdown.cancel();
+    }
+    tokio::spawn(async move {
+        signal.await;
+        trigger.cancel();
+    });
+    shutdown
+}
+
+/// A duration option in seconds (fractions allowed), as clap wants its parsers.
+fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 3600.0)
+        .map(std::time::Duration::from_secs_f64)
+        .ok_or_else(|| format!("{text:?}: expected seconds above 0 and up to 3600"))
+}
+
+/// The demo producer's rate, in events per second.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && *r > 0.0 && *r <= 1_000_000.0)
+        .ok_or_else(|| format!("{text:?}: expected events per second above 0 and up to 1000000"))
 }
 
 /// An age option, as clap wants its parsers (the error as text).
@@ -240,17 +358,7 @@ fn print_stdout(text: &str) {
 }
 
 async fn run_daemon(settings: Settings, early: crate::daemon::signal::EarlySignals) -> ExitCode {
-    let shutdown = CancellationToken::new();
-    let trigger = shutdown.clone();
-    // Listening starts here, before the task is spawned: an early SIGTERM is still graceful.
-    let signal = crate::daemon::signal::shutdown();
-    if early.received() {
-        shutdown.cancel();
-    }
-    tokio::spawn(async move {
-        signal.await;
-        trigger.cancel();
-    });
+    let shutdown = shutdown_on_signal(&early);
     match crate::daemon::run(settings, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -16,7 +16,8 @@
 //!   shutdown; catches signals.
 //! - [`telemetry`]: events (a log line and its metric together), metrics, readiness, the HTTP
 //!   probes and logging.
-//! - [`tools`]: the operator commands (`status`, `dlq`).
+//! - [`tools`]: the operator commands (`status`, `dlq`, `health`) and the `demo` scraper and
+//!   transformer.
 //! - [`cli`]: command-line parsing, mode dispatch and exit codes; `main.rs` only calls it.
 //!
 //! Crate-wide lints (no `unsafe`, documented public items, no unreachable `pub`, no silent

@@ -13,13 +13,17 @@ mod harness;
 
 mod chaos;
 mod commit_fencing;
+mod compose_file;
 mod core;
+mod demo_cli;
 mod dlq_cli;
 mod dlq_regressions;
 mod flow_control;
 mod flow_regressions;
+mod health_cli;
 mod http_probes;
 mod json_profile;
+mod monitoring;
 mod operations;
 mod oversized;
 mod ownership;
