@@ -31,8 +31,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && groupadd --system --gid 10001 batch \
-    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin batch
+    && groupadd --gid 10001 batch \
+    && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin batch
 COPY --from=builder /usr/local/bin/batch-processor /usr/local/bin/batch-processor
 COPY config/ /etc/batch-processor/
 USER 10001:10001
