@@ -18,8 +18,8 @@ use super::window::TailRead;
 /// Requests in flight at once. Two keep Redis busy while the mover builds the next one.
 pub const PIPELINE_DEPTH: usize = 2;
 
-/// The items a request read (oldest first), or why it failed.
-pub type Answer = Result<Vec<Vec<u8>>, CommitError>;
+/// The items each of a request's reads returned (oldest first), or why it failed.
+pub type Answer = Result<Vec<Vec<Vec<u8>>>, CommitError>;
 
 /// A request's reply, still to come.
 pub type ReplyFuture = Pin<Box<dyn Future<Output = Answer> + Send>>;
@@ -29,8 +29,8 @@ pub type ReplyFuture = Pin<Box<dyn Future<Output = Answer> + Send>>;
 pub struct Sent {
     /// What it commits.
     pub plan: Plan,
-    /// Where its read sits in the tail window, if it reads.
-    pub read: Option<TailRead>,
+    /// Its reads: which source, and where each sits in that source's tail window.
+    pub reads: Vec<(usize, TailRead)>,
     /// Bytes of the largest value it carries (an envelope or a dead-letter record).
     pub largest_value: usize,
 }

@@ -67,30 +67,51 @@ impl TailWindow {
         plan::oldest_waiting(self.unplanned())
     }
 
+    /// Whether the last read came back short: then the window held the whole source, and
+    /// nothing of it waited unread in Redis.
+    pub fn is_drained(&self) -> bool {
+        self.drained
+    }
+
     /// The read for the next request: one that keeps up to `read_ahead` items read beyond
-    /// what a commit trimming the first `trim` unplanned items leaves. `None` when there is
-    /// nothing to commit and nothing worth reading (the source was drained); `Some(None)`
-    /// for a commit without a read.
+    /// what a commit trimming the first `trim` unplanned items leaves, if one is worth
+    /// making: not once the source was drained, unless `recheck` (a request that commits
+    /// anyway looks again, and so does the first request after a wait, since the source may
+    /// have grown).
     ///
     /// `trim` must not exceed `unplanned().len()`.
-    pub fn next_read(&self, trim: usize, read_ahead: usize) -> Option<Option<TailRead>> {
+    pub fn read_for(&self, trim: usize, read_ahead: usize, recheck: bool) -> Option<TailRead> {
         debug_assert!(trim <= self.unplanned().len());
         // Where the tail will be once this request's commit has run.
         let tail_after = self.planned + trim;
-        let want = (tail_after + read_ahead).saturating_sub(self.next_read);
-        let read = (want > 0 && (!self.drained || trim > 0)).then(|| TailRead {
-            start: self.next_read,
-            // next_read >= front + pending.len() >= planned + trim.
-            skip: self.next_read.saturating_sub(tail_after),
+        // A drained source is read again from the end of what is held, even while an
+        // earlier look is in flight: each request then sees what landed since the one before
+        // (the later of two overlapping reads is dropped if the earlier one found anything).
+        let start = if self.drained && recheck {
+            self.held_end()
+        } else {
+            self.next_read
+        };
+        let want = (tail_after + read_ahead).saturating_sub(start);
+        (want > 0 && (!self.drained || recheck)).then(|| TailRead {
+            start,
+            // start >= front + pending.len() >= planned + trim.
+            skip: start.saturating_sub(tail_after),
             count: want,
-        });
-        (trim > 0 || read.is_some()).then_some(read)
+        })
+    }
+
+    /// Position just past the last item held.
+    fn held_end(&self) -> usize {
+        self.front + self.pending.len()
     }
 
     /// A request that commits `trim` unplanned items and makes `read` was sent.
     pub fn reserve(&mut self, trim: usize, read: Option<TailRead>) {
         self.planned += trim;
-        self.next_read += read.map_or(0, |r| r.count);
+        if let Some(r) = read {
+            self.next_read = self.next_read.max(r.start + r.count);
+        }
     }
 
     /// The oldest request in flight committed: its `trim` items left the source.
@@ -100,15 +121,20 @@ impl TailWindow {
         self.front += trim;
     }
 
-    /// A read came back with `items` (oldest first). Returns how many were kept: none when
-    /// an earlier read came back short, since this one may then have skipped items (and
-    /// then `items` is not even iterated).
+    /// A read came back with `items` (oldest first). Returns how many were kept: none unless
+    /// the read starts exactly where the held items end (an earlier read came back short, so
+    /// this one may have skipped items; or an earlier overlapping look found items this one
+    /// repeats), and then `items` is not even iterated. Acceptance only at the held end is
+    /// what keeps the copy gap-free and without repeats, whatever reads were in flight.
     pub fn read_returned<I>(&mut self, read: TailRead, items: I) -> usize
     where
         I: IntoIterator<Item = Peeked>,
         I::IntoIter: ExactSizeIterator,
     {
-        if read.start != self.front + self.pending.len() {
+        if read.start != self.held_end() {
+            // Nothing in flight may cover what this read would have: ask from the held end
+            // again (a later read that does start there is still taken).
+            self.next_read = self.held_end();
             return 0;
         }
         let items = items.into_iter();
@@ -119,13 +145,9 @@ impl TailWindow {
             self.next_read = read.start + got;
         } else {
             self.drained = false;
+            self.next_read = self.next_read.max(read.start + got);
         }
         got
-    }
-
-    /// The mover is about to wait for new messages: the next request reads again.
-    pub fn expect_more(&mut self) {
-        self.drained = false;
     }
 
     /// Drop every copy and position (after an error or a lost lease). Safe at any time:
@@ -142,7 +164,7 @@ mod tests {
     use super::*;
 
     use crate::mover::plan::tests::{queues, PROFILE};
-    use crate::mover::plan::{plan, Limits, MAX_COMMIT_BYTES, MAX_ENVELOPE_BYTES};
+    use crate::mover::plan::{plan, Limits, Runs, MAX_COMMIT_BYTES, MAX_ENVELOPE_BYTES};
 
     fn peeked(items: &[&str], seen: Instant) -> Vec<Peeked> {
         items
@@ -155,6 +177,7 @@ mod tests {
         Limits {
             batch_size,
             max_envelopes: 10,
+            max_lower_envelopes: usize::MAX,
             flush_seen_by: None,
             max_envelope_bytes: MAX_ENVELOPE_BYTES,
             max_commit_bytes: MAX_COMMIT_BYTES,
@@ -162,9 +185,13 @@ mod tests {
         }
     }
 
-    /// `next_read` then `reserve`, as the mover does when it sends a request.
+    /// `read_for` then `reserve`, as the mover does when it sends a request: a commit reads
+    /// again even once the source was drained. `None` when there is nothing to send.
     fn send(w: &mut TailWindow, trim: usize, read_ahead: usize) -> Option<Option<TailRead>> {
-        let read = w.next_read(trim, read_ahead)?;
+        let read = w.read_for(trim, read_ahead, trim > 0);
+        if trim == 0 && read.is_none() {
+            return None;
+        }
         w.reserve(trim, read);
         Some(read)
     }
@@ -197,7 +224,7 @@ mod tests {
     fn a_commit_after_a_read_skips_what_is_held() {
         let now = Instant::now();
         let mut w = window_with(&["1", "2", "3", "4", "5"], now);
-        let p = plan(w.unplanned(), limits(2), &queues(), "ts");
+        let p = plan(&Runs::one(w.unplanned()), limits(2), &queues(), "ts");
         assert_eq!(p.trim, 4);
         // Commit 4; the tail then holds item 5 (position 4) as its oldest, already held and
         // read before: read from position 5 on, skipping one item from the new tail.
@@ -219,8 +246,8 @@ mod tests {
         assert_eq!(w.next_read, 7);
         // Drained and nothing to commit: no request until the mover has waited.
         assert_eq!(send(&mut w, 0, 10), None);
-        w.expect_more();
-        let read = send(&mut w, 0, 10).unwrap().unwrap();
+        // After a wait the mover looks again.
+        let read = w.read_for(0, 10, true).unwrap();
         assert_eq!((read.start, read.skip, read.count), (7, 3, 7));
     }
 
@@ -228,7 +255,7 @@ mod tests {
     fn a_failed_commit_or_a_lost_lease_resets_everything() {
         let now = Instant::now();
         let mut w = window_with(&["1", "2", "3"], now);
-        let p = plan(w.unplanned(), limits(2), &queues(), "ts");
+        let p = plan(&Runs::one(w.unplanned()), limits(2), &queues(), "ts");
         let read = send(&mut w, p.trim, 10).unwrap();
         assert!(read.is_some());
         assert_eq!(w.planned, 2);
@@ -261,19 +288,19 @@ mod tests {
     fn a_partial_batch_is_planned_once_its_deadline_passed() {
         let seen = Instant::now();
         let mut w = window_with(&["1", "2", "3"], seen);
-        let p = plan(w.unplanned(), limits(2), &queues(), "ts");
+        let p = plan(&Runs::one(w.unplanned()), limits(2), &queues(), "ts");
         assert_eq!(p.trim, 2);
         send(&mut w, p.trim, 0);
         assert_eq!(w.oldest_unplanned(), Some(seen));
         // Not yet due: nothing more to plan.
-        let young = plan(w.unplanned(), limits(2), &queues(), "ts");
+        let young = plan(&Runs::one(w.unplanned()), limits(2), &queues(), "ts");
         assert!(young.is_empty());
         // Due: the partial batch goes; the window then covers all it holds.
         let due = Limits {
             flush_seen_by: Some(seen + Duration::from_millis(1)),
             ..limits(2)
         };
-        let p = plan(w.unplanned(), due, &queues(), "ts");
+        let p = plan(&Runs::one(w.unplanned()), due, &queues(), "ts");
         assert_eq!(p.trim, 1);
         send(&mut w, p.trim, 0);
         assert!(w.unplanned().is_empty());
@@ -288,7 +315,7 @@ mod tests {
     fn dead_letters_between_and_after_a_batch_trim_with_it() {
         let now = Instant::now();
         let mut w = window_with(&["1", "bad", "2", "{", "3"], now);
-        let p = plan(w.unplanned(), limits(2), &queues(), "ts");
+        let p = plan(&Runs::one(w.unplanned()), limits(2), &queues(), "ts");
         // One batch of two good messages covers the bad one between them and the bad one
         // right after it; the last good message waits for its batch to fill.
         assert_eq!(p.trim, 4);
@@ -312,7 +339,7 @@ mod tests {
         };
         // Two 7-byte messages fit under 15; the envelope closes before the third, and the
         // commit takes one envelope only.
-        let p = plan(w.unplanned(), caps, &queues(), "ts");
+        let p = plan(&Runs::one(w.unplanned()), caps, &queues(), "ts");
         assert_eq!(p.trim, 2);
         let read = send(&mut w, p.trim, 0);
         assert_eq!(read, Some(None));

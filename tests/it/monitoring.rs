@@ -100,6 +100,10 @@ fn scrape_a_working_daemon() -> String {
     let names = Names::new();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
+    let source_series = format!(
+        "batch_processor_queue_length{{queue=\"source\",list=\"{}\"}}",
+        names.source
+    );
     let mut conn = server.conn();
     let mut messages: Vec<Vec<u8>> = (0..25).map(|i| event(i, 100)).collect();
     messages.push(b"not json".to_vec());
@@ -117,7 +121,7 @@ fn scrape_a_working_daemon() -> String {
         wait_until(Duration::from_secs(10), || {
             let (_, text) = http_get(port, "/metrics");
             metric(&text, "batch_processor_ready") == Some(1.0)
-                && metric(&text, "batch_processor_queue_length{queue=\"source\"}") == Some(0.0)
+                && metric(&text, &source_series) == Some(0.0)
         }),
         "never ready with the source drained: {}",
         daemon.all_output()

@@ -1,7 +1,8 @@
 //! The daemon's periodic jobs, run by the [`Scheduler`]:
 //!
 //! - [`probe`] (every second): PING and the three list lengths on a connection of its own,
-//!   bounded well under a second, feeding readiness and the `queue_length` gauges.
+//!   each round trip bounded to 750 ms (opening the connection apart), feeding readiness and
+//!   the `queue_length` gauges.
 //! - [`stats`] (every `REDIS_STATS_INTERVAL`): one `stats` log line with totals, list lengths
 //!   and the rate since the previous line.
 //! - [`heartbeat`] (every third of the lease TTL): this replica's hash and its entry in the
@@ -115,6 +116,20 @@ impl OwnConnection {
         self.conn = None;
     }
 
+    /// The connection, opened first if needed. Opening costs a round trip of its own (the
+    /// client's handshake), so a step with a tight bound opens apart from its query.
+    async fn open(&mut self) -> Result<&mut MultiplexedConnection, JobsError> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self
+                .connector
+                .command_connection()
+                .await
+                .map_err(|source| JobsError::Connect(self.connector.failure(CONNECT, source)))?,
+        };
+        Ok(self.conn.insert(conn))
+    }
+
     /// Run `pipe` (the step `what`, sending `commands`), opening the connection first if
     /// needed.
     async fn query<T: redis::FromRedisValue>(
@@ -123,19 +138,7 @@ impl OwnConnection {
         commands: &'static str,
         pipe: &redis::Pipeline,
     ) -> Result<T, JobsError> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => {
-                let conn = self
-                    .connector
-                    .command_connection()
-                    .await
-                    .map_err(|source| {
-                        JobsError::Connect(self.connector.failure(CONNECT, source))
-                    })?;
-                self.conn.insert(conn)
-            }
-        };
+        let conn = self.open().await?;
         match pipe.query_async(conn).await {
             Ok(v) => Ok(v),
             Err(source) => {
@@ -167,7 +170,7 @@ mod tests {
         let settings = settings::load(&vars.to_vec(), None).unwrap();
         Context {
             connector: Connector::new(&settings.redis).unwrap(),
-            keys: Keys::new(&settings.replica.key_prefix, &settings.queues.source),
+            keys: Keys::new(&settings.replica.key_prefix, &settings.queues.sources),
             settings: Arc::new(settings),
             metrics: Metrics::new(),
             health: Health::default(),

@@ -41,7 +41,7 @@ pub async fn run(
     opts: ProduceOptions,
     shutdown: CancellationToken,
 ) -> Result<Produced, DemoError> {
-    let queue = &settings.queues.source;
+    let queue = settings.queues.first_source();
     let mut conn = Reconnecting::new(Connector::new(&settings.redis)?, None);
     tracing::info!(
         message = "demo producer started",
