@@ -12,6 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::settings::{self, Effective, Loaded, ProcessEnv, Settings};
 use crate::telemetry::logging::{self, Target};
 
+mod demo;
+mod health;
+
 /// Exit code for bad settings or usage.
 pub const EXIT_BAD_CONFIG: u8 = 2;
 /// Exit code for a runtime failure.
@@ -58,38 +61,74 @@ pub enum Command {
         #[arg(long)]
         ready: bool,
         /// Seconds the whole check may take.
-        #[arg(long, value_name = "SECONDS", default_value = "2", value_parser = parse_seconds)]
+        #[arg(long, value_name = "SECONDS", default_value = "2", value_parser = health::parse_seconds)]
         timeout: std::time::Duration,
     },
     /// A demo scraper and transformer, to see the whole flow (compose, local quick start).
     Demo {
         /// The demo's role.
         #[command(subcommand)]
-        role: DemoRole,
+        role: demo::DemoRole,
+    },
+    /// Inspect the batch ledger, or ack a batch by hand.
+    Batch {
+        /// The batch action.
+        #[command(subcommand)]
+        action: BatchAction,
+    },
+    /// Manage the batch ledger's function library.
+    Ledger {
+        /// The ledger action.
+        #[command(subcommand)]
+        action: LedgerAction,
     },
 }
 
-/// The demo roles.
+/// Batch-ledger views and the ack.
 #[derive(Debug, Subcommand)]
-pub enum DemoRole {
-    /// LPUSH scraper events (about 500 bytes of JSON) onto the source list at a steady rate.
-    Produce {
-        /// Events per second (fractions allowed).
-        #[arg(long, default_value = "5", value_parser = parse_rate)]
-        rate: f64,
-        /// Stop after this many events (default: until SIGTERM or SIGINT).
+pub enum BatchAction {
+    /// Show one batch's ledger entry.
+    Show {
+        /// The batch's event_id.
+        id: String,
+        /// Print one JSON document on stdout.
         #[arg(long)]
-        count: Option<u64>,
-        /// Every this many events one is malformed, to show dead letters; 0 for never.
-        #[arg(long, value_name = "N", default_value_t = 50)]
-        bad_every: u64,
+        json: bool,
     },
-    /// Take envelopes off the processing list (RPOP) and log one summary line each.
-    Consume {
-        /// Stop after this many envelopes (default: until SIGTERM or SIGINT).
+    /// List batches: in flight per worker, the next queued, and recently finished.
+    List {
+        /// Only batches in this state: queued, processing, completed,
+        /// completed_with_failures or dead.
+        #[arg(long, value_name = "S", value_parser = parse_status)]
+        status: Option<crate::ledger::Status>,
+        /// At most this many per section.
+        #[arg(long, default_value_t = crate::tools::batch::DEFAULT_LIMIT)]
+        limit: usize,
+        /// Print one JSON document on stdout.
         #[arg(long)]
-        count: Option<u64>,
+        json: bool,
     },
+    /// Report items of a claimed batch done, as a transformer does (fenced by --delivery).
+    Ack {
+        /// The batch's event_id.
+        id: String,
+        /// The delivery number the claim returned.
+        #[arg(long)]
+        delivery: u64,
+        /// Items completed.
+        #[arg(long, default_value_t = 0)]
+        completed: u64,
+        /// Items failed.
+        #[arg(long, default_value_t = 0)]
+        failed: u64,
+    },
+}
+
+/// Function-library actions.
+#[derive(Debug, Subcommand)]
+pub enum LedgerAction {
+    /// Load (or replace) the batch_ledger function library with FUNCTION LOAD REPLACE.
+    Install,
 }
 
 /// Dead-letter actions.
@@ -196,46 +235,55 @@ async fn dispatch(
         }
         Command::Status { json } => report(crate::tools::status::run(&settings, json).await),
         Command::Dlq { action } => dlq(action, &settings).await,
-        Command::Health { ready, timeout } => {
-            use crate::tools::health::{self, Probe};
-            let probe = if ready { Probe::Ready } else { Probe::Live };
-            report(health::check(settings.http_addr, probe, timeout).await)
-        }
-        Command::Demo { role } => demo(role, &settings, early).await,
+        Command::Health { ready, timeout } => report(health::run(&settings, ready, timeout).await),
+        Command::Demo { role } => demo::run(role, &settings, shutdown_on_signal(&early)).await,
+        Command::Batch { action } => batch(action, &settings).await,
+        Command::Ledger {
+            action: LedgerAction::Install,
+        } => report(crate::tools::batch::install(&settings).await),
     }
 }
 
-/// The demo roles, stopped by SIGTERM or SIGINT.
-async fn demo(
-    role: DemoRole,
-    settings: &Settings,
-    early: crate::daemon::signal::EarlySignals,
-) -> ExitCode {
-    use crate::tools::demo::{consume, produce};
-    let shutdown = shutdown_on_signal(&early);
-    let outcome = match role {
-        DemoRole::Produce {
-            rate,
-            count,
-            bad_every,
+/// A batch state on the command line.
+fn parse_status(text: &str) -> Result<crate::ledger::Status, String> {
+    match crate::ledger::Status::parse(text) {
+        crate::ledger::Status::Other(s) => Err(format!(
+            "unknown status {s:?}: expected queued, processing, completed, completed_with_failures or dead"
+        )),
+        status => Ok(status),
+    }
+}
+
+/// The `batch` actions.
+async fn batch(action: BatchAction, settings: &Settings) -> ExitCode {
+    use crate::tools::batch::{self, AckArgs, ListOptions};
+    match action {
+        BatchAction::Show { id, json } => report(batch::show(settings, &id, json).await),
+        BatchAction::List {
+            status,
+            limit,
+            json,
         } => {
-            let opts = produce::ProduceOptions {
-                rate,
-                count,
-                bad_every,
+            let opts = ListOptions {
+                status,
+                limit,
+                json,
             };
-            produce::run(settings, opts, shutdown).await.map(|_| ())
+            report(batch::list(settings, &opts).await)
         }
-        DemoRole::Consume { count } => {
-            let opts = consume::ConsumeOptions { count };
-            consume::run(settings, opts, shutdown).await.map(|_| ())
-        }
-    };
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("batch-processor: {e}");
-            ExitCode::from(EXIT_FAILURE)
+        BatchAction::Ack {
+            id,
+            delivery,
+            completed,
+            failed,
+        } => {
+            let args = AckArgs {
+                id: &id,
+                delivery,
+                completed,
+                failed,
+            };
+            report(batch::ack(settings, args).await)
         }
     }
 }
@@ -254,25 +302,6 @@ fn shutdown_on_signal(early: &crate::daemon::signal::EarlySignals) -> Cancellati
         trigger.cancel();
     });
     shutdown
-}
-
-/// A duration option in seconds (fractions allowed), as clap wants its parsers.
-fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
-    text.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 3600.0)
-        .map(std::time::Duration::from_secs_f64)
-        .ok_or_else(|| format!("{text:?}: expected seconds above 0 and up to 3600"))
-}
-
-/// The demo producer's rate, in events per second.
-fn parse_rate(text: &str) -> Result<f64, String> {
-    text.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|r| r.is_finite() && *r > 0.0 && *r <= 1_000_000.0)
-        .ok_or_else(|| format!("{text:?}: expected events per second above 0 and up to 1000000"))
 }
 
 /// An age option, as clap wants its parsers (the error as text).

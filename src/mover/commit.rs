@@ -17,7 +17,7 @@ use redis::{RedisError, Value};
 use crate::mover::plan::{Envelope, Peeked, Plan, Runs};
 use crate::redis::keys::Keys;
 use crate::redis::ErrorKind;
-use crate::settings::Queues;
+use crate::settings::{LedgerSettings, Queues};
 
 const COMMIT: &str = include_str!("../redis/scripts/commit.lua");
 
@@ -113,6 +113,9 @@ pub struct Commit<'a> {
     /// The processing list's length limit, if any: the commit is refused (`Paused`) when its
     /// envelopes would take the list past it.
     pub max_processing: Option<usize>,
+    /// The batch ledger's settings when it is on: each envelope then gets its entry in the
+    /// same transaction (see [`crate::mover::ledger`]).
+    pub ledger: Option<&'a LedgerSettings>,
 }
 
 impl Request {
@@ -126,6 +129,9 @@ impl Request {
             pipe.cmd("MULTI");
             push_commands(&mut pipe, queues, &commit);
             commit_script(&mut pipe, keys, queues, &commit);
+            if let Some(ledger) = commit.ledger.filter(|_| !plan.envelopes.is_empty()) {
+                super::ledger::append(&mut pipe, ledger, &keys.lease(), queues, &commit);
+            }
             pipe.cmd("EXEC");
         }
         // A read without a commit carries no lease check of its own, yet its position assumes
@@ -298,7 +304,8 @@ fn check_exec(
         Value::ServerError(e) => return Err(refused("EXEC", queues.sources_label(), &e)),
         other => return Err(CommitError::Protocol(format!("EXEC reply {other:?}"))),
     };
-    // Results: [LPUSH processing]?, [LPUSH dead-letter]?, EVAL.
+    // Results: [LPUSH processing]?, [LPUSH dead-letter]?, EVAL, [EVAL ledger]? (the ledger
+    // script follows the commit's verdict and cannot fail on its own).
     let mut it = results.into_iter();
     let mut push_error = None;
     for (present, key) in [

@@ -248,6 +248,7 @@ impl Mover {
             lease_after: &lease_after,
             now_ms: chrono::Utc::now().timestamp_millis(),
             max_processing: self.back_pressure.as_ref().map(BackPressure::limit),
+            ledger: settings.ledger.enabled.then_some(&settings.ledger),
         };
         let lrange: Vec<commit::Read> = reads
             .iter()

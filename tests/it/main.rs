@@ -23,6 +23,8 @@ mod flow_regressions;
 mod health_cli;
 mod http_probes;
 mod json_profile;
+mod ledger;
+mod ledger_crash;
 mod monitoring;
 mod netfaults;
 mod operations;

@@ -8,12 +8,15 @@
 //! - [`heartbeat`] (every third of the lease TTL): this replica's hash and its entry in the
 //!   replica set, read by `batch-processor status`.
 //! - [`allowance`] (scheduled mode only): grants the mover its batches for the next tick.
+//! - [`recovery`] (batch ledger on only): loads the ledger's function library, redelivers the
+//!   batches of dead workers, and mirrors the ledger's totals into the metrics.
 //!
 //! The mover renews the lease itself; no job here touches it.
 
 mod allowance;
 mod heartbeat;
 mod probe;
+mod recovery;
 mod stats;
 
 use std::time::Duration;
@@ -73,6 +76,9 @@ pub fn daemon_scheduler(ctx: Context) -> Scheduler {
     scheduler.add(probe::Probe::new(&ctx));
     scheduler.add(stats::Stats::new(&ctx));
     scheduler.add(heartbeat::Heartbeat::new(&ctx));
+    if ctx.settings.ledger.enabled {
+        scheduler.add(recovery::Recovery::new(&ctx));
+    }
     match (ctx.settings.schedule, ctx.allowance) {
         (Schedule::Every { every, max_batches }, Some(permits)) => {
             scheduler.add(allowance::AllowanceRefill {
@@ -183,6 +189,15 @@ mod tests {
     fn continuous_mode_has_no_allowance_refill() {
         let s = daemon_scheduler(context(&[]));
         assert_eq!(s.job_names(), vec!["probe", "stats", "heartbeat"]);
+    }
+
+    #[test]
+    fn the_ledger_adds_its_recovery_job() {
+        let s = daemon_scheduler(context(&[("REDIS_BATCH_LEDGER", "true")]));
+        assert_eq!(
+            s.job_names(),
+            vec!["probe", "stats", "heartbeat", "ledger_recovery"]
+        );
     }
 
     #[test]

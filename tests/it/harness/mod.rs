@@ -1,8 +1,9 @@
 //! Test harness shared by the integration tests: a real `redis-server` on a free port that
 //! stops on drop, a random key prefix per test, the daemon binary run with a clean
 //! environment, the exactly-once audit of what it produced, and a TCP proxy that adds
-//! latency or faults between the daemon and Redis, and a private network namespace
-//! where `iptables` makes packet loss, partitions and resets.
+//! latency or faults between the daemon and Redis, a private network namespace where
+//! `iptables` makes packet loss, partitions and resets, and the Python reference transformer
+//! as a consumer process for the batch ledger.
 
 mod audit;
 mod chaos;
@@ -13,6 +14,7 @@ mod proxy;
 mod queues;
 mod redis_server;
 mod tls;
+mod transformer;
 
 pub(crate) use audit::*;
 pub(crate) use chaos::*;
@@ -23,6 +25,7 @@ pub(crate) use proxy::*;
 pub(crate) use queues::*;
 pub(crate) use redis_server::*;
 pub(crate) use tls::*;
+pub(crate) use transformer::*;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
