@@ -183,7 +183,7 @@ impl Mover {
     /// One connection's worth of work. `Ok` only on shutdown.
     async fn session(&mut self, shutdown: &CancellationToken) -> Result<(), MoverError> {
         self.idle.close();
-        let Some(conn) = until(shutdown, self.ctx.connector.command_connection()).await else {
+        let Some(conn) = until(shutdown, self.ctx.connector.commit_connection()).await else {
             return Ok(());
         };
         let mut conn = conn.map_err(|source| self.connect_error(source))?;
