@@ -11,6 +11,7 @@
 
 mod harness;
 
+mod acl;
 mod chaos;
 mod commit_fencing;
 mod core;

@@ -89,7 +89,12 @@ pub(crate) fn start_tls_redis_with(dir: &Path, client_certs: bool) -> TlsRedis {
             "--tls-key-file",
             "server.key",
         ])
-        .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", auth_clients])
+        .args([
+            "--tls-ca-cert-file",
+            "ca.pem",
+            "--tls-auth-clients",
+            auth_clients,
+        ])
         .arg("--dir")
         .arg(dir)
         .current_dir(dir)
