@@ -14,9 +14,10 @@ use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
 
 use crate::mover::plan::{Envelope, Peeked, Plan};
+use crate::mover::replica_ack;
 use crate::redis::keys::Keys;
 use crate::redis::ErrorKind;
-use crate::settings::Queues;
+use crate::settings::{Queues, ReplicaAck};
 
 const COMMIT: &str = include_str!("../redis/scripts/commit.lua");
 
@@ -66,9 +67,26 @@ pub enum CommitError {
         /// Source list.
         source_queue: String,
     },
+    /// The commit landed, but the `WAIT` after it was refused (`NOPERM` without `+wait`).
+    #[error("the commit landed, but WAIT after it failed: {detail}")]
+    Wait {
+        /// The class of the refusal.
+        kind: ErrorKind,
+        /// What Redis said.
+        detail: String,
+    },
     /// The reply did not have the expected shape.
     #[error("unexpected reply to the commit: {0}")]
     Protocol(String),
+}
+
+/// What a request brought back.
+#[derive(Debug, Default)]
+pub struct Reply {
+    /// The items read, oldest first.
+    pub items: Vec<Vec<u8>>,
+    /// With `REDIS_MIN_REPLICAS_ACK`, after a commit: how many replicas acknowledged it.
+    pub replicas: Option<i64>,
 }
 
 /// A read of the source's tail to run after the commit.
@@ -87,6 +105,8 @@ pub struct Request {
     envelopes: usize,
     dead_letters: usize,
     committing: bool,
+    /// A `WAIT` follows the commit.
+    waiting: bool,
     reading: bool,
     /// For a read without a commit: the lease key and the value it must find there (see
     /// [`Request::new`]).
@@ -109,6 +129,8 @@ pub struct Commit<'a> {
     /// The processing list's length limit, if any: the commit is refused (`Paused`) when its
     /// envelopes would take the list past it.
     pub max_processing: Option<usize>,
+    /// `REDIS_MIN_REPLICAS_ACK`: `WAIT` after the commit, in the same round trip.
+    pub replica_ack: Option<ReplicaAck>,
 }
 
 impl Request {
@@ -123,6 +145,10 @@ impl Request {
             push_commands(&mut pipe, queues, &commit);
             commit_script(&mut pipe, keys, queues, &commit);
             pipe.cmd("EXEC");
+        }
+        let ack = commit.replica_ack.filter(|_| committing);
+        if let Some(ack) = ack {
+            replica_ack::append_wait(&mut pipe, ack);
         }
         // A read without a commit carries no lease check of its own, yet its position assumes
         // every commit sent before it has run: a GET of the lease, compared with the value
@@ -142,12 +168,14 @@ impl Request {
             envelopes: plan.envelopes.len(),
             dead_letters: plan.dead_letters.len(),
             committing,
+            waiting: ack.is_some(),
             reading: read.is_some(),
             lease_check,
         }
     }
 
-    /// Send the request and check the replies. Returns the items read, oldest first.
+    /// Send the request and check the replies. Returns the items read, oldest first, and
+    /// what `WAIT` said.
     ///
     /// The request is handed to the connection on the first poll, so requests created and
     /// polled one after another reach Redis in that order.
@@ -155,7 +183,7 @@ impl Request {
         self,
         mut conn: MultiplexedConnection,
         queues: &Queues,
-    ) -> Result<Vec<Vec<u8>>, CommitError> {
+    ) -> Result<Reply, CommitError> {
         let mut replies: Vec<Value> =
             self.pipe
                 .query_async(&mut conn)
@@ -176,30 +204,38 @@ impl Request {
                 }
             }
         }
+        let replicas = match self.waiting {
+            true => Some(replica_ack::parse_wait(replies.pop())?),
+            false => None,
+        };
         if self.committing {
             let exec = replies
                 .pop()
                 .ok_or_else(|| CommitError::Protocol("missing EXEC reply".into()))?;
             check_exec(exec, self.envelopes, self.dead_letters, queues)?;
         }
-        match read_reply {
-            None => Ok(Vec::new()),
-            Some(Value::Array(items)) => {
-                let mut out = Vec::with_capacity(items.len());
-                // LRANGE lists head to tail; the tail is the oldest.
-                for item in items.into_iter().rev() {
-                    match item {
-                        Value::BulkString(b) => out.push(b),
-                        other => {
-                            return Err(CommitError::Protocol(format!("LRANGE item {other:?}")))
-                        }
-                    }
+        let items = read_items(read_reply, queues)?;
+        Ok(Reply { items, replicas })
+    }
+}
+
+/// The items of the LRANGE reply, oldest first.
+fn read_items(read_reply: Option<Value>, queues: &Queues) -> Result<Vec<Vec<u8>>, CommitError> {
+    match read_reply {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => {
+            let mut out = Vec::with_capacity(items.len());
+            // LRANGE lists head to tail; the tail is the oldest.
+            for item in items.into_iter().rev() {
+                match item {
+                    Value::BulkString(b) => out.push(b),
+                    other => return Err(CommitError::Protocol(format!("LRANGE item {other:?}"))),
                 }
-                Ok(out)
             }
-            Some(Value::ServerError(e)) => Err(refused("LRANGE", queues.source.clone(), &e)),
-            Some(other) => Err(CommitError::Protocol(format!("LRANGE reply {other:?}"))),
+            Ok(out)
         }
+        Some(Value::ServerError(e)) => Err(refused("LRANGE", queues.source.clone(), &e)),
+        Some(other) => Err(CommitError::Protocol(format!("LRANGE reply {other:?}"))),
     }
 }
 
@@ -381,6 +417,7 @@ impl CommitError {
             CommitError::Fenced { .. } => ErrorKind::Fenced,
             CommitError::TailChanged { .. } => ErrorKind::TailChanged,
             CommitError::Paused { .. } => ErrorKind::Other,
+            CommitError::Wait { kind, .. } => *kind,
             CommitError::Protocol(_) => ErrorKind::Protocol,
         }
     }

@@ -28,6 +28,10 @@ impl Mover {
         if shutdown.is_cancelled() {
             return Ok(Outcome::Stop);
         }
+        if self.ctx.connector.generation() != self.generation {
+            let addr = self.ctx.connector.addr();
+            return Err(MoverError::PrimaryChanged { addr });
+        }
         if !self.lease.is_held() {
             return self.take_lease(conn, shutdown).await;
         }
@@ -244,6 +248,7 @@ impl Mover {
             lease_after: &lease_after,
             now_ms: chrono::Utc::now().timestamp_millis(),
             max_processing: self.back_pressure.as_ref().map(BackPressure::limit),
+            replica_ack: settings.redis.replica_ack,
         };
         let lrange = read.map(|r| commit::Read {
             skip: r.skip,
@@ -279,12 +284,17 @@ impl Mover {
 
     /// Apply the answer to the oldest request.
     fn answered(&mut self, sent: Sent, answer: Answer) -> Result<Outcome, MoverError> {
+        let settings_ack = self.ctx.settings.redis.replica_ack;
         match answer {
-            Ok(items) => {
+            Ok(reply) => {
                 if !sent.plan.is_empty() {
                     self.value_limit.request_succeeded();
                 }
-                Ok(self.completed(sent, items))
+                if let (Some(replicas), Some(ack)) = (reply.replicas, settings_ack) {
+                    let (metrics, source) = (&self.ctx.metrics, &self.ctx.settings.queues.source);
+                    self.ack_watch.acknowledged(metrics, source, ack, replicas);
+                }
+                Ok(self.completed(sent, reply.items))
             }
             Err(CommitError::Fenced { .. }) => {
                 self.lease_lost();

@@ -11,6 +11,7 @@
 //! failover (the old primary answering `READONLY`, or its connections dropped) is followed
 //! without any other part knowing about Sentinel.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +33,9 @@ pub struct Connector {
     settings: RedisSettings,
     /// The primary the sentinels named last, for log lines.
     primary: Arc<Mutex<Option<String>>>,
+    /// Bumped whenever the sentinels name a different primary than before: a connection made
+    /// under an older generation goes to a node that is no longer the primary.
+    generation: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,7 +81,44 @@ impl Connector {
             target,
             settings: settings.clone(),
             primary: Arc::default(),
+            generation: Arc::default(),
         })
+    }
+
+    /// Which primary connections now go to; it changes only with Sentinel, when the
+    /// sentinels name another node. Holders of long-lived connections compare it with the
+    /// value read when they connected, and reconnect when it moved on: a demoted primary may
+    /// keep answering as one for seconds before the sentinels reconfigure it.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// With Sentinel, ask the sentinels for the primary now and record it (bumping the
+    /// generation when it changed). Does nothing without Sentinel.
+    pub async fn refresh_primary(&self) -> Result<(), RedisError> {
+        let Target::Sentinel { sentinel, certs } = &self.target else {
+            return Ok(());
+        };
+        let settings = &self.settings;
+        let ask = sentinel::sentinel_config(settings.connect_timeout, settings.command_timeout);
+        let (host, port) = sentinel::primary_addr(sentinel, certs, &ask).await?;
+        self.record_primary(&sentinel.master, format!("{host}:{port}"));
+        Ok(())
+    }
+
+    /// Note `shown` as the primary; log and bump the generation when it is a change.
+    fn record_primary(&self, master: &str, shown: String) {
+        let Ok(mut primary) = self.primary.lock() else {
+            return;
+        };
+        if primary.as_deref() == Some(shown.as_str()) {
+            return;
+        }
+        tracing::info!(message = "primary found", master, primary = %shown, previous = ?*primary);
+        if primary.is_some() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        *primary = Some(shown);
     }
 
     /// The address, for log lines (with Sentinel, the master's name and the primary last
@@ -159,12 +200,7 @@ impl Connector {
             .get_multiplexed_async_connection_with_config(config)
             .await?;
         sentinel::check_primary(&mut conn, &shown).await?;
-        if let Ok(mut primary) = self.primary.lock() {
-            if primary.as_deref() != Some(shown.as_str()) {
-                tracing::info!(message = "primary found", master = %sentinel.master, primary = %shown, previous = ?*primary);
-                *primary = Some(shown);
-            }
-        }
+        self.record_primary(&sentinel.master, shown);
         Ok(conn)
     }
 }

@@ -102,10 +102,14 @@ impl Fixture {
                 lease_after: after,
                 now_ms: 1,
                 max_processing: self.max_processing,
+                replica_ack: None,
             },
             None,
         );
-        request.send(self.conn().await, &self.queues).await
+        request
+            .send(self.conn().await, &self.queues)
+            .await
+            .map(|reply| reply.items)
     }
 
     /// Set the source lease and the legacy lease, as an acquisition does.
@@ -282,6 +286,7 @@ async fn a_plain_read_checks_the_lease_value_its_predecessors_leave() {
                 lease_after: before,
                 now_ms: 1,
                 max_processing: None,
+                replica_ack: None,
             },
             Some(batch_processor::mover::commit::Read { skip: 1, count: 2 }),
         )
@@ -290,7 +295,8 @@ async fn a_plain_read_checks_the_lease_value_its_predecessors_leave() {
     let items = read("me/t.3")
         .send(f.conn().await, &f.queues)
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(items, vec![b"bad".to_vec(), event(1, 80)]);
     // A commit it was meant to follow has not run (or ran after it): refused.
     let err = read("me/t.4")

@@ -26,6 +26,8 @@ mod oversized;
 mod ownership;
 mod regressions;
 mod reliability;
+mod replica_ack;
+mod sentinel;
 mod settings_cli;
 mod slow_link;
 mod smoke;

@@ -7,12 +7,15 @@
 //! - [`heartbeat`] (every third of the lease TTL): this replica's hash and its entry in the
 //!   replica set, read by `batch-processor status`.
 //! - [`allowance`] (scheduled mode only): grants the mover its batches for the next tick.
+//! - [`sentinel`] (with Sentinel only, every second): asks the sentinels for the primary, so
+//!   every connection leaves a demoted one within a second.
 //!
 //! The mover renews the lease itself; no job here touches it.
 
 mod allowance;
 mod heartbeat;
 mod probe;
+mod sentinel;
 mod stats;
 
 use std::time::Duration;
@@ -72,6 +75,10 @@ pub fn daemon_scheduler(ctx: Context) -> Scheduler {
     scheduler.add(probe::Probe::new(&ctx));
     scheduler.add(stats::Stats::new(&ctx));
     scheduler.add(heartbeat::Heartbeat::new(&ctx));
+    if ctx.settings.redis.sentinel.is_some() {
+        let timeout = ctx.settings.redis.command_timeout;
+        scheduler.add(sentinel::SentinelWatch::new(&ctx.connector, timeout));
+    }
     match (ctx.settings.schedule, ctx.allowance) {
         (Schedule::Every { every, max_batches }, Some(permits)) => {
             scheduler.add(allowance::AllowanceRefill {
@@ -95,7 +102,8 @@ pub fn daemon_scheduler(ctx: Context) -> Scheduler {
 #[derive(Debug)]
 struct OwnConnection {
     connector: Connector,
-    conn: Option<MultiplexedConnection>,
+    /// The connection, and the connector's generation when it was made.
+    conn: Option<(MultiplexedConnection, u64)>,
 }
 
 impl OwnConnection {
@@ -123,8 +131,16 @@ impl OwnConnection {
         commands: &'static str,
         pipe: &redis::Pipeline,
     ) -> Result<T, JobsError> {
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|(_, made)| *made != self.connector.generation())
+        {
+            // With Sentinel, the primary moved on since this connection was made.
+            self.reset();
+        }
         let conn = match &mut self.conn {
-            Some(conn) => conn,
+            Some((conn, _)) => conn,
             None => {
                 let conn = self
                     .connector
@@ -133,7 +149,8 @@ impl OwnConnection {
                     .map_err(|source| {
                         JobsError::Connect(self.connector.failure(CONNECT, source))
                     })?;
-                self.conn.insert(conn)
+                let generation = self.connector.generation();
+                &mut self.conn.insert((conn, generation)).0
             }
         };
         match pipe.query_async(conn).await {

@@ -1,7 +1,8 @@
 //! Test harness shared by the integration tests: a real `redis-server` on a free port that
 //! stops on drop, a random key prefix per test, the daemon binary run with a clean
 //! environment, the exactly-once audit of what it produced, and a TCP proxy that adds
-//! latency or faults between the daemon and Redis.
+//! latency or faults between the daemon and Redis, and a Sentinel deployment (primary,
+//! replica, three sentinels).
 
 mod audit;
 mod chaos;
@@ -10,6 +11,7 @@ mod http;
 mod proxy;
 mod queues;
 mod redis_server;
+mod sentinel;
 mod tls;
 
 pub(crate) use audit::*;
@@ -19,6 +21,7 @@ pub(crate) use http::*;
 pub(crate) use proxy::*;
 pub(crate) use queues::*;
 pub(crate) use redis_server::*;
+pub(crate) use sentinel::*;
 pub(crate) use tls::*;
 
 use std::process::Command;
