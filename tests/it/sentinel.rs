@@ -44,7 +44,14 @@ fn drain_through_a_failover(fault: impl FnOnce(&mut SentinelRig, u16, &Names)) {
         20,
         Duration::from_millis(30),
     );
-    let env = sentinel_env(&rig, &names);
+    let env = sentinel_env(
+        &rig,
+        &names,
+        &[
+            ("REDIS_MAX_BATCHES_PER_SECOND", "40"),
+            ("REDIS_BATCH_BURST", "1"),
+        ],
+    );
     let mut d = spawn_daemon(&env, &[]);
     // Mid-drain: some envelopes out, most of the backlog still waiting (400 messages/s).
     assert!(
@@ -77,24 +84,20 @@ fn drain_through_a_failover(fault: impl FnOnce(&mut SentinelRig, u16, &Names)) {
     audit(&mut nc, &names, &all, &pushes, new);
 }
 
-/// The daemon's settings: the sentinels instead of an address, a rate limit that makes the
-/// drain last a few seconds, and a quick retry.
-fn sentinel_env(rig: &SentinelRig, names: &Names) -> Vec<(String, String)> {
-    let mut env = env_with(
-        &rig.nodes[0],
-        names,
-        &[
-            ("REDIS_SENTINELS", &rig.sentinels_setting()),
-            ("REDIS_SENTINEL_MASTER", MASTER_NAME),
-            ("REDIS_BATCH_SIZE", "10"),
-            ("REDIS_PROCESSING_TIMEOUT", "0.1"),
-            ("REDIS_MAX_BATCHES_PER_SECOND", "40"),
-            ("REDIS_BATCH_BURST", "1"),
-            ("REDIS_RETRY_INITIAL_DELAY", "0.05"),
-            ("REDIS_CONNECT_TIMEOUT", "0.5"),
-            ("REDIS_COMMAND_TIMEOUT", "1"),
-        ],
-    );
+/// The daemon's settings: the sentinels instead of an address, a quick retry, and `extra`.
+fn sentinel_env(rig: &SentinelRig, names: &Names, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let sentinels = rig.sentinels_setting();
+    let mut settings = vec![
+        ("REDIS_SENTINELS", sentinels.as_str()),
+        ("REDIS_SENTINEL_MASTER", MASTER_NAME),
+        ("REDIS_BATCH_SIZE", "10"),
+        ("REDIS_PROCESSING_TIMEOUT", "0.1"),
+        ("REDIS_RETRY_INITIAL_DELAY", "0.05"),
+        ("REDIS_CONNECT_TIMEOUT", "0.5"),
+        ("REDIS_COMMAND_TIMEOUT", "1"),
+    ];
+    settings.extend_from_slice(extra);
+    let mut env = env_with(&rig.nodes[0], names, &settings);
     env.retain(|(k, _)| k != "REDIS_PORT");
     env
 }
@@ -178,4 +181,70 @@ fn the_daemon_follows_the_promotion_after_the_primary_is_killed_mid_drain() {
              {on_primary} on the primary): the test would prove nothing"
         );
     });
+}
+
+/// Passwords on both sides, read from files: the data nodes' (`REDIS_PASSWORD_FILE`) and the
+/// sentinels' (`REDIS_SENTINEL_PASSWORD_FILE`). The daemon moves messages through the
+/// sentinels and `status` works; without the sentinels' password `status` exits 1.
+#[test]
+fn sentinels_and_data_nodes_with_passwords_from_files() {
+    let rig = SentinelRig::start_with(RigAuth {
+        data: Some("data-pw-63".into()),
+        sentinel: Some("sentinel-pw-64".into()),
+    });
+    let names = Names::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (data_file, sentinel_file) = (dir.path().join("data"), dir.path().join("sentinel"));
+    std::fs::write(&data_file, "data-pw-63\n").unwrap();
+    std::fs::write(&sentinel_file, "sentinel-pw-64\n").unwrap();
+    let (data_file, sentinel_file) = (
+        data_file.display().to_string(),
+        sentinel_file.display().to_string(),
+    );
+    let env = sentinel_env(
+        &rig,
+        &names,
+        &[
+            ("REDIS_PASSWORD_FILE", &data_file),
+            ("REDIS_SENTINEL_PASSWORD_FILE", &sentinel_file),
+        ],
+    );
+    let mut c = rig.node_conn(rig.primary_port());
+    let w = workload(100, 0, 100);
+    push_all(&mut c, &names.source, &w.messages);
+    let mut d = spawn_daemon(&env, &[]);
+    assert!(
+        wait_drained(&mut c, &names, Duration::from_secs(10)),
+        "{}",
+        d.all_output()
+    );
+    let out = run_cli(&env, &["status", "--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let status: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        status["redis"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("sentinel:"),
+        "{status}"
+    );
+    let no_sentinel_password: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k != "REDIS_SENTINEL_PASSWORD_FILE")
+        .cloned()
+        .collect();
+    let out = run_cli(&no_sentinel_password, &["status"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("refused the credentials"),
+        "{}",
+        out.stderr
+    );
+    d.terminate_ok();
+    let all = d.all_output();
+    assert!(
+        !all.contains("data-pw-63") && !all.contains("sentinel-pw-64"),
+        "{all}"
+    );
+    assert_accounted(&outcome(&mut c, &names), &w, &names, true, true);
 }

@@ -10,9 +10,17 @@ use super::{connect, free_port, wait_until, RedisServer};
 /// The name the sentinels monitor the primary under.
 pub(crate) const MASTER_NAME: &str = "bp-primary";
 
+/// Passwords of a rig: the data nodes' default user, and the sentinels'.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RigAuth {
+    pub data: Option<String>,
+    pub sentinel: Option<String>,
+}
+
 /// One `redis-server --sentinel` process, killed on drop.
 struct Sentinel {
     port: u16,
+    password: Option<String>,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -25,21 +33,24 @@ impl Drop for Sentinel {
 }
 
 impl Sentinel {
-    fn start(primary_port: u16) -> Self {
+    fn start(primary_port: u16, auth: &RigAuth) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
-                 sentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} 2\n\
-                 sentinel down-after-milliseconds {MASTER_NAME} 500\n\
-                 sentinel failover-timeout {MASTER_NAME} 2000\n",
-                dir = dir.path().display()
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+             sentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} 2\n\
+             sentinel down-after-milliseconds {MASTER_NAME} 500\n\
+             sentinel failover-timeout {MASTER_NAME} 2000\n",
+            dir = dir.path().display()
+        );
+        if let Some(pw) = &auth.data {
+            text.push_str(&format!("sentinel auth-pass {MASTER_NAME} {pw}\n"));
+        }
+        if let Some(pw) = &auth.sentinel {
+            text.push_str(&format!("requirepass {pw}\n"));
+        }
+        std::fs::write(&conf, text).unwrap();
         let child = Command::new("redis-server")
             .arg(&conf)
             .arg("--sentinel")
@@ -57,13 +68,14 @@ impl Sentinel {
         );
         Sentinel {
             port,
+            password: auth.sentinel.clone(),
             child,
             _dir: dir,
         }
     }
 
     fn conn(&self) -> redis::Connection {
-        connect(&format!("redis://127.0.0.1:{}/", self.port))
+        connect(&url(self.port, self.password.as_deref()))
     }
 
     /// How many other sentinels, and how many replicas, this one knows for the primary.
@@ -85,30 +97,43 @@ pub(crate) struct SentinelRig {
     /// The two data nodes; which one is the primary changes with a failover.
     pub nodes: [RedisServer; 2],
     sentinels: Vec<Sentinel>,
+    auth: RigAuth,
+}
+
+/// `redis://` URL of a local node, with the default user's password if any.
+fn url(port: u16, password: Option<&str>) -> String {
+    match password {
+        Some(pw) => format!("redis://:{pw}@127.0.0.1:{port}/"),
+        None => format!("redis://127.0.0.1:{port}/"),
+    }
 }
 
 impl SentinelRig {
     /// Start everything and wait until the replica is in sync and every sentinel knows the
     /// replica and the two other sentinels (so a failover can be agreed on at once).
     pub(crate) fn start() -> Self {
-        let primary = RedisServer::start();
+        Self::start_with(RigAuth::default())
+    }
+
+    /// [`start`](Self::start), with the data nodes and the sentinels asking for passwords.
+    pub(crate) fn start_with(auth: RigAuth) -> Self {
+        let mut data_args = vec!["--save", "", "--appendonly", "no"];
+        if let Some(pw) = &auth.data {
+            data_args.extend(["--requirepass", pw, "--masterauth", pw]);
+        }
+        let primary = RedisServer::start_with(&data_args);
         let port = primary.port.to_string();
-        let replica = RedisServer::start_with(&[
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--replicaof",
-            "127.0.0.1",
-            &port,
-        ]);
-        let mut rc = replica.conn();
+        data_args.extend(["--replicaof", "127.0.0.1", &port]);
+        let replica = RedisServer::start_with(&data_args);
+        let mut rc = connect(&url(replica.port, auth.data.as_deref()));
         assert!(
             wait_until(Duration::from_secs(10), || info_replication(&mut rc)
                 .contains("master_link_status:up")),
             "the replica did not sync"
         );
-        let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(primary.port)).collect();
+        let sentinels: Vec<Sentinel> = (0..3)
+            .map(|_| Sentinel::start(primary.port, &auth))
+            .collect();
         assert!(
             wait_until(Duration::from_secs(20), || sentinels
                 .iter()
@@ -118,7 +143,13 @@ impl SentinelRig {
         SentinelRig {
             nodes: [primary, replica],
             sentinels,
+            auth,
         }
+    }
+
+    /// A connection to the data node on `port`, authenticated when the rig has a password.
+    pub(crate) fn node_conn(&self, port: u16) -> redis::Connection {
+        connect(&url(port, self.auth.data.as_deref()))
     }
 
     /// `REDIS_SENTINELS` for the daemon.
