@@ -118,6 +118,10 @@ struct Args {
     /// The daemon binary (default: target/release/batch-processor next to this example).
     #[arg(long, env = "BENCH_BINARY")]
     binary: Option<PathBuf>,
+    /// Priority source lists the backlog is split over, evenly, all backlogged
+    /// (`REDIS_RAW_DATA_QUEUE` names them all; 1: the single source).
+    #[arg(long, default_value_t = 1)]
+    sources: usize,
     /// Extra environment for the daemon, e.g. --daemon-env REDIS_PREFETCH=2000 (repeatable).
     #[arg(long = "daemon-env", value_name = "KEY=VALUE")]
     daemon_env: Vec<String>,
@@ -185,6 +189,9 @@ fn run(args: &Args) -> Result<bool> {
     if messages == 0 || args.size < 64 {
         return Err("--messages must be above 0 and --size at least 64".into());
     }
+    if args.sources == 0 || args.sources > 16 {
+        return Err("--sources must be from 1 to 16".into());
+    }
     let binary = daemon_binary(args)?;
     let server = RedisServer::start(&[])?;
     let mut conn = server.conn()?;
@@ -194,9 +201,10 @@ fn run(args: &Args) -> Result<bool> {
     };
     let machine = machine(&mut conn)?;
     eprintln!(
-        "bench: {} x {} B events, batch sizes {:?}, redis {} on port {}, {} cores ({}), load average {:.2}",
+        "bench: {} x {} B events over {} source list(s), batch sizes {:?}, redis {} on port {}, {} cores ({}), load average {:.2}",
         messages,
         args.size,
+        args.sources,
         args.batch_sizes,
         machine.redis_version,
         server.port,
@@ -230,7 +238,7 @@ fn run(args: &Args) -> Result<bool> {
                 previous.stop();
             }
             flushall(&mut conn)?;
-            fill(&mut conn, SOURCE, messages, args.size, None)?;
+            fill_sources(&mut conn, &sources(args), messages, args.size)?;
             let mut d = Daemon::spawn(&binary, args, &server, batch)?;
             let drained = match drain(args, &server, &mut conn, &mut d, messages, batch) {
                 Ok(drained) => drained,
@@ -429,6 +437,43 @@ fn write_event(out: &mut Vec<u8>, seq: u64, ts_ns: u64, size: usize) {
     out.extend_from_slice(closing);
 }
 
+/// The source lists of the drain, highest priority first. With one, [`SOURCE`]; the latency
+/// and deadline runs always push onto [`SOURCE`], the last.
+fn sources(args: &Args) -> Vec<String> {
+    let mut lists: Vec<String> = (1..args.sources).map(|i| format!("{SOURCE}:{i}")).collect();
+    lists.push(SOURCE.to_owned());
+    lists
+}
+
+/// Split `n` events evenly over `lists` (the last takes the remainder).
+fn fill_sources(
+    conn: &mut redis::Connection,
+    lists: &[String],
+    n: usize,
+    size: usize,
+) -> Result<()> {
+    let share = n / lists.len();
+    for (i, list) in lists.iter().enumerate() {
+        let count = if i + 1 == lists.len() {
+            n - share * i
+        } else {
+            share
+        };
+        fill(conn, list, count, size, None)?;
+    }
+    Ok(())
+}
+
+/// Messages left in all of `lists`, in one round trip.
+fn backlog(conn: &mut redis::Connection, lists: &[String]) -> Result<usize> {
+    let mut pipe = redis::pipe();
+    for list in lists {
+        pipe.cmd("LLEN").arg(list);
+    }
+    let lengths: Vec<usize> = pipe.query(conn)?;
+    Ok(lengths.iter().sum())
+}
+
 /// LPUSH `n` events onto `key` (oldest first), 1000 values per command, several commands
 /// per round trip. With `clock`, each event carries its push time.
 fn fill(
@@ -623,7 +668,7 @@ impl Daemon {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("REDIS_HOST", "127.0.0.1")
             .env("REDIS_PORT", server.port.to_string())
-            .env("REDIS_RAW_DATA_QUEUE", SOURCE)
+            .env("REDIS_RAW_DATA_QUEUE", sources(args).join(","))
             .env("REDIS_PROCESSING_QUEUE", DESTINATION)
             .env("REDIS_DEAD_LETTER_QUEUE", DEAD_LETTER)
             .env("REDIS_KEY_PREFIX", "bench")
@@ -736,7 +781,7 @@ fn drain(
     let mut last_len = n;
     let mut last_change = Instant::now();
     let end = loop {
-        let len = llen(conn, SOURCE)?;
+        let len = backlog(conn, &sources(args))?;
         let now = Instant::now();
         if len != last_len {
             last_len = len;
@@ -1212,6 +1257,7 @@ fn to_json(
         "settings": {
             "messages": messages,
             "message_bytes": args.size,
+            "sources": args.sources,
             "processing_timeout_s": args.processing_timeout,
             "drain_tries": args.drain_tries,
             "ceiling_tries": args.ceiling_tries,

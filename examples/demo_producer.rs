@@ -69,7 +69,7 @@ fn main() -> Result<()> {
         .map(|v| v.parse::<u64>())
         .transpose()
         .map_err(|e| format!("DEMO_COUNT: {e}"))?;
-    let queue = settings.queues.source.clone();
+    let queue = settings.queues.first_source().to_owned();
     let client = redis::Client::open(settings.redis.connection.clone())?;
     eprintln!(
         "demo_producer: pushing {rate} events/s onto {queue} at {} (one malformed every {bad_every})",

@@ -92,7 +92,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
 /// The handles the daemon's tasks share.
 fn context(settings: Settings) -> Result<Context, DaemonError> {
     let connector = Connector::new(&settings.redis)?;
-    let keys = Keys::new(&settings.replica.key_prefix, &settings.queues.source);
+    let keys = Keys::new(&settings.replica.key_prefix, &settings.queues.sources);
     let allowance = match settings.schedule {
         Schedule::Continuous => None,
         Schedule::Every { .. } => Some(BatchAllowance::new()),
@@ -113,7 +113,7 @@ fn log_start(ctx: &Context) {
     tracing::info!(
         message = "daemon started",
         redis = %ctx.connector.addr(),
-        source = %settings.queues.source,
+        source = %settings.queues.sources_label(),
         processing = %settings.queues.processing,
         dead_letter = %settings.queues.dead_letter,
         batch_size = settings.batch.size.get(),

@@ -1,11 +1,12 @@
 //! The one atomic step that hands messages over: a MULTI/EXEC transaction that LPUSHes the
-//! envelopes and dead letters, then runs a small script that checks the lease and trims
-//! exactly the covered items from the source (or undoes the pushes).
+//! envelopes and dead letters, then runs a small script that checks the leases and trims
+//! exactly the covered items from each source (or undoes the pushes). One commit may take
+//! from several sources; it trims all of them or none.
 //!
 //! Big values stay out of Lua: the envelopes go to plain LPUSHes, and the script only sees
 //! counts. The script is sent with EVAL (not EVALSHA) so it can never fail with NOSCRIPT
-//! half-way through a transaction. The next read of the source rides in the same round trip,
-//! after EXEC, so it sees the source as the commit left it.
+//! half-way through a transaction. The next reads of the sources ride in the same round trip,
+//! after EXEC, so they see the sources as the commit left them.
 //!
 //! The lease value moves one step with each commit (see [`crate::mover::lease`]), so when several
 //! requests are in flight, a commit whose predecessor failed is refused too.
@@ -13,7 +14,7 @@
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
 
-use crate::mover::plan::{Envelope, Peeked, Plan};
+use crate::mover::plan::{Envelope, Peeked, Plan, Runs};
 use crate::mover::replica_ack;
 use crate::redis::keys::Keys;
 use crate::redis::ErrorKind;
@@ -83,15 +84,17 @@ pub enum CommitError {
 /// What a request brought back.
 #[derive(Debug, Default)]
 pub struct Reply {
-    /// The items read, oldest first.
-    pub items: Vec<Vec<u8>>,
+    /// The items of each read, oldest first.
+    pub reads: Vec<Vec<Vec<u8>>>,
     /// With `REDIS_MIN_REPLICAS_ACK`, after a commit: how many replicas acknowledged it.
     pub replicas: Option<i64>,
 }
 
-/// A read of the source's tail to run after the commit.
+/// A read of a source's tail to run after the commit.
 #[derive(Debug, Clone, Copy)]
 pub struct Read {
+    /// Which source (its index in priority order).
+    pub source: usize,
     /// Items to skip from the tail (already held locally and not trimmed by this commit).
     pub skip: usize,
     /// Items to read.
@@ -107,7 +110,8 @@ pub struct Request {
     committing: bool,
     /// A `WAIT` follows the commit.
     waiting: bool,
-    reading: bool,
+    /// The source of each read, in order.
+    reads: Vec<usize>,
     /// For a read without a commit: the lease key and the value it must find there (see
     /// [`Request::new`]).
     lease_check: Option<(String, String)>,
@@ -118,8 +122,8 @@ pub struct Request {
 pub struct Commit<'a> {
     /// The plan.
     pub plan: &'a Plan,
-    /// The run of messages the plan was made over.
-    pub pending: &'a [Peeked],
+    /// The runs of messages the plan was made over.
+    pub pending: &'a Runs<'a>,
     /// Lease value the commit must find.
     pub lease_before: &'a str,
     /// Lease value it leaves for the next commit.
@@ -134,8 +138,8 @@ pub struct Commit<'a> {
 }
 
 impl Request {
-    /// Pack `commit` (skipped when its plan is empty) followed by `read`.
-    pub fn new(keys: &Keys, queues: &Queues, commit: Commit<'_>, read: Option<Read>) -> Self {
+    /// Pack `commit` (skipped when its plan is empty) followed by `reads`.
+    pub fn new(keys: &Keys, queues: &Queues, commit: Commit<'_>, reads: &[Read]) -> Self {
         let plan = commit.plan;
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
@@ -153,13 +157,13 @@ impl Request {
         // A read without a commit carries no lease check of its own, yet its position assumes
         // every commit sent before it has run: a GET of the lease, compared with the value
         // those commits leave, proves it (and would catch requests reaching Redis out of order).
-        let lease_check = (!committing && read.is_some()).then(|| {
+        let lease_check = (!committing && !reads.is_empty()).then(|| {
             pipe.cmd("GET").arg(keys.lease());
             (keys.lease(), commit.lease_before.to_owned())
         });
-        if let Some(r) = read {
+        for r in reads {
             pipe.cmd("LRANGE")
-                .arg(&queues.source)
+                .arg(source_name(queues, r.source))
                 .arg(-tail_index(r.skip + r.count))
                 .arg(-tail_index(r.skip) - 1);
         }
@@ -169,13 +173,13 @@ impl Request {
             dead_letters: plan.dead_letters.len(),
             committing,
             waiting: ack.is_some(),
-            reading: read.is_some(),
+            reads: reads.iter().map(|r| r.source).collect(),
             lease_check,
         }
     }
 
-    /// Send the request and check the replies. Returns the items read, oldest first, and
-    /// what `WAIT` said.
+    /// Send the request and check the replies. Returns the items of each read, oldest first,
+    /// and what `WAIT` said.
     ///
     /// The request is handed to the connection on the first poll, so requests created and
     /// polled one after another reach Redis in that order.
@@ -189,17 +193,17 @@ impl Request {
                 .query_async(&mut conn)
                 .await
                 .map_err(|source| CommitError::Redis {
-                    source_queue: queues.source.clone(),
+                    source_queue: queues.sources_label(),
                     source,
                 })?;
-        let read_reply = if self.reading { replies.pop() } else { None };
+        let read_replies = replies.split_off(replies.len().saturating_sub(self.reads.len()));
         if let Some((lease_key, expected)) = &self.lease_check {
             match replies.pop() {
                 Some(Value::BulkString(found)) if found == expected.as_bytes() => {}
                 Some(Value::ServerError(e)) => return Err(refused("GET", lease_key.clone(), &e)),
                 _ => {
                     return Err(CommitError::Fenced {
-                        source_queue: queues.source.clone(),
+                        source_queue: queues.sources_label(),
                     })
                 }
             }
@@ -214,16 +218,22 @@ impl Request {
                 .ok_or_else(|| CommitError::Protocol("missing EXEC reply".into()))?;
             check_exec(exec, self.envelopes, self.dead_letters, queues)?;
         }
-        let items = read_items(read_reply, queues)?;
-        Ok(Reply { items, replicas })
+        if read_replies.len() != self.reads.len() {
+            return Err(CommitError::Protocol("missing LRANGE reply".into()));
+        }
+        let reads = read_replies
+            .into_iter()
+            .zip(&self.reads)
+            .map(|(reply, &source)| read_items(reply, source_name(queues, source)))
+            .collect::<Result<_, _>>()?;
+        Ok(Reply { reads, replicas })
     }
 }
 
-/// The items of the LRANGE reply, oldest first.
-fn read_items(read_reply: Option<Value>, queues: &Queues) -> Result<Vec<Vec<u8>>, CommitError> {
-    match read_reply {
-        None => Ok(Vec::new()),
-        Some(Value::Array(items)) => {
+/// The items of one LRANGE reply, oldest first.
+fn read_items(reply: Value, source: &str) -> Result<Vec<Vec<u8>>, CommitError> {
+    match reply {
+        Value::Array(items) => {
             let mut out = Vec::with_capacity(items.len());
             // LRANGE lists head to tail; the tail is the oldest.
             for item in items.into_iter().rev() {
@@ -234,9 +244,14 @@ fn read_items(read_reply: Option<Value>, queues: &Queues) -> Result<Vec<Vec<u8>>
             }
             Ok(out)
         }
-        Some(Value::ServerError(e)) => Err(refused("LRANGE", queues.source.clone(), &e)),
-        Some(other) => Err(CommitError::Protocol(format!("LRANGE reply {other:?}"))),
+        Value::ServerError(e) => Err(refused("LRANGE", source.to_owned(), &e)),
+        other => Err(CommitError::Protocol(format!("LRANGE reply {other:?}"))),
     }
+}
+
+/// The name of source `k`.
+fn source_name(queues: &Queues, k: usize) -> &str {
+    queues.sources.get(k).map_or("", String::as_str)
 }
 
 /// The LPUSHes of the envelopes (written straight into the command) and the dead letters.
@@ -260,39 +275,49 @@ fn push_commands(pipe: &mut redis::Pipeline, queues: &Queues, commit: &Commit<'_
     }
 }
 
-/// The `EVAL` of `commit.lua` with its KEYS and ARGV (see the script's header).
+/// The `EVAL` of `commit.lua` with its KEYS and ARGV (see the script's header). Every
+/// source takes part, so every lease is checked, even where nothing is trimmed.
 fn commit_script(pipe: &mut redis::Pipeline, keys: &Keys, queues: &Queues, commit: &Commit<'_>) {
     let plan = commit.plan;
-    let covered = &commit.pending[..plan.trim.min(commit.pending.len())];
-    let fingerprint = |p: Option<&Peeked>| p.map_or_else(String::new, |p| fingerprint(p.bytes()));
+    let sources = queues.sources.len();
     let eval = pipe.cmd("EVAL");
     eval.arg(COMMIT)
-        .arg(6 + plan.by_reference.len())
-        .arg(&queues.source)
+        .arg(3 + 3 * sources + plan.by_reference.len())
         .arg(&queues.processing)
         .arg(&queues.dead_letter)
-        .arg(keys.lease())
-        .arg(keys.stats())
-        .arg(keys.legacy_lease());
+        .arg(keys.stats());
+    // Source lease then legacy lease, per source (see `Keys::leases`).
+    let leases = keys.leases();
+    for (source, pair) in queues.sources.iter().zip(leases.chunks(2)) {
+        eval.arg(source).arg(pair);
+    }
     for moved in &plan.by_reference {
         eval.arg(&moved.key);
     }
     eval.arg(commit.lease_before)
-        .arg(plan.trim)
+        .arg(commit.lease_after)
+        .arg(token_prefix(commit.lease_before))
         .arg(plan.envelopes.len())
         .arg(plan.dead_letters.len())
         .arg(plan.messages)
         .arg(commit.now_ms)
-        .arg(commit.lease_after)
-        .arg(token_prefix(commit.lease_before))
-        .arg(fingerprint(covered.first()))
-        .arg(fingerprint(covered.last()))
-        .arg(plan.by_reference.len());
-    for moved in &plan.by_reference {
-        // Its position from the tail once the commits before this one have run.
-        eval.arg(moved.index + 1);
+        .arg(commit.max_processing.unwrap_or(0))
+        .arg(sources);
+    let fingerprint = |p: Option<&Peeked>| p.map_or_else(String::new, |p| fingerprint(p.bytes()));
+    for k in 0..sources {
+        let trim = plan.trims.get(k).copied().unwrap_or(0);
+        let run = commit.pending.run(k);
+        let covered = &run[..trim.min(run.len())];
+        eval.arg(trim)
+            .arg(fingerprint(covered.first()))
+            .arg(fingerprint(covered.last()));
     }
-    eval.arg(commit.max_processing.unwrap_or(0));
+    eval.arg(plan.by_reference.len());
+    for moved in &plan.by_reference {
+        // Its source, and its position from that source's tail once the commits before this
+        // one have run.
+        eval.arg(moved.source + 1).arg(moved.index + 1);
+    }
 }
 
 fn check_exec(
@@ -303,7 +328,7 @@ fn check_exec(
 ) -> Result<(), CommitError> {
     let results = match exec {
         Value::Array(results) => results,
-        Value::ServerError(e) => return Err(refused("EXEC", queues.source.clone(), &e)),
+        Value::ServerError(e) => return Err(refused("EXEC", queues.sources_label(), &e)),
         other => return Err(CommitError::Protocol(format!("EXEC reply {other:?}"))),
     };
     // Results: [LPUSH processing]?, [LPUSH dead-letter]?, EVAL.
@@ -323,7 +348,7 @@ fn check_exec(
         Some(Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
         Some(Value::SimpleString(s)) => s,
         Some(Value::ServerError(e)) => {
-            return Err(refused("EVAL commit", queues.source.clone(), &e))
+            return Err(refused("EVAL commit", queues.sources_label(), &e))
         }
         other => {
             return Err(CommitError::Protocol(format!(
@@ -331,20 +356,22 @@ fn check_exec(
             )))
         }
     };
+    if let Some(source) = verdict.strip_prefix("tail_changed:") {
+        return Err(CommitError::TailChanged {
+            source_queue: source.to_owned(),
+        });
+    }
     match verdict.as_str() {
         "ok" => Ok(()),
         "fenced" => Err(CommitError::Fenced {
-            source_queue: queues.source.clone(),
-        }),
-        "tail_changed" => Err(CommitError::TailChanged {
-            source_queue: queues.source.clone(),
+            source_queue: queues.sources_label(),
         }),
         "paused" => Err(CommitError::Paused {
-            source_queue: queues.source.clone(),
+            source_queue: queues.sources_label(),
         }),
         reason => Err(push_error.unwrap_or_else(|| CommitError::Refused {
             command: "EVAL commit",
-            key: queues.source.clone(),
+            key: queues.sources_label(),
             kind: ErrorKind::Server,
             detail: reason.to_string(),
         })),
@@ -354,7 +381,7 @@ fn check_exec(
 /// An envelope written straight into the command's buffer.
 struct EnvelopeArg<'a> {
     envelope: &'a Envelope,
-    pending: &'a [Peeked],
+    pending: &'a Runs<'a>,
     timestamp: &'a str,
 }
 

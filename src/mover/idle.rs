@@ -1,4 +1,4 @@
-//! Waiting when there is nothing to send: block on the server while the source is empty,
+//! Waiting when there is nothing to send: block on the server while every source is empty,
 //! poll while a partial batch waits for more messages or its deadline, or wait for the next
 //! scheduled tick. Every wait also wakes in time to notice a lost lease (a third of its TTL)
 //! and for the log summary.
@@ -6,6 +6,8 @@
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
+use redis::{RedisError, Value};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{sleep, until, Mover, MoverError, Outcome};
@@ -16,21 +18,33 @@ const MIN_POLL_DELAY: Duration = Duration::from_millis(1);
 /// How soon to look at the lease again while it is too short to commit under.
 const LEASE_RECHECK: Duration = Duration::from_millis(20);
 
+/// What a blocking wait on one source returns: the source, its connection (for the next
+/// wait) and the reply.
+type Woken = (usize, MultiplexedConnection, Result<Value, RedisError>);
+
 /// The mover's waiting state.
 #[derive(Debug)]
 pub(super) struct Idle {
-    /// A connection of its own for blocking waits: a blocked multiplexed connection would
-    /// stall every request on it.
-    blocking: Option<MultiplexedConnection>,
+    /// Per source, a connection of its own for blocking waits (a blocked multiplexed
+    /// connection would stall every request on it), while no wait runs on it.
+    blocking: Vec<Option<MultiplexedConnection>>,
+    /// Per source, whether a wait runs on it.
+    waiting: Vec<bool>,
+    /// The waits that run, one per source at most. A wait that another source's news cut
+    /// short keeps running here and serves the next wait, so no wait queues behind another
+    /// on one connection.
+    waits: JoinSet<Woken>,
     /// Next pause between checks while a partial batch waits: short right after new
     /// messages arrived, doubling up to `poll_interval` while none do.
     poll_delay: Duration,
 }
 
 impl Idle {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(sources: usize) -> Self {
         Idle {
-            blocking: None,
+            blocking: (0..sources).map(|_| None).collect(),
+            waiting: vec![false; sources],
+            waits: JoinSet::new(),
             poll_delay: MIN_POLL_DELAY,
         }
     }
@@ -40,9 +54,13 @@ impl Idle {
         self.poll_delay = MIN_POLL_DELAY;
     }
 
-    /// Drop the blocking connection; the next blocking wait opens a new one.
+    /// Drop the blocking connections and their waits; the next blocking wait opens new
+    /// ones.
     pub(super) fn close(&mut self) {
-        self.blocking = None;
+        // Dropping a JoinSet aborts what runs in it.
+        self.waits = JoinSet::new();
+        self.blocking.iter_mut().for_each(|c| *c = None);
+        self.waiting.iter_mut().for_each(|w| *w = false);
     }
 
     /// The next poll pause, capped at `max`; the one after it is twice as long.
@@ -74,8 +92,8 @@ impl Mover {
             Some(due) => lease_check.min(due),
             None => lease_check,
         };
-        self.window.expect_more();
-        if self.window.is_empty() {
+        self.tails.expect_more();
+        if self.tails.is_empty() {
             return self
                 .block_until_source_has_messages(shutdown, wake_in)
                 .await;
@@ -84,7 +102,7 @@ impl Mover {
         let now = Instant::now();
         let poll = self.idle.next_poll_delay(settings.batch.poll_interval);
         let mut wake = now + poll.min(wake_in);
-        if let Some(oldest) = self.window.oldest_unplanned() {
+        if let Some(oldest) = self.tails.oldest_unplanned() {
             let deadline = oldest + settings.batch.timeout;
             wake = wake.min(deadline.max(now));
         }
@@ -112,8 +130,9 @@ impl Mover {
         Ok(sleep(shutdown, wake.saturating_duration_since(now)).await)
     }
 
-    /// Block on the server until the source is non-empty. `BLMOVE` from the tail back to the
-    /// tail moves nothing, so a reply lost to a timeout or a crash loses nothing.
+    /// Block on the server until a source is non-empty. `BLMOVE` from the tail back to the
+    /// tail moves nothing, so a reply lost to a timeout or a crash loses nothing. With several
+    /// sources, one wait runs on each, and the first answer wakes the mover.
     async fn block_until_source_has_messages(
         &mut self,
         shutdown: &CancellationToken,
@@ -122,31 +141,62 @@ impl Mover {
         let settings = std::sync::Arc::clone(&self.ctx.settings);
         let block_timeout = settings.redis.block_timeout;
         let block = block_timeout.min(wake_in).max(Duration::from_millis(10));
-        if self.idle.blocking.is_none() {
-            let connect = self.ctx.connector.blocking_connection(block_timeout);
-            let Some(conn) = until(shutdown, connect).await else {
-                return Ok(Outcome::Stop);
+        for (k, source) in settings.queues.sources.iter().enumerate() {
+            if self.idle.waiting[k] {
+                continue;
+            }
+            let conn = match self.idle.blocking[k].take() {
+                Some(conn) => conn,
+                None => {
+                    let connect = self.ctx.connector.blocking_connection(block_timeout);
+                    let Some(conn) = until(shutdown, connect).await else {
+                        return Ok(Outcome::Stop);
+                    };
+                    conn.map_err(|source| self.connect_error(source))?
+                }
             };
-            self.idle.blocking = Some(conn.map_err(|source| self.connect_error(source))?);
+            self.idle.waiting[k] = true;
+            self.idle
+                .waits
+                .spawn(blmove(k, conn, source.clone(), block));
         }
-        let Some(conn) = self.idle.blocking.as_mut() else {
-            return Ok(Outcome::Continue);
+        let Some(woken) = until(shutdown, self.idle.waits.join_next()).await else {
+            return Ok(Outcome::Stop);
         };
-        let source = &settings.queues.source;
-        let mut blmove = redis::cmd("BLMOVE");
-        blmove
-            .arg(source)
-            .arg(source)
-            .arg("RIGHT")
-            .arg("RIGHT")
-            .arg(block.as_secs_f64());
-        match until(shutdown, blmove.query_async::<redis::Value>(conn)).await {
-            None => Ok(Outcome::Stop),
-            Some(Ok(_)) => Ok(Outcome::Progress),
-            Some(Err(error)) => {
+        match woken {
+            Some(Ok((k, conn, Ok(_)))) => {
+                self.idle.waiting[k] = false;
+                self.idle.blocking[k] = Some(conn);
+                Ok(Outcome::Progress)
+            }
+            Some(Ok((k, _, Err(error)))) => {
                 self.idle.close();
-                Err(self.command_error("BLMOVE", source.clone(), error))
+                let source = settings.queues.sources[k].clone();
+                Err(self.command_error("BLMOVE", source, error))
+            }
+            // A wait that panicked, or none running: start afresh.
+            Some(Err(_)) | None => {
+                self.idle.close();
+                Ok(Outcome::Continue)
             }
         }
     }
+}
+
+/// One blocking wait on `source`, on a connection of its own.
+async fn blmove(
+    k: usize,
+    mut conn: MultiplexedConnection,
+    source: String,
+    block: Duration,
+) -> Woken {
+    let mut blmove = redis::cmd("BLMOVE");
+    blmove
+        .arg(&source)
+        .arg(&source)
+        .arg("RIGHT")
+        .arg("RIGHT")
+        .arg(block.as_secs_f64());
+    let reply = blmove.query_async::<Value>(&mut conn).await;
+    (k, conn, reply)
 }

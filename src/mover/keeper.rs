@@ -74,8 +74,8 @@ impl KeeperHandle {
 pub struct KeeperConfig {
     /// Opens the keeper's own connection.
     pub connector: Connector,
-    /// The source lease and the legacy lease.
-    pub keys: [String; 2],
+    /// Every lease the holder keeps (see [`crate::redis::keys::Keys::leases`]).
+    pub keys: Vec<String>,
     /// The lease's time to live.
     pub ttl: Duration,
     /// Longest one renewal may take.
@@ -213,12 +213,8 @@ impl Keeper {
         let Some((conn, _)) = self.conn.as_mut() else {
             return Renewal::Failed;
         };
-        let [source_lease, legacy_lease] = &self.config.keys;
-        let mut invocation = self.script.key(source_lease);
-        invocation
-            .key(legacy_lease)
-            .arg(prefix)
-            .arg(ttl_ms(self.config.ttl));
+        let mut invocation = self.script.key(&self.config.keys);
+        invocation.arg(prefix).arg(ttl_ms(self.config.ttl));
         let call = invocation.invoke_async::<i64>(conn);
         match tokio::time::timeout(limit, call).await {
             Ok(Ok(1)) => Renewal::Kept,

@@ -1,14 +1,16 @@
-//! The fenced lease that makes one replica at a time the owner of a source list's tail.
+//! The fenced lease that makes one replica at a time the owner of its source lists' tails.
 //!
 //! The lease is a Redis string `<consumer>/<token>.<seq>` with a TTL, at a key named after
-//! the source list alone (see [`crate::redis::keys::Keys::lease`]); the holder also holds the
-//! legacy key of earlier releases, so that a rolling upgrade never lets an old and a new
-//! replica move one source. Every acquisition draws a new random token, and every commit
+//! each source list alone (see [`crate::redis::keys::Keys::leases`]); the holder also holds
+//! the legacy key of earlier releases, so that a rolling upgrade never lets an old and a new
+//! replica move one source. All of them are taken together or not at all, so two deployments
+//! whose source lists overlap never both move the shared list. Every acquisition draws a new random token, and every commit
 //! carries the value it was built under; the commit script refuses a commit whose value no
 //! longer matches. So a replica that stalled past its TTL, or a commit still queued on a
 //! connection the daemon gave up on, can never trim what a newer holder has read.
 //!
-//! Each successful commit also moves `<seq>` one step. Commits are pipelined, and each one
+//! Each successful commit also moves `<seq>` one step, in the first source's lease (the
+//! others keep the acquisition's value, which the commit checks by its prefix). Commits are pipelined, and each one
 //! trims a count of items off the tail, so commit N+1 is only right after commit N: the chain
 //! makes Redis refuse commit N+1 whenever commit N did not happen.
 //!
@@ -29,8 +31,8 @@ const RELEASE: &str = include_str!("../redis/scripts/lease_release.lua");
 /// This replica's view of the lease.
 #[derive(Debug)]
 pub struct Lease {
-    /// The source lease and the legacy lease.
-    keys: [String; 2],
+    /// Every lease key, the chain's first.
+    keys: Vec<String>,
     consumer: String,
     ttl: Duration,
     held: Option<Held>,
@@ -82,7 +84,7 @@ impl Lease {
     /// `keeper`.
     pub fn new(keys: &Keys, consumer: String, ttl: Duration, keeper: KeeperHandle) -> Self {
         Lease {
-            keys: [keys.lease(), keys.legacy_lease()],
+            keys: keys.leases(),
             consumer,
             ttl,
             held: None,
@@ -92,9 +94,9 @@ impl Lease {
         }
     }
 
-    /// The source lease's key, for error messages.
+    /// The first source lease's key, for error messages.
     pub fn key(&self) -> &str {
-        &self.keys[0]
+        self.keys.first().map_or("", String::as_str)
     }
 
     /// The value the lease holds once every commit sent so far has run.
@@ -175,8 +177,7 @@ impl Lease {
         let sent_at = Instant::now();
         let outcome: String = self
             .acquire
-            .key(&self.keys[0])
-            .key(&self.keys[1])
+            .key(&self.keys)
             .arg(&self.consumer)
             .arg(format!("{prefix}0"))
             .arg(ttl_ms(self.ttl))
@@ -205,8 +206,7 @@ impl Lease {
         if let Some(held) = held {
             let _: i64 = self
                 .release
-                .key(&self.keys[0])
-                .key(&self.keys[1])
+                .key(&self.keys)
                 .arg(&held.prefix)
                 .invoke_async(conn)
                 .await?;

@@ -8,8 +8,9 @@
 //! flight on the old connection), and the tail is read again.
 //!
 //! The parts, in the order a turn of the loop uses them:
-//! [`lease`] (who may move the source), [`window`] (which part of the tail is held and which
-//! part requests in flight cover), [`plan`] (which messages the next commit takes),
+//! [`lease`] (who may move the sources), [`tails`] and [`window`] (which part of each
+//! source's tail is held and which part requests in flight cover; which sources the next plan
+//! may take from), [`plan`] (which messages the next commit takes),
 //! [`commit`] (the one atomic transaction, plus the next read), [`pipeline`] (requests in
 //! flight), `idle` (waiting when there is nothing to do), [`backoff`], [`allowance`]
 //! (scheduled mode's batches per tick), [`rate`] (the output rate limit) and `replica_ack`
@@ -29,6 +30,7 @@ pub mod rate;
 mod replica_ack;
 mod step;
 mod stuck;
+pub mod tails;
 mod value_limit;
 pub mod window;
 
@@ -49,13 +51,12 @@ use self::pipeline::Pipeline;
 use self::rate::TokenBucket;
 use self::replica_ack::AckWatch;
 use self::stuck::StuckWatch;
+use self::tails::Tails;
 use self::value_limit::ValueLimit;
-use self::window::TailWindow;
 use crate::daemon::context::Context;
 use crate::redis::connection;
 use crate::redis::{ErrorKind, RedisFailure};
 use crate::telemetry::events::{self, EnvelopeLog};
-use crate::telemetry::metrics::QueueLabel;
 
 /// Why one session with Redis ended. The mover logs it, backs off and starts a new session.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +110,7 @@ enum Outcome {
 pub struct Mover {
     ctx: Context,
     lease: Lease,
-    window: TailWindow,
+    tails: Tails,
     pipeline: Pipeline,
     idle: Idle,
     log: EnvelopeLog,
@@ -135,7 +136,7 @@ impl Mover {
         let settings = &ctx.settings;
         let keeper = keeper::spawn(KeeperConfig {
             connector: ctx.connector.clone(),
-            keys: [ctx.keys.lease(), ctx.keys.legacy_lease()],
+            keys: ctx.keys.leases(),
             ttl: settings.replica.lease_ttl,
             command_timeout: settings.redis.command_timeout,
         });
@@ -153,6 +154,7 @@ impl Mover {
             .flow
             .max_processing_len
             .map(|limit| BackPressure::new(limit.get()));
+        let sources = settings.queues.sources.len();
         let rate = settings
             .flow
             .rate
@@ -160,9 +162,9 @@ impl Mover {
         Mover {
             ctx,
             lease,
-            window: TailWindow::new(),
+            tails: Tails::new(sources),
             pipeline: Pipeline::default(),
-            idle: Idle::new(),
+            idle: Idle::new(sources),
             log,
             backoff,
             standing_by_for: None,
@@ -177,7 +179,7 @@ impl Mover {
 
     /// Run until `shutdown` is cancelled. Errors never end the loop: each is logged once per
     /// attempt and retried after a capped, jittered backoff.
-    #[tracing::instrument(name = "mover", skip_all, fields(source = %self.ctx.settings.queues.source, consumer = %self.ctx.settings.replica.consumer_name))]
+    #[tracing::instrument(name = "mover", skip_all, fields(source = %self.ctx.settings.queues.sources_label(), consumer = %self.ctx.settings.replica.consumer_name))]
     pub async fn run(mut self, shutdown: CancellationToken) {
         self.ctx.health.set_mover_running(true);
         while !shutdown.is_cancelled() {
@@ -231,7 +233,7 @@ impl Mover {
     /// Drop every copy and every request in flight, and forget the lease: the next
     /// acquisition draws a new token, which fences off whatever is still queued in Redis.
     fn reset(&mut self) {
-        self.window.reset();
+        self.tails.reset();
         self.pipeline.clear();
         self.lease.forget();
     }
@@ -239,13 +241,14 @@ impl Mover {
     /// A commit or a session failed: the mover may now be stuck.
     fn failed(&mut self, cause: &str) {
         let metrics = &self.ctx.metrics;
-        let waiting = metrics
-            .queue_length
-            .get_or_create(&QueueLabel { queue: "source" })
-            .get();
-        let backlog = waiting > 0 || !self.window.is_empty();
+        let sources = &self.ctx.settings.queues.sources;
+        let waiting: i64 = sources
+            .iter()
+            .map(|s| metrics.queue_length_of("source", s))
+            .sum();
+        let backlog = waiting > 0 || !self.tails.is_empty();
         if let Some(failing_for) = self.stuck.failed(Instant::now(), backlog) {
-            let source = &self.ctx.settings.queues.source;
+            let source = &self.ctx.settings.queues.sources_label();
             events::mover_stuck(metrics, &self.ctx.health, source, cause, failing_for);
         }
     }
@@ -253,7 +256,7 @@ impl Mover {
     /// A commit landed, or Redis answered with nothing to commit.
     fn progressed(&mut self) {
         if self.stuck.progressed() {
-            let source = &self.ctx.settings.queues.source;
+            let source = &self.ctx.settings.queues.sources_label();
             events::mover_recovered(&self.ctx.metrics, &self.ctx.health, source);
         }
     }
@@ -261,7 +264,7 @@ impl Mover {
     /// The mover waits on purpose, having sent all it could.
     fn waited(&mut self) {
         if self.stuck.waited() {
-            let source = &self.ctx.settings.queues.source;
+            let source = &self.ctx.settings.queues.sources_label();
             events::mover_recovered(&self.ctx.metrics, &self.ctx.health, source);
         }
     }
@@ -271,7 +274,7 @@ impl Mover {
             return;
         }
         let limit = Duration::from_secs(1).min(self.ctx.settings.redis.command_timeout);
-        let source = &self.ctx.settings.queues.source;
+        let source = &self.ctx.settings.queues.sources_label();
         match tokio::time::timeout(limit, self.lease.release(conn)).await {
             Ok(Ok(())) => tracing::info!(message = "lease released", source = %source),
             Ok(Err(error)) => tracing::warn!(message = "lease not released", %error),

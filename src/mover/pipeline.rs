@@ -18,7 +18,8 @@ use super::window::TailRead;
 /// Requests in flight at once. Two keep Redis busy while the mover builds the next one.
 pub const PIPELINE_DEPTH: usize = 2;
 
-/// What a request brought back (the items it read, oldest first), or why it failed.
+/// What a request brought back (the items each of its reads returned, oldest first, and
+/// what `WAIT` said), or why it failed.
 pub type Answer = Result<commit::Reply, CommitError>;
 
 /// A request's reply, still to come.
@@ -29,8 +30,8 @@ pub type ReplyFuture = Pin<Box<dyn Future<Output = Answer> + Send>>;
 pub struct Sent {
     /// What it commits.
     pub plan: Plan,
-    /// Where its read sits in the tail window, if it reads.
-    pub read: Option<TailRead>,
+    /// Its reads: which source, and where each sits in that source's tail window.
+    pub reads: Vec<(usize, TailRead)>,
     /// Bytes of the largest value it carries (an envelope or a dead-letter record).
     pub largest_value: usize,
 }

@@ -74,7 +74,10 @@ impl Mover {
         let acquired =
             acquired.map_err(|source| self.command_error("EVAL lease_acquire", key, source))?;
         let settings = &self.ctx.settings;
-        let (source, consumer) = (&settings.queues.source, &settings.replica.consumer_name);
+        let (source, consumer) = (
+            &settings.queues.sources_label(),
+            &settings.replica.consumer_name,
+        );
         match acquired {
             Acquired::Won => {
                 self.standing_by_for = None;
@@ -82,7 +85,7 @@ impl Mover {
                     back_pressure.measure_now();
                 }
                 events::lease_acquired(&self.ctx.metrics, source, consumer);
-                self.window.reset();
+                self.tails.reset();
                 self.pipeline.clear();
                 return Ok(Outcome::Continue);
             }
@@ -115,7 +118,7 @@ impl Mover {
         let settings = &self.ctx.settings;
         events::lease_lost(
             &self.ctx.metrics,
-            &settings.queues.source,
+            &settings.queues.sources_label(),
             &settings.replica.consumer_name,
         );
         self.reset();
@@ -176,7 +179,7 @@ impl Mover {
     /// Log and count entering or leaving the paused state.
     fn pause_changed(&self, change: Option<Change>) {
         let settings = &self.ctx.settings;
-        let (metrics, source) = (&self.ctx.metrics, &settings.queues.source);
+        let (metrics, source) = (&self.ctx.metrics, &settings.queues.sources_label());
         match change {
             Some(Change::Paused) => events::paused(metrics, source, &settings.queues.processing),
             Some(Change::Resumed(paused_for)) => events::resumed(metrics, source, paused_for),
@@ -226,10 +229,10 @@ impl Mover {
         let now = Instant::now();
         let limits = self.limits(now);
         let timestamp = format_timestamp(chrono::Utc::now());
-        let unplanned = self.window.unplanned();
-        let plan = plan::plan(unplanned, limits, &settings.queues, &timestamp);
-        let largest_value = plan.largest_value(unplanned);
-        let Some(read) = self.window.next_read(plan.trim, 2 * prefetch) else {
+        let runs = self.tails.runs();
+        let plan = plan::plan(&runs, limits, &settings.queues, &timestamp);
+        let largest_value = plan.largest_value(&runs);
+        let Some(reads) = self.tails.next_reads(&plan.trims, 2 * prefetch) else {
             return false;
         };
         let (lease_before, lease_after) = if plan.is_empty() {
@@ -243,18 +246,22 @@ impl Mover {
         };
         let commit = commit::Commit {
             plan: &plan,
-            pending: unplanned,
+            pending: &runs,
             lease_before: &lease_before,
             lease_after: &lease_after,
             now_ms: chrono::Utc::now().timestamp_millis(),
             max_processing: self.back_pressure.as_ref().map(BackPressure::limit),
             replica_ack: settings.redis.replica_ack,
         };
-        let lrange = read.map(|r| commit::Read {
-            skip: r.skip,
-            count: r.count,
-        });
-        let request = commit::Request::new(&self.ctx.keys, &settings.queues, commit, lrange);
+        let lrange: Vec<commit::Read> = reads
+            .iter()
+            .map(|&(source, r)| commit::Read {
+                source,
+                skip: r.skip,
+                count: r.count,
+            })
+            .collect();
+        let request = commit::Request::new(&self.ctx.keys, &settings.queues, commit, &lrange);
         if let Some(allowance) = &self.ctx.allowance {
             allowance.spend(plan.envelopes.len());
         }
@@ -264,7 +271,7 @@ impl Mover {
         if let Some(back_pressure) = &mut self.back_pressure {
             back_pressure.sent(plan.envelopes.len());
         }
-        self.window.reserve(plan.trim, read);
+        self.tails.reserve(&plan.trims, &reads);
         let conn = conn.clone();
         let reply: ReplyFuture = Box::pin(tokio::task::unconstrained(async move {
             request.send(conn, &settings.queues).await
@@ -274,7 +281,7 @@ impl Mover {
                 reply,
                 Sent {
                     plan,
-                    read,
+                    reads,
                     largest_value,
                 },
             )
@@ -291,10 +298,12 @@ impl Mover {
                     self.value_limit.request_succeeded();
                 }
                 if let (Some(replicas), Some(ack)) = (reply.replicas, settings_ack) {
-                    let (metrics, source) = (&self.ctx.metrics, &self.ctx.settings.queues.source);
-                    self.ack_watch.acknowledged(metrics, source, ack, replicas);
+                    let sources = self.ctx.settings.queues.sources_label();
+                    let metrics = &self.ctx.metrics;
+                    self.ack_watch
+                        .acknowledged(metrics, &sources, ack, replicas);
                 }
-                Ok(self.completed(sent, reply.items))
+                Ok(self.completed(sent, reply.reads))
             }
             Err(CommitError::Fenced { .. }) => {
                 self.lease_lost();
@@ -320,10 +329,9 @@ impl Mover {
                 self.reset();
                 Ok(Outcome::Continue)
             }
-            Err(CommitError::TailChanged { .. }) => {
+            Err(CommitError::TailChanged { source_queue }) => {
                 self.stuck.commit_failed();
-                let settings = &self.ctx.settings;
-                events::source_changed(&self.ctx.metrics, &settings.queues.source);
+                events::source_changed(&self.ctx.metrics, &source_queue);
                 self.failed("the source's tail keeps changing under the daemon (a foreign writer)");
                 // Re-read from the tail as it is now, under a new token (the commits still in
                 // flight were built on the old reading and are fenced off).
@@ -342,7 +350,8 @@ impl Mover {
                 let broken = matches!(e.kind(), ErrorKind::Io | ErrorKind::Protocol);
                 if broken {
                     if let Some(limit) = self.value_limit.request_failed(sent.largest_value) {
-                        events::value_limit_lowered(&self.ctx.settings.queues.source, limit, &e);
+                        let sources = self.ctx.settings.queues.sources_label();
+                        events::value_limit_lowered(&sources, limit, &e);
                     }
                 }
                 Err(e.into())
@@ -351,13 +360,14 @@ impl Mover {
     }
 
     /// A request succeeded: drop what it committed, keep what it read.
-    fn completed(&mut self, sent: Sent, items: Vec<Vec<u8>>) -> Outcome {
+    fn completed(&mut self, sent: Sent, reads: Vec<Vec<Vec<u8>>>) -> Outcome {
         let settings = &self.ctx.settings;
         let now = Instant::now();
         let plan = sent.plan;
         if !plan.is_empty() {
-            self.window.committed(plan.trim);
-            let (source, processing) = (&settings.queues.source, &settings.queues.processing);
+            self.tails.committed(&plan.trims);
+            let source = &settings.queues.sources_label();
+            let processing = &settings.queues.processing;
             let metrics = &self.ctx.metrics;
             self.log
                 .envelopes_sent(metrics, &plan.envelopes, source, processing, now);
@@ -365,12 +375,12 @@ impl Mover {
             self.log
                 .dead_letters_written(metrics, classes, source, dead_letter, now);
         }
-        if let Some(read) = sent.read {
-            let profile = settings.batch.message;
+        let profile = settings.batch.message;
+        for ((source, read), items) in sent.reads.into_iter().zip(reads) {
             let peeked = items
                 .into_iter()
                 .map(|bytes| Peeked::new(bytes, profile, now));
-            if self.window.read_returned(read, peeked) > 0 {
+            if self.tails.read_returned(source, read, peeked) > 0 {
                 self.idle.messages_arrived();
             }
         }

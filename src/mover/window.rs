@@ -67,24 +67,30 @@ impl TailWindow {
         plan::oldest_waiting(self.unplanned())
     }
 
+    /// Whether the last read came back short: then the window held the whole source, and
+    /// nothing of it waited unread in Redis.
+    pub fn is_drained(&self) -> bool {
+        self.drained
+    }
+
     /// The read for the next request: one that keeps up to `read_ahead` items read beyond
-    /// what a commit trimming the first `trim` unplanned items leaves. `None` when there is
-    /// nothing to commit and nothing worth reading (the source was drained); `Some(None)`
-    /// for a commit without a read.
+    /// what a commit trimming the first `trim` unplanned items leaves, if one is worth
+    /// making: not once the source was drained, unless `recheck` (a request that commits
+    /// anyway looks again, and so does the first request after a wait, since the source may
+    /// have grown).
     ///
     /// `trim` must not exceed `unplanned().len()`.
-    pub fn next_read(&self, trim: usize, read_ahead: usize) -> Option<Option<TailRead>> {
+    pub fn read_for(&self, trim: usize, read_ahead: usize, recheck: bool) -> Option<TailRead> {
         debug_assert!(trim <= self.unplanned().len());
         // Where the tail will be once this request's commit has run.
         let tail_after = self.planned + trim;
         let want = (tail_after + read_ahead).saturating_sub(self.next_read);
-        let read = (want > 0 && (!self.drained || trim > 0)).then(|| TailRead {
+        (want > 0 && (!self.drained || recheck)).then(|| TailRead {
             start: self.next_read,
             // next_read >= front + pending.len() >= planned + trim.
             skip: self.next_read.saturating_sub(tail_after),
             count: want,
-        });
-        (trim > 0 || read.is_some()).then_some(read)
+        })
     }
 
     /// A request that commits `trim` unplanned items and makes `read` was sent.
@@ -123,11 +129,6 @@ impl TailWindow {
         got
     }
 
-    /// The mover is about to wait for new messages: the next request reads again.
-    pub fn expect_more(&mut self) {
-        self.drained = false;
-    }
-
     /// Drop every copy and position (after an error or a lost lease). Safe at any time:
     /// every copy is still in Redis.
     pub fn reset(&mut self) {
@@ -142,7 +143,7 @@ mod tests {
     use super::*;
 
     use crate::mover::plan::tests::{queues, PROFILE};
-    use crate::mover::plan::{plan, Limits, MAX_COMMIT_BYTES, MAX_ENVELOPE_BYTES};
+    use crate::mover::plan::{plan, Limits, Runs, MAX_COMMIT_BYTES, MAX_ENVELOPE_BYTES};
 
     fn peeked(items: &[&str], seen: Instant) -> Vec<Peeked> {
         items
@@ -162,9 +163,13 @@ mod tests {
         }
     }
 
-    /// `next_read` then `reserve`, as the mover does when it sends a request.
+    /// `read_for` then `reserve`, as the mover does when it sends a request: a commit reads
+    /// again even once the source was drained. `None` when there is nothing to send.
     fn send(w: &mut TailWindow, trim: usize, read_ahead: usize) -> Option<Option<TailRead>> {
-        let read = w.next_read(trim, read_ahead)?;
+        let read = w.read_for(trim, read_ahead, trim > 0);
+        if trim == 0 && read.is_none() {
+            return None;
+        }
         w.reserve(trim, read);
         Some(read)
     }
@@ -197,7 +202,7 @@ mod tests {
     fn a_commit_after_a_read_skips_what_is_held() {
         let now = Instant::now();
         let mut w = window_with(&["1", "2", "3", "4", "5"], now);
-        let p = plan(w.unplanned(), limits(2), &queues(), "ts");
+        let p = plan(&Runs::one(w.unplanned()), limits(2), &queues(), "ts");
         assert_eq!(p.trim, 4);
         // Commit 4; the tail then holds item 5 (position 4) as its oldest, already held and
         // read before: read from position 5 on, skipping one item from the new tail.
@@ -219,8 +224,8 @@ mod tests {
         assert_eq!(w.next_read, 7);
         // Drained and nothing to commit: no request until the mover has waited.
         assert_eq!(send(&mut w, 0, 10), None);
-        w.expect_more();
-        let read = send(&mut w, 0, 10).unwrap().unwrap();
+        // After a wait the mover looks again.
+        let read = w.read_for(0, 10, true).unwrap();
         assert_eq!((read.start, read.skip, read.count), (7, 3, 7));
     }
 
@@ -228,7 +233,7 @@ mod tests {
     fn a_failed_commit_or_a_lost_lease_resets_everything() {
         let now = Instant::now();
         let mut w = window_with(&["1", "2", "3"], now);
-        let p = plan(w.unplanned(), limits(2), &queues(), "ts");
+        let p = plan(&Runs::one(w.unplanned()), limits(2), &queues(), "ts");
         let read = send(&mut w, p.trim, 10).unwrap();
         assert!(read.is_some());
         assert_eq!(w.planned, 2);
@@ -261,19 +266,19 @@ mod tests {
     fn a_partial_batch_is_planned_once_its_deadline_passed() {
         let seen = Instant::now();
         let mut w = window_with(&["1", "2", "3"], seen);
-        let p = plan(w.unplanned(), limits(2), &queues(), "ts");
+        let p = plan(&Runs::one(w.unplanned()), limits(2), &queues(), "ts");
         assert_eq!(p.trim, 2);
         send(&mut w, p.trim, 0);
         assert_eq!(w.oldest_unplanned(), Some(seen));
         // Not yet due: nothing more to plan.
-        let young = plan(w.unplanned(), limits(2), &queues(), "ts");
+        let young = plan(&Runs::one(w.unplanned()), limits(2), &queues(), "ts");
         assert!(young.is_empty());
         // Due: the partial batch goes; the window then covers all it holds.
         let due = Limits {
             flush_seen_by: Some(seen + Duration::from_millis(1)),
             ..limits(2)
         };
-        let p = plan(w.unplanned(), due, &queues(), "ts");
+        let p = plan(&Runs::one(w.unplanned()), due, &queues(), "ts");
         assert_eq!(p.trim, 1);
         send(&mut w, p.trim, 0);
         assert!(w.unplanned().is_empty());
@@ -288,7 +293,7 @@ mod tests {
     fn dead_letters_between_and_after_a_batch_trim_with_it() {
         let now = Instant::now();
         let mut w = window_with(&["1", "bad", "2", "{", "3"], now);
-        let p = plan(w.unplanned(), limits(2), &queues(), "ts");
+        let p = plan(&Runs::one(w.unplanned()), limits(2), &queues(), "ts");
         // One batch of two good messages covers the bad one between them and the bad one
         // right after it; the last good message waits for its batch to fill.
         assert_eq!(p.trim, 4);
@@ -312,7 +317,7 @@ mod tests {
         };
         // Two 7-byte messages fit under 15; the envelope closes before the third, and the
         // commit takes one envelope only.
-        let p = plan(w.unplanned(), caps, &queues(), "ts");
+        let p = plan(&Runs::one(w.unplanned()), caps, &queues(), "ts");
         assert_eq!(p.trim, 2);
         let read = send(&mut w, p.trim, 0);
         assert_eq!(read, Some(None));

@@ -160,7 +160,7 @@ mod tests {
     #[test]
     fn defaults_match_the_contract() {
         let s = load_with(&[]).unwrap();
-        assert_eq!(s.queues.source, "raw_data_queue");
+        assert_eq!(s.queues.sources, ["raw_data_queue"]);
         assert_eq!(s.queues.processing, "processing_queue");
         assert_eq!(s.queues.dead_letter, "dead_letter_queue");
         assert_eq!(s.batch.size.get(), 10);
@@ -185,7 +185,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.batch.size.get(), 7);
         assert_eq!(s.batch.timeout, Duration::from_millis(500));
-        assert_eq!(s.queues.source, "in");
+        assert_eq!(s.queues.sources, ["in"]);
         assert_eq!(s.log_format, LogFormat::Pretty);
         assert_eq!(s.redis.display_addr(), "127.0.0.1:6380");
         assert_eq!(s.log_filter, "debug");
@@ -266,7 +266,7 @@ mod tests {
         let s = load(&env, Some(&path)).unwrap();
         assert_eq!(s.batch.size.get(), 7);
         assert_eq!(s.queues.processing, "from_file");
-        assert_eq!(s.queues.source, "raw_data_queue");
+        assert_eq!(s.queues.sources, ["raw_data_queue"]);
         let missing = load(&env, Some(&dir.path().join("nope.toml"))).unwrap_err();
         assert!(missing.to_string().contains("nope.toml"), "{missing}");
     }

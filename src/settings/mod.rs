@@ -82,15 +82,30 @@ pub enum Schedule {
     },
 }
 
-/// Names of the three lists the daemon works on.
+/// Names of the lists the daemon works on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queues {
-    /// Producers LPUSH here; the daemon takes from the tail.
-    pub source: String,
+    /// Producers LPUSH here; the daemon takes from the tails. Highest priority first, never
+    /// empty, no name twice (`REDIS_RAW_DATA_QUEUE`, comma-separated).
+    pub sources: Vec<String>,
     /// Envelopes are LPUSHed here.
     pub processing: String,
     /// Dead-letter records are LPUSHed here.
     pub dead_letter: String,
+}
+
+impl Queues {
+    /// The source lists as configured: their names joined with `,`. Names the deployment in
+    /// logs and in its own keys (a single source is just its name).
+    pub fn sources_label(&self) -> String {
+        self.sources.join(",")
+    }
+
+    /// The highest-priority source list: where the demo producer pushes.
+    pub fn first_source(&self) -> &str {
+        // Invariant: validation refuses an empty list of sources.
+        self.sources.first().map_or("", String::as_str)
+    }
 }
 
 /// How to reach Redis.

@@ -44,22 +44,52 @@ pub(crate) fn validate(raw: &RawSettings) -> Result<Settings, SettingsError> {
     })
 }
 
-/// The three lists; the source must differ from both destinations, or the daemon would feed
-/// itself.
+/// Most source lists one deployment takes from (each one costs a lease and a read per round
+/// trip).
+const MAX_SOURCES: usize = 16;
+
+/// The lists; no source may be a destination, or the daemon would feed itself.
 fn queues(raw: &RawSettings) -> Result<Queues, SettingsError> {
     let queues = Queues {
-        source: raw.name("raw_data_queue")?,
+        sources: sources(raw)?,
         processing: raw.name("processing_queue")?,
         dead_letter: raw.name("dead_letter_queue")?,
     };
-    if queues.source == queues.processing || queues.source == queues.dead_letter {
+    if queues.processing == queues.dead_letter {
         return Err(SettingsError::invalid(
-            "raw_data_queue",
-            &queues.source,
-            "a list different from REDIS_PROCESSING_QUEUE and REDIS_DEAD_LETTER_QUEUE",
+            "dead_letter_queue",
+            &queues.dead_letter,
+            "a list different from REDIS_PROCESSING_QUEUE",
         ));
     }
+    for source in &queues.sources {
+        if *source == queues.processing || *source == queues.dead_letter {
+            return Err(SettingsError::invalid(
+                "raw_data_queue",
+                &queues.sources_label(),
+                "lists different from REDIS_PROCESSING_QUEUE and REDIS_DEAD_LETTER_QUEUE",
+            ));
+        }
+    }
     Ok(queues)
+}
+
+/// `REDIS_RAW_DATA_QUEUE`: one list, or several separated by commas, highest priority first.
+fn sources(raw: &RawSettings) -> Result<Vec<String>, SettingsError> {
+    let value = raw.name("raw_data_queue")?;
+    let expected = "list names separated by commas (highest priority first), each non-empty \
+                    and without spaces around it, no name twice, at most 16";
+    let sources: Vec<String> = value.split(',').map(str::to_owned).collect();
+    let malformed = sources.len() > MAX_SOURCES
+        || sources.iter().any(|s| s.is_empty() || s.trim() != s)
+        || sources
+            .iter()
+            .enumerate()
+            .any(|(i, s)| sources[..i].contains(s));
+    if malformed {
+        return Err(SettingsError::invalid("raw_data_queue", &value, expected));
+    }
+    Ok(sources)
 }
 
 /// Batch shape and timing; prefetch is rounded up to whole batches.

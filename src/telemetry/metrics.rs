@@ -11,11 +11,13 @@ use prometheus_client::registry::Registry;
 
 use crate::redis::ErrorKind;
 
-/// Label for the list-length gauge.
+/// Labels for the list-length gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabel {
     /// `source`, `processing` or `dead_letter`.
     pub queue: &'static str,
+    /// The list's name (with several source lists, one series each).
+    pub list: String,
 }
 
 /// Label for the Redis error counter.
@@ -133,7 +135,7 @@ impl Metrics {
         );
         registry.register(
             "queue_length",
-            "Length of the source, processing and dead-letter lists",
+            "Length of each source list, the processing list and the dead-letter list",
             self.queue_length.clone(),
         );
         registry.register(
@@ -218,11 +220,23 @@ impl Metrics {
             .inc();
     }
 
-    /// Set the length gauge of `queue` (`source`, `processing` or `dead_letter`).
-    pub fn set_queue_length(&self, queue: &'static str, len: i64) {
-        self.queue_length
-            .get_or_create(&QueueLabel { queue })
-            .set(len);
+    /// Set the length gauge of the list `list` in the role `queue` (`source`, `processing` or
+    /// `dead_letter`).
+    pub fn set_queue_length(&self, queue: &'static str, list: &str, len: i64) {
+        self.queue_gauge(queue, list).set(len);
+    }
+
+    /// The last length seen of the list `list` in the role `queue`.
+    pub fn queue_length_of(&self, queue: &'static str, list: &str) -> i64 {
+        self.queue_gauge(queue, list).get()
+    }
+
+    fn queue_gauge(&self, queue: &'static str, list: &str) -> Gauge {
+        let label = QueueLabel {
+            queue,
+            list: list.to_owned(),
+        };
+        self.queue_length.get_or_create(&label).clone()
     }
 
     /// The Prometheus text exposition of every series.
@@ -243,7 +257,7 @@ mod tests {
         let m = Metrics::new();
         m.messages.inc_by(3);
         m.redis_error(ErrorKind::Io);
-        m.set_queue_length("source", 7);
+        m.set_queue_length("source", "raw", 7);
         m.batch_size.observe(3.0);
         let text = m.encode();
         assert!(text.contains("batch_processor_messages_total 3"), "{text}");
@@ -252,7 +266,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("batch_processor_queue_length{queue=\"source\"} 7"),
+            text.contains("batch_processor_queue_length{queue=\"source\",list=\"raw\"} 7"),
             "{text}"
         );
         assert!(

@@ -6,8 +6,8 @@
 
 use std::time::Instant;
 
-use batch_processor::mover::commit::{Commit, CommitError, Request};
-use batch_processor::mover::plan::{self, Limits, Peeked};
+use batch_processor::mover::commit::{Commit, CommitError, Read, Request};
+use batch_processor::mover::plan::{self, Limits, Peeked, Runs};
 use batch_processor::redis::keys::Keys;
 use batch_processor::settings::Queues;
 
@@ -30,18 +30,29 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
+        Self::with_sources(1)
+    }
+
+    /// A fixture whose commits take from `n` source lists (highest priority first).
+    fn with_sources(n: usize) -> Self {
         let server = RedisServer::start();
-        let n = Names::new();
+        let names = Names::new();
+        let sources = names.sources(n);
         Fixture {
-            keys: n.keys(),
+            keys: Keys::new(&names.key_prefix, &sources),
             queues: Queues {
-                source: n.source,
-                processing: n.processing,
-                dead_letter: n.dead_letter,
+                sources,
+                processing: names.processing,
+                dead_letter: names.dead_letter,
             },
             server,
             max_processing: None,
         }
+    }
+
+    /// The first source list.
+    fn source(&self) -> &str {
+        &self.queues.sources[0]
     }
 
     async fn conn(&self) -> redis::aio::MultiplexedConnection {
@@ -54,12 +65,7 @@ impl Fixture {
 
     /// Peek `count` items at the tail, plan whole batches of 2 (partial flushed), and send
     /// the commit carrying `before` → `after`.
-    async fn commit(
-        &self,
-        count: usize,
-        before: &str,
-        after: &str,
-    ) -> Result<Vec<Vec<u8>>, CommitError> {
+    async fn commit(&self, count: usize, before: &str, after: &str) -> Result<(), CommitError> {
         self.commit_after(count, before, after, |_| {}).await
     }
 
@@ -71,16 +77,35 @@ impl Fixture {
         before: &str,
         after: &str,
         meddle: impl FnOnce(&mut redis::Connection),
-    ) -> Result<Vec<Vec<u8>>, CommitError> {
+    ) -> Result<(), CommitError> {
+        self.commit_runs(&[count], before, after, meddle).await
+    }
+
+    /// Peek `counts[k]` items at the tail of source `k`, then as [`Fixture::commit_after`]:
+    /// one commit over the runs, highest priority first.
+    async fn commit_runs(
+        &self,
+        counts: &[usize],
+        before: &str,
+        after: &str,
+        meddle: impl FnOnce(&mut redis::Connection),
+    ) -> Result<(), CommitError> {
         let mut sync = self.server.conn();
-        let tail: Vec<Peeked> = read_all(&mut sync, &self.queues.source)
-            .into_iter()
-            .take(count)
-            .map(|b| Peeked::new(b, PROFILE, Instant::now()))
+        let tails: Vec<Vec<Peeked>> = counts
+            .iter()
+            .zip(&self.queues.sources)
+            .map(|(&count, source)| {
+                read_all(&mut sync, source)
+                    .into_iter()
+                    .take(count)
+                    .map(|b| Peeked::new(b, PROFILE, Instant::now()))
+                    .collect()
+            })
             .collect();
+        let runs = Runs::new(tails.iter().map(Vec::as_slice).collect());
         meddle(&mut sync);
         let plan = plan::plan(
-            &tail,
+            &runs,
             Limits {
                 batch_size: 2,
                 max_envelopes: 100,
@@ -97,25 +122,25 @@ impl Fixture {
             &self.queues,
             Commit {
                 plan: &plan,
-                pending: &tail,
+                pending: &runs,
                 lease_before: before,
                 lease_after: after,
                 now_ms: 1,
                 max_processing: self.max_processing,
                 replica_ack: None,
             },
-            None,
+            &[],
         );
-        request
-            .send(self.conn().await, &self.queues)
-            .await
-            .map(|reply| reply.items)
+        let reads = request.send(self.conn().await, &self.queues).await?.reads;
+        assert!(reads.is_empty(), "a commit without reads read {reads:?}");
+        Ok(())
     }
 
-    /// Set the source lease and the legacy lease, as an acquisition does.
+    /// Set every source lease and legacy lease, as an acquisition does.
     fn set_lease(&self, value: &str) {
-        self.set(&self.keys.lease(), value);
-        self.set(&self.keys.legacy_lease(), value);
+        for key in self.keys.leases() {
+            self.set(&key, value);
+        }
     }
 
     fn set(&self, key: &str, value: &str) {
@@ -143,7 +168,7 @@ fn seed(f: &Fixture) {
         event(2, 80),
         event(3, 80),
     ];
-    push_all(&mut c, &f.queues.source, &msgs);
+    push_all(&mut c, f.source(), &msgs);
 }
 
 #[tokio::test]
@@ -153,7 +178,7 @@ async fn a_commit_hands_over_whole_and_moves_the_lease_chain() {
     f.set_lease("me/t.0");
     f.commit(5, "me/t.0", "me/t.1").await.expect("commit");
     let mut c = f.server.conn();
-    assert_eq!(llen(&mut c, &f.queues.source), 0);
+    assert_eq!(llen(&mut c, f.source()), 0);
     let seqs: Vec<u64> = read_all(&mut c, &f.queues.processing)
         .iter()
         .flat_map(|e| batch_raw(e))
@@ -180,7 +205,7 @@ async fn a_stale_lease_value_is_refused_and_nothing_changes() {
     let err = f.commit(5, "me/t.0", "me/t.1").await.unwrap_err();
     assert!(matches!(err, CommitError::Fenced { .. }), "{err:?}");
     let mut c = f.server.conn();
-    assert_eq!(llen(&mut c, &f.queues.source), 5);
+    assert_eq!(llen(&mut c, f.source()), 5);
     assert_eq!(llen(&mut c, &f.queues.processing), 0);
     assert_eq!(llen(&mut c, &f.queues.dead_letter), 0);
     assert_eq!(f.lease().as_deref(), Some("other/x.0"));
@@ -190,7 +215,7 @@ async fn a_stale_lease_value_is_refused_and_nothing_changes() {
         f.commit(5, "me/t.0", "me/t.1").await,
         Err(CommitError::Fenced { .. })
     ));
-    assert_eq!(llen(&mut c, &f.queues.source), 5);
+    assert_eq!(llen(&mut c, f.source()), 5);
     assert_eq!(llen(&mut c, &f.queues.processing), 0);
 }
 
@@ -203,7 +228,7 @@ async fn a_commit_whose_predecessor_did_not_run_is_refused() {
     let err = f.commit(2, "me/t.1", "me/t.2").await.unwrap_err();
     assert!(matches!(err, CommitError::Fenced { .. }), "{err:?}");
     let mut c = f.server.conn();
-    assert_eq!(llen(&mut c, &f.queues.source), 5);
+    assert_eq!(llen(&mut c, f.source()), 5);
     assert_eq!(llen(&mut c, &f.queues.processing), 0);
 }
 
@@ -227,7 +252,7 @@ async fn a_failed_push_undoes_the_other_and_keeps_the_source() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(llen(&mut c, &f.queues.source), 5);
+    assert_eq!(llen(&mut c, f.source()), 5);
     // The dead letter pushed in the same transaction was taken back.
     assert_eq!(llen(&mut c, &f.queues.dead_letter), 0);
     assert_eq!(f.lease().as_deref(), Some("me/t.0"));
@@ -247,7 +272,7 @@ async fn a_check_that_errors_undoes_the_pushes() {
         .unwrap();
     let err = f.commit(5, "me/t.0", "me/t.1").await.unwrap_err();
     assert!(matches!(err, CommitError::Refused { .. }), "{err:?}");
-    assert_eq!(llen(&mut c, &f.queues.source), 5);
+    assert_eq!(llen(&mut c, f.source()), 5);
     assert_eq!(llen(&mut c, &f.queues.processing), 0);
     assert_eq!(llen(&mut c, &f.queues.dead_letter), 0);
 }
@@ -264,7 +289,7 @@ async fn a_broken_stats_key_does_not_undo_a_done_commit() {
         .query(&mut c)
         .unwrap();
     f.commit(5, "me/t.0", "me/t.1").await.expect("commit");
-    assert_eq!(llen(&mut c, &f.queues.source), 0);
+    assert_eq!(llen(&mut c, f.source()), 0);
     assert_eq!(llen(&mut c, &f.queues.processing), 2);
     assert_eq!(f.lease().as_deref(), Some("me/t.1"));
 }
@@ -281,14 +306,18 @@ async fn a_plain_read_checks_the_lease_value_its_predecessors_leave() {
             &f.queues,
             Commit {
                 plan: &plan,
-                pending: &[],
+                pending: &Runs::default(),
                 lease_before: before,
                 lease_after: before,
                 now_ms: 1,
                 max_processing: None,
                 replica_ack: None,
             },
-            Some(batch_processor::mover::commit::Read { skip: 1, count: 2 }),
+            &[Read {
+                source: 0,
+                skip: 1,
+                count: 2,
+            }],
         )
     };
     // The value the commits before it leave: the read goes through, oldest first.
@@ -296,8 +325,8 @@ async fn a_plain_read_checks_the_lease_value_its_predecessors_leave() {
         .send(f.conn().await, &f.queues)
         .await
         .unwrap()
-        .items;
-    assert_eq!(items, vec![b"bad".to_vec(), event(1, 80)]);
+        .reads;
+    assert_eq!(items, vec![vec![b"bad".to_vec(), event(1, 80)]]);
     // A commit it was meant to follow has not run (or ran after it): refused.
     let err = read("me/t.4")
         .send(f.conn().await, &f.queues)
@@ -310,7 +339,7 @@ async fn a_plain_read_checks_the_lease_value_its_predecessors_leave() {
 /// `seed` left them with the lease at `lease`.
 fn assert_untouched(f: &Fixture, source_len: usize, lease: &str) {
     let mut c = f.server.conn();
-    assert_eq!(llen(&mut c, &f.queues.source), source_len);
+    assert_eq!(llen(&mut c, f.source()), source_len);
     assert_eq!(llen(&mut c, &f.queues.processing), 0);
     assert_eq!(llen(&mut c, &f.queues.dead_letter), 0);
     assert_eq!(f.lease().as_deref(), Some(lease));
@@ -333,7 +362,7 @@ async fn a_tail_changed_by_a_foreign_writer_after_the_read_is_refused() {
     let f = Fixture::new();
     seed(&f);
     f.set_lease("me/t.0");
-    let source = f.queues.source.clone();
+    let source = f.source().to_owned();
     // A producer RPUSHes: the tail is no longer the oldest item read.
     let err = f
         .commit_after(5, "me/t.0", "me/t.1", |c| {
@@ -350,7 +379,7 @@ async fn items_removed_or_replaced_inside_the_trim_are_noticed() {
     let f = Fixture::new();
     seed(&f);
     f.set_lease("me/t.0");
-    let source = f.queues.source.clone();
+    let source = f.source().to_owned();
     // The commit covers [e0, bad, e1]; an operator's LREM of "bad" shifts e2 into the
     // newest covered position.
     let err = f
@@ -399,7 +428,7 @@ async fn a_commit_that_would_pass_the_processing_limit_is_refused() {
     f.max_processing = Some(3);
     let err = f.commit(5, "me/t.0", "me/t.1").await.unwrap_err();
     assert!(matches!(err, CommitError::Paused { .. }), "{err:?}");
-    assert_eq!(llen(&mut c, &f.queues.source), 5);
+    assert_eq!(llen(&mut c, f.source()), 5);
     assert_eq!(llen(&mut c, &f.queues.processing), 2);
     assert_eq!(llen(&mut c, &f.queues.dead_letter), 0);
     assert_eq!(f.lease().as_deref(), Some("me/t.0"));
@@ -407,4 +436,108 @@ async fn a_commit_that_would_pass_the_processing_limit_is_refused() {
     f.max_processing = Some(4);
     f.commit(5, "me/t.0", "me/t.1").await.expect("commit");
     assert_eq!(llen(&mut c, &f.queues.processing), 4);
+}
+
+/// Two sources, highest priority first: `[u0, bad-u]` and `[e10, e11, bad-b, e12]`.
+fn seed_two(f: &Fixture) -> [Vec<Vec<u8>>; 2] {
+    let mut c = f.server.conn();
+    let urgent = vec![event(0, 80), b"bad-u".to_vec()];
+    let bulk = vec![
+        event(10, 80),
+        event(11, 80),
+        b"bad-b".to_vec(),
+        event(12, 80),
+    ];
+    push_all(&mut c, &f.queues.sources[0], &urgent);
+    push_all(&mut c, &f.queues.sources[1], &bulk);
+    [urgent, bulk]
+}
+
+/// Both sources and both destinations are as `seed_two` left them, and the chain still holds
+/// `lease`.
+fn assert_two_untouched(f: &Fixture, seeded: &[Vec<Vec<u8>>; 2], lease: &str) {
+    let mut c = f.server.conn();
+    for (source, items) in f.queues.sources.iter().zip(seeded) {
+        assert_eq!(&read_all(&mut c, source), items, "{source} changed");
+    }
+    assert_eq!(llen(&mut c, &f.queues.processing), 0);
+    assert_eq!(llen(&mut c, &f.queues.dead_letter), 0);
+    assert_eq!(f.lease().as_deref(), Some(lease));
+}
+
+#[tokio::test]
+async fn a_commit_spanning_two_sources_trims_both_in_priority_order() {
+    let f = Fixture::with_sources(2);
+    seed_two(&f);
+    f.set_lease("me/t.0");
+    // All of the urgent source, and three of the bulk source's four items.
+    f.commit_runs(&[2, 3], "me/t.0", "me/t.1", |_| {})
+        .await
+        .expect("commit");
+    let mut c = f.server.conn();
+    assert_eq!(llen(&mut c, &f.queues.sources[0]), 0);
+    assert_eq!(read_all(&mut c, &f.queues.sources[1]), vec![event(12, 80)]);
+    // Batches of two: [u0, e10], then [e11] flushed; the urgent message leads.
+    let seqs: Vec<u64> = read_all(&mut c, &f.queues.processing)
+        .iter()
+        .flat_map(|e| batch_raw(e))
+        .map(|m| seq_of(&m))
+        .collect();
+    assert_eq!(seqs, vec![0, 10, 11]);
+    let dead: Vec<(Vec<u8>, String)> = read_all(&mut c, &f.queues.dead_letter)
+        .iter()
+        .map(|d| parse_dead_letter(d))
+        .map(|d| (d.original, d.source_queue))
+        .collect();
+    assert_eq!(
+        dead,
+        vec![
+            (b"bad-u".to_vec(), f.queues.sources[0].clone()),
+            (b"bad-b".to_vec(), f.queues.sources[1].clone()),
+        ],
+        "each dead letter names its own source"
+    );
+    assert_eq!(f.lease().as_deref(), Some("me/t.1"));
+}
+
+#[tokio::test]
+async fn a_commit_spanning_two_sources_is_all_or_nothing() {
+    let f = Fixture::with_sources(2);
+    let seeded = seed_two(&f);
+    f.set_lease("me/t.0");
+    // The lower source's tail changes under the commit: neither source is trimmed, and
+    // nothing is pushed.
+    let bulk = f.queues.sources[1].clone();
+    let err = f
+        .commit_runs(&[2, 3], "me/t.0", "me/t.1", |c| {
+            let _: () = redis::cmd("RPUSH").arg(&bulk).arg("x").query(c).unwrap();
+        })
+        .await
+        .unwrap_err();
+    match &err {
+        CommitError::TailChanged { source_queue } => assert_eq!(source_queue, &bulk),
+        other => panic!("{other:?}"),
+    }
+    // Take the foreign item away again, so the sources are as seeded.
+    let _: () = redis::cmd("RPOP")
+        .arg(&bulk)
+        .query(&mut f.server.conn())
+        .unwrap();
+    assert_two_untouched(&f, &seeded, "me/t.0");
+    // Another deployment holds the lower source's lease: fenced, and again nothing changes.
+    f.set(&f.keys.leases()[2], "other/x.0");
+    let err = f
+        .commit_runs(&[2, 3], "me/t.0", "me/t.1", |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CommitError::Fenced { .. }), "{err:?}");
+    assert_two_untouched(&f, &seeded, "me/t.0");
+    // With every lease back, the same commit goes through.
+    f.set_lease("me/t.0");
+    f.commit_runs(&[2, 3], "me/t.0", "me/t.1", |_| {})
+        .await
+        .expect("commit");
+    let mut c = f.server.conn();
+    assert_eq!(llen(&mut c, &f.queues.sources[0]), 0);
+    assert_eq!(llen(&mut c, &bulk), 1);
 }

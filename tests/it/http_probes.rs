@@ -52,7 +52,7 @@ impl Rig {
         let settings = settings::load(&env, None).expect("settings");
         let ctx = Context {
             connector: Connector::new(&settings.redis).expect("connector"),
-            keys: Keys::new(&settings.replica.key_prefix, &settings.queues.source),
+            keys: Keys::new(&settings.replica.key_prefix, &settings.queues.sources),
             allowance: Some(BatchAllowance::new()),
             settings: Arc::new(settings),
             metrics: Metrics::new(),
@@ -245,14 +245,15 @@ async fn metrics_show_every_series_and_the_list_lengths() {
     rig.ctx.metrics.batch_size.observe(5.0);
     rig.ctx.metrics.oldest_message_age.observe(0.25);
 
+    let n = &rig.names;
     let expected = [
-        "batch_processor_queue_length{queue=\"source\"} 7\n",
-        "batch_processor_queue_length{queue=\"processing\"} 2\n",
-        "batch_processor_queue_length{queue=\"dead_letter\"} 3\n",
+        format!("{} 7\n", queue_series("source", &n.source)),
+        format!("{} 2\n", queue_series("processing", &n.processing)),
+        format!("{} 3\n", queue_series("dead_letter", &n.dead_letter)),
     ];
     let waited = within(TWO_S, async || {
         let text = rig.get("/metrics").await.body;
-        expected.iter().all(|line| text.contains(line))
+        expected.iter().all(|line| text.contains(line.as_str()))
     })
     .await;
     let r = rig.get("/metrics").await;
@@ -302,7 +303,7 @@ async fn metrics_show_every_series_and_the_list_lengths() {
         rig.get("/metrics")
             .await
             .body
-            .contains("batch_processor_queue_length{queue=\"source\"} 3\n")
+            .contains(&format!("{} 3\n", queue_series("source", &n.source)))
     })
     .await;
     assert!(waited.is_some());

@@ -39,7 +39,7 @@ fn metrics_and_status_match_what_was_moved() {
     // The probe refreshes the length gauges once a second, the heartbeat every lease_ttl/3.
     let settled = wait_until(Duration::from_secs(10), || {
         let (_, text) = http_get(http_port, "/metrics");
-        metric(&text, "batch_processor_queue_length{queue=\"processing\"}") == Some(10.0)
+        metric(&text, &queue_series("processing", &names.processing)) == Some(10.0)
     });
     assert!(settled, "gauges never caught up");
 
@@ -61,11 +61,11 @@ fn metrics_and_status_match_what_was_moved() {
         Some(10.0)
     );
     assert_eq!(
-        metric(&text, "batch_processor_queue_length{queue=\"source\"}"),
+        metric(&text, &queue_series("source", &names.source)),
         Some(0.0)
     );
     assert_eq!(
-        metric(&text, "batch_processor_queue_length{queue=\"dead_letter\"}"),
+        metric(&text, &queue_series("dead_letter", &names.dead_letter)),
         Some(5.0)
     );
     assert_eq!(metric(&text, "batch_processor_lease_held"), Some(1.0));
@@ -81,7 +81,7 @@ fn metrics_and_status_match_what_was_moved() {
     let out = run_cli(&env, &["status", "--json"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let s: serde_json::Value = serde_json::from_str(&out.stdout).expect("status --json");
-    assert_eq!(s["queues"]["source"]["length"], 0);
+    assert_eq!(s["queues"]["sources"][0]["length"], 0);
     assert_eq!(s["queues"]["processing"]["length"], 10);
     assert_eq!(s["queues"]["dead_letter"]["length"], 5);
     assert_eq!(s["totals"]["messages"], 95);

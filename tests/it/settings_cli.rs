@@ -60,6 +60,10 @@ fn each_kind_of_bad_setting_exits_2_naming_the_variable_and_value() {
         ("REDIS_MAX_BATCHES_PER_SECOND", "0", &[]),
         ("REDIS_MAX_BATCHES_PER_SECOND", "fast", &["run"]),
         ("REDIS_BATCH_BURST", "3", &[]),
+        ("REDIS_RAW_DATA_QUEUE", "urgent,,bulk", &["run"]),
+        ("REDIS_RAW_DATA_QUEUE", "urgent,bulk,urgent", &[]),
+        ("REDIS_RAW_DATA_QUEUE", "urgent, bulk", &["run"]),
+        ("REDIS_RAW_DATA_QUEUE", "urgent,processing_queue", &[]),
     ];
     for (var, value, args) in cases {
         // A password is set in every case and must never be printed.

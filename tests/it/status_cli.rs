@@ -128,8 +128,10 @@ fn json_numbers_match_the_lists_and_hashes() {
         .unwrap_or_else(|e| panic!("stdout is not one JSON document: {e}: {:?}", out.stdout));
 
     let q = &v["queues"];
-    assert_eq!(q["source"]["name"], names.source.as_str());
-    assert_eq!(q["source"]["length"], 7);
+    assert_eq!(q["sources"][0]["name"], names.source.as_str());
+    assert_eq!(q["sources"][0]["length"], 7);
+    assert_eq!(q["sources"][0]["lease"]["holder"], "pod/a-1");
+    assert_eq!(q["sources"].as_array().unwrap().len(), 1);
     assert_eq!(q["processing"]["name"], names.processing.as_str());
     assert_eq!(q["processing"]["length"], 3);
     assert_eq!(q["dead_letter"]["name"], names.dead_letter.as_str());
@@ -189,9 +191,11 @@ fn empty_redis_gives_zeros_and_no_lease() {
     );
     assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    for q in ["source", "processing", "dead_letter"] {
+    for q in ["processing", "dead_letter"] {
         assert_eq!(v["queues"][q]["length"], 0);
     }
+    assert_eq!(v["queues"]["sources"][0]["length"], 0);
+    assert!(v["queues"]["sources"][0]["lease"].is_null());
     assert_eq!(
         v["totals"],
         serde_json::json!({"messages":0,"batches":0,"dead_letters":0})

@@ -43,7 +43,7 @@ fn the_daemon_moves_messages_over_tls_with_a_private_ca() {
     let out = run_cli(&env, &["status", "--json"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let status: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(status["queues"]["source"]["length"], 0);
+    assert_eq!(status["queues"]["sources"][0]["length"], 0);
 
     let mut daemon = spawn_daemon(&env, &[]);
     assert!(daemon.wait_for_line("lease acquired", Duration::from_secs(10)));
@@ -78,7 +78,7 @@ fn the_daemon_moves_messages_over_tls_with_a_private_ca() {
     let done = wait_until(Duration::from_secs(10), || {
         let out = run_cli(&env, &["status", "--json"]);
         let s: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-        s["totals"]["messages"] == 25 && s["queues"]["source"]["length"] == 0
+        s["totals"]["messages"] == 25 && s["queues"]["sources"][0]["length"] == 0
     });
     daemon.terminate_ok();
     assert!(done, "the daemon did not move the 25 messages over TLS");
@@ -180,7 +180,7 @@ fn the_daemon_moves_messages_with_a_client_certificate_and_a_password_file() {
     let done = wait_until(Duration::from_secs(10), || {
         let out = run_cli(&env, &["status", "--json"]);
         let s: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-        s["totals"]["messages"] == 25 && s["queues"]["source"]["length"] == 0
+        s["totals"]["messages"] == 25 && s["queues"]["sources"][0]["length"] == 0
     });
     daemon.terminate_ok();
     assert!(done, "the daemon did not move the 25 messages over mTLS");

@@ -1,7 +1,8 @@
 //! The daemon's periodic jobs, run by the [`Scheduler`]:
 //!
 //! - [`probe`] (every second): PING and the three list lengths on a connection of its own,
-//!   bounded well under a second, feeding readiness and the `queue_length` gauges.
+//!   each round trip bounded to 750 ms (opening the connection apart), feeding readiness and
+//!   the `queue_length` gauges.
 //! - [`stats`] (every `REDIS_STATS_INTERVAL`): one `stats` log line with totals, list lengths
 //!   and the rate since the previous line.
 //! - [`heartbeat`] (every third of the lease TTL): this replica's hash and its entry in the
@@ -123,6 +124,23 @@ impl OwnConnection {
         self.conn = None;
     }
 
+    /// The connection, opened first if needed. Opening costs a round trip of its own (the
+    /// client's handshake), so a step with a tight bound opens apart from its query.
+    /// With Sentinel, a connection made before the sentinels named another primary is
+    /// dropped first.
+    async fn open(&mut self) -> Result<&mut MultiplexedConnection, JobsError> {
+        let generation = self.connector.generation();
+        let conn = match self.conn.take() {
+            Some((conn, made)) if made == generation => conn,
+            _ => self
+                .connector
+                .command_connection()
+                .await
+                .map_err(|source| JobsError::Connect(self.connector.failure(CONNECT, source)))?,
+        };
+        Ok(&mut self.conn.insert((conn, generation)).0)
+    }
+
     /// Run `pipe` (the step `what`, sending `commands`), opening the connection first if
     /// needed.
     async fn query<T: redis::FromRedisValue>(
@@ -131,28 +149,7 @@ impl OwnConnection {
         commands: &'static str,
         pipe: &redis::Pipeline,
     ) -> Result<T, JobsError> {
-        if self
-            .conn
-            .as_ref()
-            .is_some_and(|(_, made)| *made != self.connector.generation())
-        {
-            // With Sentinel, the primary moved on since this connection was made.
-            self.reset();
-        }
-        let conn = match &mut self.conn {
-            Some((conn, _)) => conn,
-            None => {
-                let conn = self
-                    .connector
-                    .command_connection()
-                    .await
-                    .map_err(|source| {
-                        JobsError::Connect(self.connector.failure(CONNECT, source))
-                    })?;
-                let generation = self.connector.generation();
-                &mut self.conn.insert((conn, generation)).0
-            }
-        };
+        let conn = self.open().await?;
         match pipe.query_async(conn).await {
             Ok(v) => Ok(v),
             Err(source) => {
@@ -184,7 +181,7 @@ mod tests {
         let settings = settings::load(&vars.to_vec(), None).unwrap();
         Context {
             connector: Connector::new(&settings.redis).unwrap(),
-            keys: Keys::new(&settings.replica.key_prefix, &settings.queues.source),
+            keys: Keys::new(&settings.replica.key_prefix, &settings.queues.sources),
             settings: Arc::new(settings),
             metrics: Metrics::new(),
             health: Health::default(),

@@ -7,8 +7,9 @@ use tokio::time::Instant;
 
 use crate::daemon::context::Context;
 use crate::daemon::scheduler::{BoxFuture, Job, JobError};
+use crate::settings::Queues;
 use crate::telemetry::health::Health;
-use crate::telemetry::metrics::{Metrics, QueueLabel};
+use crate::telemetry::metrics::Metrics;
 
 /// The periodic `stats` log line.
 #[derive(Debug)]
@@ -16,6 +17,7 @@ pub(super) struct Stats {
     period: Duration,
     metrics: Metrics,
     health: Health,
+    queues: Queues,
     last: Snapshot,
 }
 
@@ -51,15 +53,17 @@ impl Stats {
             period: ctx.settings.stats_interval,
             metrics: ctx.metrics.clone(),
             health: ctx.health.clone(),
+            queues: ctx.settings.queues.clone(),
             last: Snapshot::now(&ctx.metrics),
         }
     }
 
-    fn queue_length(&self, queue: &'static str) -> i64 {
-        self.metrics
-            .queue_length
-            .get_or_create(&QueueLabel { queue })
-            .get()
+    /// The summed last-seen lengths of `lists`, in the role `queue`.
+    fn queue_length(&self, queue: &'static str, lists: &[String]) -> i64 {
+        lists
+            .iter()
+            .map(|list| self.metrics.queue_length_of(queue, list))
+            .sum()
     }
 }
 
@@ -86,9 +90,13 @@ impl Job for Stats {
                 messages = now.messages,
                 batches = self.metrics.batches.get(),
                 dead_letters = self.metrics.dead_letters.get(),
-                source_len = self.queue_length("source"),
-                processing_len = self.queue_length("processing"),
-                dead_letter_len = self.queue_length("dead_letter"),
+                source_len = self.queue_length("source", &self.queues.sources),
+                processing_len =
+                    self.queue_length("processing", std::slice::from_ref(&self.queues.processing)),
+                dead_letter_len = self.queue_length(
+                    "dead_letter",
+                    std::slice::from_ref(&self.queues.dead_letter)
+                ),
                 rate_per_s = self.last.rate_to(&now),
                 redis_reachable = self.health.redis_reachable(),
                 "stats"

@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::{wraps, Limits, Peeked, Plan};
+use super::{source_of, wraps, Limits, Peeked, Plan, Runs};
 use crate::dead_letter::DeadLetter;
 use crate::message::Rejection;
 use crate::settings::Queues;
@@ -13,27 +13,31 @@ use crate::settings::Queues;
 /// [`crate::dead_letter`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ByReference {
-    /// Its index in the planned run (0: the oldest, at the tail).
+    /// Which source it comes from (its index in priority order).
+    pub source: usize,
+    /// Its index in that source's planned run (0: the oldest, at the tail).
     pub index: usize,
     /// The list that will hold it: `<dead-letter list>:oversized:<uuid>`.
     pub key: String,
 }
 
-/// How many of the messages at the start of `rest` that do not wrap fit the commit, which
-/// already carries `plan_bytes`.
+/// How many of the messages of `pending` from index `from` on that do not wrap fit the
+/// commit, which already carries `plan_bytes`.
 pub(super) fn trailing_dead_letters(
-    rest: &[Peeked],
+    pending: &Runs<'_>,
+    from: usize,
     mut plan_bytes: usize,
     limits: &Limits,
     queues: &Queues,
     timestamp: &str,
 ) -> usize {
     let mut taken = 0;
-    for p in rest {
+    for (i, p) in pending.iter().enumerate().skip(from) {
         if wraps(p, limits) {
             break;
         }
-        let record = record_len(p, limits, queues, timestamp);
+        let source = source_of(pending, i, queues);
+        let record = record_len(p, limits, source, &queues.dead_letter, timestamp);
         if plan_bytes + record > limits.max_commit_bytes {
             break;
         }
@@ -43,9 +47,10 @@ pub(super) fn trailing_dead_letters(
     taken
 }
 
-/// The dead letters of the covered run: every message in it that does not wrap.
-pub(super) fn dead_letters(plan: &mut Plan, covered: &[Peeked], limits: &Limits, queues: &Queues) {
-    for (index, p) in covered.iter().enumerate() {
+/// The dead letters of the covered messages (the first `plan.trim` of `pending`): every one
+/// that does not wrap.
+pub(super) fn dead_letters(plan: &mut Plan, pending: &Runs<'_>, limits: &Limits, queues: &Queues) {
+    for (i, p) in pending.iter().enumerate().take(plan.trim) {
         let why = match &p.verdict {
             Err(why) => why.clone(),
             Ok(_) if !wraps(p, limits) => Rejection::TooLargeToWrap {
@@ -54,13 +59,20 @@ pub(super) fn dead_letters(plan: &mut Plan, covered: &[Peeked], limits: &Limits,
             },
             Ok(_) => continue,
         };
-        plan_dead_letter(plan, p, index, why, limits, queues);
+        let (source, index) = pending.locate(i).unwrap_or((0, i));
+        plan_dead_letter(plan, p, (source, index), why, limits, queues);
     }
 }
 
 /// Bytes the dead-letter record of `p` (which does not wrap) will take, at most: small when
 /// it goes by reference.
-pub(super) fn record_len(p: &Peeked, limits: &Limits, queues: &Queues, timestamp: &str) -> usize {
+pub(super) fn record_len(
+    p: &Peeked,
+    limits: &Limits,
+    source: &str,
+    dead_letter: &str,
+    timestamp: &str,
+) -> usize {
     let reason = match &p.verdict {
         Err(why) => why.to_string(),
         Ok(_) => Rejection::TooLargeToWrap {
@@ -69,26 +81,28 @@ pub(super) fn record_len(p: &Peeked, limits: &Limits, queues: &Queues, timestamp
         }
         .to_string(),
     };
-    let inline = DeadLetter::stored_len(&p.bytes, &reason, &queues.source, timestamp);
+    let inline = DeadLetter::stored_len(&p.bytes, &reason, source, timestamp);
     if inline <= limits.max_value_bytes {
         inline
     } else {
         // A record by reference: the reason, the names and a uuid.
-        reason.len() + queues.source.len() + queues.dead_letter.len() + 200
+        reason.len() + source.len() + dead_letter.len() + 200
     }
 }
 
-/// Add the dead letter for `p` (at `index` in the run) to `plan`: the record with its exact
-/// bytes, or a record by reference when that would pass the server's value limit.
+/// Add the dead letter for `p` (at `index` in the run of source `source`) to `plan`: the
+/// record with its exact bytes, naming its own source, or a record by reference when that
+/// would pass the server's value limit.
 fn plan_dead_letter(
     plan: &mut Plan,
     p: &Peeked,
-    index: usize,
+    (source_index, index): (usize, usize),
     why: Rejection,
     limits: &Limits,
     queues: &Queues,
 ) {
-    let (source, failed_at) = (&queues.source, &plan.timestamp);
+    let source = queues.sources.get(source_index).map_or("", String::as_str);
+    let failed_at = &plan.timestamp;
     let fits = DeadLetter::stored_len(&p.bytes, &why.to_string(), source, failed_at)
         <= limits.max_value_bytes;
     let record = if fits {
@@ -96,7 +110,11 @@ fn plan_dead_letter(
     } else {
         let key = format!("{}:oversized:{}", queues.dead_letter, Uuid::new_v4());
         let record = DeadLetter::by_reference(&key, &why, source, failed_at);
-        plan.by_reference.push(ByReference { index, key });
+        plan.by_reference.push(ByReference {
+            source: source_index,
+            index,
+            key,
+        });
         record
     };
     plan.dead_letters.push(record.to_bytes());

@@ -1,10 +1,12 @@
-//! Turning a run of peeked messages into envelopes and dead letters.
+//! Turning runs of peeked messages into envelopes and dead letters.
 //!
-//! The mover keeps a local copy of the source's tail ([`Peeked`] messages, oldest first). Every
-//! one of them is still in Redis; the copy only saves re-reading. [`plan`] decides which
-//! prefix of that run the next commit covers: whole batches of good messages, the partial
+//! The mover keeps a local copy of each source's tail ([`Peeked`] messages, oldest first).
+//! Every one of them is still in Redis; the copy only saves re-reading. [`plan`] sees the
+//! sources' runs one after another, highest priority first ([`Runs`]), and decides which
+//! prefix of that sequence the next commit covers: whole batches of good messages, the partial
 //! batch once its deadline has passed, and the bad messages in between, which never wait for
-//! good ones.
+//! good ones. A prefix of the sequence is a prefix of each source's run, so each source is
+//! trimmed from its tail only.
 
 use std::ops::Range;
 use std::time::Instant;
@@ -16,9 +18,11 @@ use crate::message::{self, Profile, Rejection};
 use crate::settings::Queues;
 
 mod dead_letters;
+mod runs;
 
 pub use dead_letters::ByReference;
 use dead_letters::{dead_letters, record_len, trailing_dead_letters};
+pub use runs::Runs;
 
 /// One message read from the source's tail and not yet committed.
 #[derive(Debug)]
@@ -94,10 +98,10 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// Write the envelope; `pending` is the run it was planned over.
+    /// Write the envelope; `pending` is the runs it was planned over.
     pub fn write<W: std::io::Write + ?Sized>(
         &self,
-        pending: &[Peeked],
+        pending: &Runs<'_>,
         timestamp: &str,
         out: &mut W,
     ) -> std::io::Result<()> {
@@ -107,12 +111,12 @@ impl Envelope {
             timestamp,
             self.members
                 .iter()
-                .filter_map(|&i| pending.get(i).and_then(Peeked::value)),
+                .filter_map(|&i| pending.get(i).and_then(|p| p.value())),
         )
     }
 
     /// Bytes the envelope will take, roughly (for buffer sizing).
-    pub fn len_hint(&self, pending: &[Peeked]) -> usize {
+    pub fn len_hint(&self, pending: &Runs<'_>) -> usize {
         200 + self
             .members
             .iter()
@@ -125,8 +129,11 @@ impl Envelope {
 /// What one commit does.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// Items covered, from the source's tail: they are trimmed when the commit succeeds.
+    /// Items covered, counted through the runs: they are trimmed when the commit succeeds.
     pub trim: usize,
+    /// Items covered from each source's tail, in priority order (as many as the runs the
+    /// plan was made over).
+    pub trims: Vec<usize>,
     /// Envelopes, oldest first.
     pub envelopes: Vec<Envelope>,
     /// Dead-letter records, oldest first.
@@ -144,8 +151,8 @@ pub struct Plan {
 
 impl Plan {
     /// Bytes of the largest value the commit sends (an envelope or a dead-letter record);
-    /// `pending` is the run it was planned over.
-    pub fn largest_value(&self, pending: &[Peeked]) -> usize {
+    /// `pending` is the runs it was planned over.
+    pub fn largest_value(&self, pending: &Runs<'_>) -> usize {
         let envelopes = self.envelopes.iter().map(|e| e.len_hint(pending));
         let records = self.dead_letters.iter().map(Vec::len);
         envelopes.chain(records).max().unwrap_or(0)
@@ -176,17 +183,17 @@ fn wraps(p: &Peeked, limits: &Limits) -> bool {
 }
 
 /// When the oldest good message still waiting was first seen, if any.
-pub fn oldest_waiting(pending: &[Peeked]) -> Option<Instant> {
-    pending.iter().find(|p| p.is_good()).map(|p| p.seen)
+pub fn oldest_waiting<'a>(pending: impl IntoIterator<Item = &'a Peeked>) -> Option<Instant> {
+    pending.into_iter().find(|p| p.is_good()).map(|p| p.seen)
 }
 
-/// Plan the next commit over `pending` (oldest first).
+/// Plan the next commit over `pending` (each run oldest first, highest priority first).
 ///
 /// Covers whole batches (up to `max_envelopes` and about [`MAX_COMMIT_BYTES`]; a batch larger
 /// than [`MAX_ENVELOPE_BYTES`] is split), the trailing partial batch when its deadline has
 /// passed (see [`Limits::flush_seen_by`]), and every bad message up to the
 /// first good message left behind.
-pub fn plan(pending: &[Peeked], limits: Limits, queues: &Queues, timestamp: &str) -> Plan {
+pub fn plan(pending: &Runs<'_>, limits: Limits, queues: &Queues, timestamp: &str) -> Plan {
     let batch_size = limits.batch_size.max(1);
     let mut plan = Plan {
         timestamp: timestamp.to_owned(),
@@ -231,7 +238,8 @@ pub fn plan(pending: &[Peeked], limits: Limits, queues: &Queues, timestamp: &str
         } else if batch.is_empty() {
             // No good message is waiting before this one: it can go now, unless its record
             // would take the commit past its byte cap (the first item always goes).
-            let record = record_len(p, &limits, queues, timestamp);
+            let source = source_of(pending, i, queues);
+            let record = record_len(p, &limits, source, &queues.dead_letter, timestamp);
             if covered > 0 && plan_bytes + record > limits.max_commit_bytes {
                 break;
             }
@@ -239,32 +247,46 @@ pub fn plan(pending: &[Peeked], limits: Limits, queues: &Queues, timestamp: &str
             covered = i + 1;
         }
     }
-    let expired = |first: usize| {
+    // The batch's clock is its oldest member's, which with several sources need not be the
+    // first in sequence order (a higher source's message may be younger).
+    let expired = |batch: &[usize]| {
+        let oldest = batch
+            .iter()
+            .filter_map(|&i| pending.get(i))
+            .map(|p| p.seen)
+            .min();
         limits
             .flush_seen_by
-            .is_some_and(|by| pending[first].seen <= by)
+            .is_some_and(|by| oldest.is_some_and(|seen| seen <= by))
     };
-    if !batch.is_empty() && expired(batch[0]) && plan.envelopes.len() < limits.max_envelopes {
+    if !batch.is_empty() && expired(&batch) && plan.envelopes.len() < limits.max_envelopes {
         plan.envelopes.push(build(pending, &batch));
         covered = batch[batch.len() - 1] + 1;
         plan_bytes += batch_bytes;
         // Bad messages right after the partial batch go too, within the byte cap (the rest
         // go in the next commit).
-        covered +=
-            trailing_dead_letters(&pending[covered..], plan_bytes, &limits, queues, timestamp);
+        covered += trailing_dead_letters(pending, covered, plan_bytes, &limits, queues, timestamp);
     }
     plan.trim = covered;
+    plan.trims = pending.split(covered);
     plan.messages = plan.envelopes.iter().map(|e| e.size).sum();
-    dead_letters(&mut plan, &pending[..covered], &limits, queues);
+    dead_letters(&mut plan, pending, &limits, queues);
     plan
 }
 
-fn build(pending: &[Peeked], batch: &[usize]) -> Envelope {
+/// The name of the source list the `i`-th message of `pending` came from.
+fn source_of<'q>(pending: &Runs<'_>, i: usize, queues: &'q Queues) -> &'q str {
+    let k = pending.locate(i).map_or(0, |(k, _)| k);
+    queues.sources.get(k).map_or("", String::as_str)
+}
+
+fn build(pending: &Runs<'_>, batch: &[usize]) -> Envelope {
     Envelope {
         event_id: Uuid::new_v4(),
         members: batch.to_vec(),
         size: batch.len(),
-        oldest_seen: pending[batch[0]].seen,
+        // Invariant: a batch holds indices of messages in `pending`.
+        oldest_seen: pending.get(batch[0]).map_or_else(Instant::now, |p| p.seen),
     }
 }
 

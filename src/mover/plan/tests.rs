@@ -5,7 +5,7 @@ use super::*;
 /// The lists the plan tests (and the tail window's) use.
 pub(crate) fn queues() -> crate::settings::Queues {
     crate::settings::Queues {
-        source: "src".into(),
+        sources: vec!["src".into()],
         processing: "processing".into(),
         dead_letter: "dead".into(),
     }
@@ -29,7 +29,7 @@ fn run(items: &[&str], limits: Limits) -> (Plan, Vec<Peeked>) {
         .iter()
         .map(|s| Peeked::new(s.as_bytes().to_vec(), PROFILE, now))
         .collect();
-    (plan(&pending, limits, &queues(), "ts"), pending)
+    (plan(&Runs::one(&pending), limits, &queues(), "ts"), pending)
 }
 
 fn sizes(p: &Plan) -> Vec<usize> {
@@ -80,11 +80,11 @@ fn only_the_trailing_batch_s_own_age_decides_its_flush() {
     };
     // The old messages' deadline has passed: they fill one batch with a young one, and
     // the trailing two young messages wait for their own deadline.
-    let p = plan(&pending, limits(old), &queues(), "ts");
+    let p = plan(&Runs::one(&pending), limits(old), &queues(), "ts");
     assert_eq!(sizes(&p), vec![4]);
     assert_eq!(p.trim, 4);
     // Once the young ones' deadline has passed too, they go.
-    let p = plan(&pending, limits(young), &queues(), "ts");
+    let p = plan(&Runs::one(&pending), limits(young), &queues(), "ts");
     assert_eq!(sizes(&p), vec![4, 2]);
 }
 
@@ -176,7 +176,7 @@ fn dead_letter_bytes_count_against_the_commit_cap() {
     let pending: Vec<Peeked> = (0..16)
         .map(|_| Peeked::new(message.clone(), profile, now))
         .collect();
-    let p = plan(&pending, FULL_ONLY, &queues(), "ts");
+    let p = plan(&Runs::one(&pending), FULL_ONLY, &queues(), "ts");
     let carried: usize = p.dead_letters.iter().map(Vec::len).sum();
     assert!(
         carried <= MAX_COMMIT_BYTES,
@@ -200,7 +200,7 @@ fn trailing_dead_letters_after_an_expired_partial_batch_count_against_the_cap() 
         flush_seen_by: Some(now),
         ..FULL_ONLY
     };
-    let p = plan(&pending, limits, &queues(), "ts");
+    let p = plan(&Runs::one(&pending), limits, &queues(), "ts");
     assert_eq!(p.envelopes.len(), 1, "the expired partial batch goes");
     let carried: usize = p.dead_letters.iter().map(Vec::len).sum();
     assert!(
@@ -223,11 +223,81 @@ fn envelopes_splice_messages_in_order() {
     );
     let mut bytes = Vec::new();
     p.envelopes[0]
-        .write(&pending, &p.timestamp, &mut bytes)
+        .write(&Runs::one(&pending), &p.timestamp, &mut bytes)
         .unwrap();
     let text = String::from_utf8(bytes).unwrap();
     assert!(text.contains(r#""batch":[{"a":1},[2]],"size":2"#), "{text}");
     let dl: serde_json::Value = serde_json::from_slice(&p.dead_letters[0]).unwrap();
     assert_eq!(dl["raw"], "bad");
     assert_eq!(dl["source_queue"], "src");
+}
+
+/// Messages seen at `now`, as one source's run.
+fn peeked_run(items: &[&str], now: Instant) -> Vec<Peeked> {
+    items
+        .iter()
+        .map(|s| Peeked::new(s.as_bytes().to_vec(), PROFILE, now))
+        .collect()
+}
+
+fn two_sources() -> crate::settings::Queues {
+    crate::settings::Queues {
+        sources: vec!["urgent".into(), "bulk".into()],
+        ..queues()
+    }
+}
+
+#[test]
+fn a_batch_fills_from_the_higher_source_first_and_trims_each_source() {
+    let now = Instant::now();
+    let urgent = peeked_run(&["1", "2", "3"], now);
+    let bulk = peeked_run(&["10", "11", "12", "13"], now);
+    let runs = Runs::new(vec![&urgent, &bulk]);
+    let p = plan(&runs, FULL_ONLY, &two_sources(), "ts");
+    // Batches of two: [1, 2], [3, 10], [11, 12]; 13 waits for its batch to fill.
+    assert_eq!(sizes(&p), vec![2, 2, 2]);
+    assert_eq!(p.trim, 6);
+    assert_eq!(p.trims, vec![3, 3]);
+    let mut bytes = Vec::new();
+    p.envelopes[1].write(&runs, "ts", &mut bytes).unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(text.contains(r#""batch":[3,10]"#), "{text}");
+}
+
+#[test]
+fn dead_letters_name_their_own_source_and_by_reference_ones_their_place() {
+    let now = Instant::now();
+    let urgent = peeked_run(&["bad-u"], now);
+    let bulk = peeked_run(&["1", "bad-b", "2"], now);
+    let runs = Runs::new(vec![&urgent, &bulk]);
+    let p = plan(&runs, FULL_ONLY, &two_sources(), "ts");
+    assert_eq!(p.trims, vec![1, 3]);
+    let sources: Vec<String> = p
+        .dead_letters
+        .iter()
+        .map(|d| {
+            let v: serde_json::Value = serde_json::from_slice(d).unwrap();
+            format!(
+                "{}<-{}",
+                v["raw"].as_str().unwrap(),
+                v["source_queue"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(sources, ["bad-u<-urgent", "bad-b<-bulk"]);
+    // A record too large for the server's value limit goes by reference (here both are), and
+    // says from which source and which position its message comes.
+    let tight = Limits {
+        max_value_bytes: 40,
+        ..FULL_ONLY
+    };
+    let bulk = peeked_run(
+        &["\"a long enough message that cannot travel inline\""],
+        now,
+    );
+    let runs = Runs::new(vec![&urgent, &bulk]);
+    let p = plan(&runs, tight, &two_sources(), "ts");
+    assert_eq!(p.trims, vec![1, 1]);
+    let moved: Vec<(usize, usize)> = p.by_reference.iter().map(|b| (b.source, b.index)).collect();
+    assert_eq!(moved, [(0, 0), (1, 0)]);
 }

@@ -2,10 +2,11 @@
 -- consumer (a restart with the same name takes its own lease back at once). The source
 -- lease and the legacy lease of earlier releases are taken together or not at all.
 --
--- KEYS[1] source lease string      KEYS[2] legacy lease string (<prefix>:lease:<source>)
+-- KEYS    for each source list: its source lease string, then its legacy lease string
+--         (<prefix>:lease:<source>); all are taken together or none is
 -- ARGV[1] consumer name   ARGV[2] new lease value "<consumer>/<token>.0"   ARGV[3] TTL in ms
 --
--- Returns "ok" when both leases now hold ARGV[2]; otherwise the value that stands in the
+-- Returns "ok" when every lease now holds ARGV[2]; otherwise the value that stands in the
 -- way (the other holder's "<consumer>/<token>.<seq>"), and nothing changes.
 local mine = ARGV[1] .. '/'
 for _, key in ipairs(KEYS) do

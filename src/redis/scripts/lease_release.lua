@@ -1,9 +1,9 @@
 -- Give a lease up (graceful shutdown) so a standby replica takes over at once.
 --
--- KEYS[1] source lease string      KEYS[2] legacy lease string
+-- KEYS    for each source list: its source lease string, then its legacy lease string
 -- ARGV[1] the acquisition's prefix "<consumer>/<token>."
 --
--- Returns how many of the two keys were released (a key no longer ours is left alone).
+-- Returns how many of the keys were released (a key no longer ours is left alone).
 local released = 0
 for _, key in ipairs(KEYS) do
   local current = redis.call('GET', key)

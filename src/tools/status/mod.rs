@@ -1,7 +1,8 @@
-//! `batch-processor status`: the state of one source, read from Redis alone.
+//! `batch-processor status`: the state of one deployment (its source lists, highest priority
+//! first, and its destinations), read from Redis alone.
 //!
 //! Everything shown comes from keys the daemons keep up to date (list lengths, the stats
-//! hash, the lease, the replica heartbeats), so status works from any machine that reaches
+//! hash, each source's lease, the replica heartbeats), so status works from any machine that reaches
 //! Redis, whether or not a daemon runs. The reads go in one MULTI/EXEC so the numbers are one
 //! consistent snapshot, then one more round trip fetches the replica hashes. Every call is
 //! bounded by the connect and command timeouts, so status never hangs.
@@ -15,12 +16,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use redis::aio::MultiplexedConnection;
+use redis::{from_redis_value, RedisError, Value};
 use serde::Serialize;
 
 use crate::envelope::format_timestamp;
 use crate::mover::lease::lease_holder;
 use crate::redis::connection::{self, Connector};
-use crate::redis::keys::Keys;
+use crate::redis::keys::{source_lease, Keys};
 use crate::redis::RedisFailure;
 use crate::settings::{Queues, Settings};
 
@@ -55,11 +57,22 @@ pub struct ListLength {
     pub length: u64,
 }
 
-/// The three lists.
+/// One source list: its length and who holds its lease.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SourceList {
+    /// The list's key.
+    pub name: String,
+    /// LLEN at the time of the snapshot.
+    pub length: u64,
+    /// Who holds this source's lease, `null` when nobody does.
+    pub lease: Option<LeaseHolder>,
+}
+
+/// The lists.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ListLengths {
-    /// The source list producers push onto.
-    pub source: ListLength,
+    /// The source lists producers push onto, highest priority first.
+    pub sources: Vec<SourceList>,
     /// The list envelopes go to.
     pub processing: ListLength,
     /// The dead-letter list.
@@ -77,7 +90,7 @@ pub struct Totals {
     pub dead_letters: u64,
 }
 
-/// Who holds the lease on the source.
+/// Who holds a source's lease.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct LeaseHolder {
     /// The holder's consumer name.
@@ -129,7 +142,8 @@ pub struct Status {
     pub last_envelope_at: Option<String>,
     /// Milliseconds since the last envelope, by this machine's clock.
     pub last_envelope_age_ms: Option<i64>,
-    /// The lease holder, `null` when nobody holds it.
+    /// The holder of the first source's lease (the one every commit checks), `null` when
+    /// nobody holds it. With several sources, `queues.sources[i].lease` shows each.
     pub lease: Option<LeaseHolder>,
     /// Replicas whose heartbeat hash still exists, by consumer name.
     pub replicas: Vec<Replica>,
@@ -151,7 +165,7 @@ pub async fn run(settings: &Settings, json: bool) -> Result<String, StatusError>
 /// Read a [`Status`] snapshot from Redis.
 pub async fn read(settings: &Settings) -> Result<Status, StatusError> {
     let (mut conn, connector) = connection::connect_once(&settings.redis).await?;
-    let keys = Keys::new(&settings.replica.key_prefix, &settings.queues.source);
+    let keys = Keys::new(&settings.replica.key_prefix, &settings.queues.sources);
     let q = &settings.queues;
     let snapshot = read_snapshot(&mut conn, &connector, q, &keys).await?;
     let hashes = read_replicas(&mut conn, &connector, &keys, &snapshot.members).await?;
@@ -174,11 +188,25 @@ pub async fn read(settings: &Settings) -> Result<Status, StatusError> {
         name: name.clone(),
         length,
     };
+    let sources: Vec<SourceList> = q
+        .sources
+        .iter()
+        .zip(snapshot.sources)
+        .map(|(name, read)| SourceList {
+            name: name.clone(),
+            length: read.length,
+            lease: read.lease.map(|value| LeaseHolder {
+                holder: lease_holder(&value).to_string(),
+                ttl_ms: read.lease_ttl,
+            }),
+        })
+        .collect();
+    let lease = sources.first().and_then(|s| s.lease.clone());
 
     Ok(Status {
         redis: connector.addr(),
         queues: ListLengths {
-            source: list(&q.source, snapshot.source_len),
+            sources,
             processing: list(&q.processing, snapshot.processing_len),
             dead_letter: list(&q.dead_letter, snapshot.dead_letter_len),
         },
@@ -189,24 +217,26 @@ pub async fn read(settings: &Settings) -> Result<Status, StatusError> {
         },
         last_envelope_at: last_ms.and_then(rfc3339_ms),
         last_envelope_age_ms: last_ms.map(|t| now_ms - t),
-        lease: snapshot.lease.map(|value| LeaseHolder {
-            holder: lease_holder(&value).to_string(),
-            ttl_ms: snapshot.lease_ttl,
-        }),
+        lease,
         replicas,
         rate_per_s,
     })
 }
 
-/// What one MULTI/EXEC reads: list lengths, the stats hash, the lease and the replica set.
+/// What one MULTI/EXEC reads: list lengths, the stats hash, the leases and the replica set.
 struct Snapshot {
-    source_len: u64,
+    sources: Vec<SourceRead>,
     processing_len: u64,
     dead_letter_len: u64,
     stats: HashMap<String, String>,
+    members: Vec<(String, f64)>,
+}
+
+/// One source's length and lease.
+struct SourceRead {
+    length: u64,
     lease: Option<String>,
     lease_ttl: i64,
-    members: Vec<(String, f64)>,
 }
 
 /// Read everything but the replica hashes in one transaction, so the numbers agree.
@@ -216,48 +246,55 @@ async fn read_snapshot(
     q: &Queues,
     keys: &Keys,
 ) -> Result<Snapshot, StatusError> {
-    type Reply = (
-        u64,
-        u64,
-        u64,
-        HashMap<String, String>,
-        Option<String>,
-        i64,
-        Vec<(String, f64)>,
-    );
-    let reply: Reply = redis::pipe()
-        .atomic()
-        .cmd("LLEN")
-        .arg(&q.source)
-        .cmd("LLEN")
-        .arg(&q.processing)
-        .cmd("LLEN")
-        .arg(&q.dead_letter)
-        .cmd("HGETALL")
-        .arg(keys.stats())
-        .cmd("GET")
-        .arg(keys.lease())
-        .cmd("PTTL")
-        .arg(keys.lease())
-        .cmd("ZRANGE")
+    const COMMANDS: &str = "MULTI/EXEC LLEN, GET, PTTL, HGETALL, ZRANGE";
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for source in &q.sources {
+        let lease = source_lease(source);
+        pipe.cmd("LLEN").arg(source);
+        pipe.cmd("GET").arg(&lease).cmd("PTTL").arg(&lease);
+    }
+    pipe.cmd("LLEN").arg(&q.processing);
+    pipe.cmd("LLEN").arg(&q.dead_letter);
+    pipe.cmd("HGETALL").arg(keys.stats());
+    pipe.cmd("ZRANGE")
         .arg(keys.replicas())
         .arg(0)
         .arg(-1)
-        .arg("WITHSCORES")
-        .query_async(conn)
-        .await
-        .map_err(|source| StatusError::Read {
-            what: "list lengths, stats, lease and replica set",
-            failure: connector.failure("MULTI/EXEC LLEN, HGETALL, GET, PTTL, ZRANGE", source),
-        })?;
-    let (source_len, processing_len, dead_letter_len, stats, lease, lease_ttl, members) = reply;
+        .arg("WITHSCORES");
+    let failed = |source| StatusError::Read {
+        what: "list lengths, stats, leases and replica set",
+        failure: connector.failure(COMMANDS, source),
+    };
+    let replies: Vec<Value> = pipe.query_async(conn).await.map_err(failed)?;
+    let mut replies = replies.into_iter();
+    let mut next = || replies.next().unwrap_or(Value::Nil);
+    let sources = q
+        .sources
+        .iter()
+        .map(|_| {
+            Ok(SourceRead {
+                length: from_redis_value(next())?,
+                lease: from_redis_value(next())?,
+                lease_ttl: from_redis_value(next())?,
+            })
+        })
+        .collect::<Result<Vec<_>, RedisError>>()
+        .map_err(failed)?;
+    let mut parse = || -> Result<_, RedisError> {
+        Ok((
+            from_redis_value(next())?,
+            from_redis_value(next())?,
+            from_redis_value(next())?,
+            from_redis_value(next())?,
+        ))
+    };
+    let (processing_len, dead_letter_len, stats, members) = parse().map_err(failed)?;
     Ok(Snapshot {
-        source_len,
+        sources,
         processing_len,
         dead_letter_len,
         stats,
-        lease,
-        lease_ttl,
         members,
     })
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::Status;
+use super::{LeaseHolder, Status};
 
 /// "3.2 s ago" for a millisecond age; "in the future" for clock skew.
 fn ago(age_ms: i64) -> String {
@@ -16,12 +16,22 @@ fn ago(age_ms: i64) -> String {
     }
 }
 
+/// "held by X (expires in N ms)", or "free".
+fn lease_text(lease: Option<&LeaseHolder>) -> String {
+    match lease {
+        Some(l) if l.ttl_ms >= 0 => format!("held by {} (expires in {} ms)", l.holder, l.ttl_ms),
+        Some(l) => format!("held by {} (no expiry)", l.holder),
+        None => "free (no replica holds it)".to_string(),
+    }
+}
+
 /// The human-readable table.
 pub fn render_text(s: &Status) -> String {
     let mut out = String::new();
     let q = &s.queues;
-    let width = [&q.source.name, &q.processing.name, &q.dead_letter.name]
-        .iter()
+    let names = q.sources.iter().map(|l| &l.name);
+    let width = names
+        .chain([&q.processing.name, &q.dead_letter.name])
         .map(|n| n.chars().count())
         .max()
         .unwrap_or(0)
@@ -29,16 +39,28 @@ pub fn render_text(s: &Status) -> String {
     // Writing into a String cannot fail.
     let _ = writeln!(out, "redis          {}", s.redis);
     let _ = writeln!(out, "{:<14} {:<width$}  {:>10}", "queue", "name", "length");
-    for (label, queue) in [
-        ("source", &q.source),
-        ("processing", &q.processing),
-        ("dead letters", &q.dead_letter),
-    ] {
-        let _ = writeln!(
-            out,
-            "{label:<14} {:<width$}  {:>10}",
-            queue.name, queue.length
-        );
+    let several = q.sources.len() > 1;
+    let mut rows: Vec<(String, &str, u64)> = q
+        .sources
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let label = if several {
+                format!("source {}", i + 1)
+            } else {
+                "source".to_string()
+            };
+            (label, l.name.as_str(), l.length)
+        })
+        .collect();
+    rows.push(("processing".into(), &q.processing.name, q.processing.length));
+    rows.push((
+        "dead letters".into(),
+        &q.dead_letter.name,
+        q.dead_letter.length,
+    ));
+    for (label, name, length) in rows {
+        let _ = writeln!(out, "{label:<14} {name:<width$}  {length:>10}");
     }
     let _ = writeln!(
         out,
@@ -50,12 +72,16 @@ pub fn render_text(s: &Status) -> String {
         _ => "never".to_string(),
     };
     let _ = writeln!(out, "last envelope  {last}");
-    let lease = match &s.lease {
-        Some(l) if l.ttl_ms >= 0 => format!("held by {} (expires in {} ms)", l.holder, l.ttl_ms),
-        Some(l) => format!("held by {} (no expiry)", l.holder),
-        None => "free (no replica holds it)".to_string(),
-    };
-    let _ = writeln!(out, "lease          {lease}");
+    let _ = writeln!(out, "lease          {}", lease_text(s.lease.as_ref()));
+    // With several sources, each has a lease; the line above is the first's. The others are
+    // shown where they differ (another deployment holds one, or it lapsed).
+    for (i, l) in q.sources.iter().enumerate().skip(1) {
+        let other = l.lease.as_ref().map(|h| &h.holder) != s.lease.as_ref().map(|h| &h.holder);
+        if other {
+            let lease = lease_text(l.lease.as_ref());
+            let _ = writeln!(out, "  source {} {} lease {lease}", i + 1, l.name);
+        }
+    }
     let _ = writeln!(out, "rate           {:.1} messages/s", s.rate_per_s);
     let _ = write!(out, "replicas       {} alive", s.replicas.len());
     for r in &s.replicas {

@@ -341,3 +341,95 @@ pub(crate) fn assert_accounted(
         );
     }
 }
+
+/// [`assert_accounted`] over several source lists. `pushed[k]` holds the messages pushed onto
+/// `sources[k]`, oldest first, every one distinct. Checks, for each source: its good messages
+/// sit in the envelopes as a prefix of its own push order (FIFO within one list) and the list
+/// holds exactly the untouched rest; each of its bad messages is dead-lettered exactly once,
+/// naming this source, or still in the list; nothing else is anywhere. With `complete`, every
+/// source must be empty. Returns the source index of each enveloped message, in envelope
+/// order.
+pub(crate) fn assert_accounted_sources(
+    conn: &mut redis::Connection,
+    processing: &str,
+    dead_letter: &str,
+    sources: &[String],
+    pushed: &[Vec<Vec<u8>>],
+    complete: bool,
+) -> Vec<usize> {
+    use std::collections::HashMap;
+    // Which source and which position each message was pushed at.
+    let mut origin: HashMap<&[u8], (usize, usize)> = HashMap::new();
+    for (k, messages) in pushed.iter().enumerate() {
+        for (i, m) in messages.iter().enumerate() {
+            assert!(
+                origin.insert(m, (k, i)).is_none(),
+                "test messages must be distinct"
+            );
+        }
+    }
+    let is_good = |m: &[u8]| serde_json::from_slice::<serde_json::Value>(m).is_ok();
+    // Per source, the good messages in envelope order.
+    let mut enveloped: Vec<Vec<&[u8]>> = vec![Vec::new(); sources.len()];
+    let mut order = Vec::new();
+    let envelopes = read_all(conn, processing);
+    let batches: Vec<Vec<Vec<u8>>> = envelopes.iter().map(|e| batch_raw(e)).collect();
+    for (e, batch) in envelopes.iter().zip(&batches) {
+        assert_envelope_format(&serde_json::from_slice(e).expect("envelope JSON"));
+        for m in batch {
+            let (k, _) = origin
+                .get(&m[..])
+                .copied()
+                .unwrap_or_else(|| panic!("unknown message in an envelope: {m:?}"));
+            enveloped[k].push(m);
+            order.push(k);
+        }
+    }
+    let mut dead: Vec<Vec<&[u8]>> = vec![Vec::new(); sources.len()];
+    let records: Vec<DeadRecord> = read_all(conn, dead_letter)
+        .iter()
+        .map(|d| parse_dead_letter(d))
+        .collect();
+    for d in &records {
+        let (k, _) = origin
+            .get(&d.original[..])
+            .copied()
+            .unwrap_or_else(|| panic!("unknown dead letter: {d:?}"));
+        assert_eq!(
+            d.source_queue, sources[k],
+            "dead letter names another source"
+        );
+        dead[k].push(&d.original);
+    }
+    for (k, source) in sources.iter().enumerate() {
+        let left = read_all(conn, source);
+        let taken = pushed[k].len() - left.len();
+        assert_eq!(
+            left,
+            pushed[k][taken..].to_vec(),
+            "{source} must hold the untouched rest of what was pushed on it, in order"
+        );
+        let good: Vec<&[u8]> = pushed[k][..taken]
+            .iter()
+            .filter(|m| is_good(m))
+            .map(Vec::as_slice)
+            .collect();
+        let bad: Vec<&[u8]> = pushed[k][..taken]
+            .iter()
+            .filter(|m| !is_good(m))
+            .map(Vec::as_slice)
+            .collect();
+        assert_eq!(
+            enveloped[k], good,
+            "{source}: the enveloped messages must be exactly its taken good ones, in order"
+        );
+        assert_eq!(
+            dead[k], bad,
+            "{source}: the dead letters must be exactly its taken bad ones, in order"
+        );
+        if complete {
+            assert!(left.is_empty(), "{} messages still in {source}", left.len());
+        }
+    }
+    order
+}

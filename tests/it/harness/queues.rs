@@ -34,7 +34,15 @@ impl Names {
 
     /// The daemon's own keys for this test's source, named as the daemon names them.
     pub(crate) fn keys(&self) -> Keys {
-        Keys::new(&self.key_prefix, &self.source)
+        Keys::new(&self.key_prefix, &[&self.source])
+    }
+
+    /// `n` source lists for a priority test, highest priority first (the last is
+    /// [`Names::source`]).
+    pub(crate) fn sources(&self, n: usize) -> Vec<String> {
+        let mut sources: Vec<String> = (1..n).map(|i| format!("{}:p{i}", self.source)).collect();
+        sources.push(self.source.clone());
+        sources
     }
 }
 
