@@ -188,9 +188,10 @@ fn the_daemon_follows_the_promotion_after_the_primary_is_killed_mid_drain() {
 /// sentinels and `status` works; without the sentinels' password `status` exits 1.
 #[test]
 fn sentinels_and_data_nodes_with_passwords_from_files() {
-    let rig = SentinelRig::start_with(RigAuth {
+    let rig = SentinelRig::start_with(RigOptions {
         data: Some("data-pw-63".into()),
         sentinel: Some("sentinel-pw-64".into()),
+        tls: None,
     });
     let names = Names::new();
     let dir = tempfile::tempdir().unwrap();
@@ -246,5 +247,52 @@ fn sentinels_and_data_nodes_with_passwords_from_files() {
         !all.contains("data-pw-63") && !all.contains("sentinel-pw-64"),
         "{all}"
     );
+    assert_accounted(&outcome(&mut c, &names), &w, &names, true, true);
+}
+
+/// TLS everywhere, with client certificates: TLS-only data nodes (replicating over TLS) and
+/// TLS-only sentinels, all with `tls-auth-clients yes`. The daemon, with `REDIS_TLS`,
+/// `REDIS_SENTINEL_TLS`, the private CA and a client certificate, moves messages through the
+/// sentinels, and `status` works; without `REDIS_SENTINEL_TLS` it cannot ask the sentinels.
+#[test]
+fn sentinels_and_data_nodes_over_tls_with_client_certificates() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path());
+    let rig = SentinelRig::start_with(RigOptions {
+        tls: Some(certs.path().to_owned()),
+        ..RigOptions::default()
+    });
+    let names = Names::new();
+    let path = |name: &str| certs.path().join(name).display().to_string();
+    let env = sentinel_env(
+        &rig,
+        &names,
+        &[
+            ("REDIS_TLS", "true"),
+            ("REDIS_SENTINEL_TLS", "true"),
+            ("REDIS_TLS_CA_FILE", &path("ca.pem")),
+            ("REDIS_TLS_CERT_FILE", &path("client.pem")),
+            ("REDIS_TLS_KEY_FILE", &path("client.key")),
+        ],
+    );
+    let mut c = rig.node_conn(rig.primary_port());
+    let w = workload(100, 0, 100);
+    push_all(&mut c, &names.source, &w.messages);
+    let mut d = spawn_daemon(&env, &[]);
+    assert!(
+        wait_drained(&mut c, &names, Duration::from_secs(10)),
+        "{}",
+        d.all_output()
+    );
+    let out = run_cli(&env, &["status", "--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let plain_sentinels: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k != "REDIS_SENTINEL_TLS")
+        .cloned()
+        .collect();
+    let out = run_cli(&plain_sentinels, &["status"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    d.terminate_ok();
     assert_accounted(&outcome(&mut c, &names), &w, &names, true, true);
 }

@@ -10,17 +10,20 @@ use super::{connect, free_port, wait_until, RedisServer};
 /// The name the sentinels monitor the primary under.
 pub(crate) const MASTER_NAME: &str = "bp-primary";
 
-/// Passwords of a rig: the data nodes' default user, and the sentinels'.
+/// How a rig is secured: passwords of the data nodes' default user and of the sentinels, and
+/// TLS everywhere (with client certificates) using the certificates in a directory.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct RigAuth {
+pub(crate) struct RigOptions {
     pub data: Option<String>,
     pub sentinel: Option<String>,
+    pub tls: Option<std::path::PathBuf>,
 }
 
 /// One `redis-server --sentinel` process, killed on drop.
 struct Sentinel {
     port: u16,
     password: Option<String>,
+    tls: Option<std::path::PathBuf>,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -33,12 +36,20 @@ impl Drop for Sentinel {
 }
 
 impl Sentinel {
-    fn start(primary_port: u16, auth: &RigAuth) -> Self {
+    fn start(primary_port: u16, auth: &RigOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("sentinel.conf");
+        let listen = match &auth.tls {
+            None => format!("port {port}\n"),
+            Some(certs) => format!(
+                "port 0\ntls-port {port}\ntls-replication yes\ntls-cert-file {c}/server.pem\n\
+                 tls-key-file {c}/server.key\ntls-ca-cert-file {c}/ca.pem\n",
+                c = certs.display()
+            ),
+        };
         let mut text = format!(
-            "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+            "{listen}bind 127.0.0.1\ndir {dir}\n\
              sentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} 2\n\
              sentinel down-after-milliseconds {MASTER_NAME} 500\n\
              sentinel failover-timeout {MASTER_NAME} 2000\n",
@@ -69,13 +80,17 @@ impl Sentinel {
         Sentinel {
             port,
             password: auth.sentinel.clone(),
+            tls: auth.tls.clone(),
             child,
             _dir: dir,
         }
     }
 
     fn conn(&self) -> redis::Connection {
-        connect(&url(self.port, self.password.as_deref()))
+        match &self.tls {
+            Some(certs) => super::connect_tls(certs, self.port),
+            None => connect(&url(self.port, self.password.as_deref())),
+        }
     }
 
     /// How many other sentinels, and how many replicas, this one knows for the primary.
@@ -97,7 +112,7 @@ pub(crate) struct SentinelRig {
     /// The two data nodes; which one is the primary changes with a failover.
     pub nodes: [RedisServer; 2],
     sentinels: Vec<Sentinel>,
-    auth: RigAuth,
+    auth: RigOptions,
 }
 
 /// `redis://` URL of a local node, with the default user's password if any.
@@ -112,20 +127,24 @@ impl SentinelRig {
     /// Start everything and wait until the replica is in sync and every sentinel knows the
     /// replica and the two other sentinels (so a failover can be agreed on at once).
     pub(crate) fn start() -> Self {
-        Self::start_with(RigAuth::default())
+        Self::start_with(RigOptions::default())
     }
 
     /// [`start`](Self::start), with the data nodes and the sentinels asking for passwords.
-    pub(crate) fn start_with(auth: RigAuth) -> Self {
+    pub(crate) fn start_with(auth: RigOptions) -> Self {
         let mut data_args = vec!["--save", "", "--appendonly", "no"];
         if let Some(pw) = &auth.data {
             data_args.extend(["--requirepass", pw, "--masterauth", pw]);
         }
-        let primary = RedisServer::start_with(&data_args);
+        let start = |args: &[&str]| match &auth.tls {
+            Some(certs) => RedisServer::start_tls_with(certs, args),
+            None => RedisServer::start_with(args),
+        };
+        let primary = start(&data_args);
         let port = primary.port.to_string();
         data_args.extend(["--replicaof", "127.0.0.1", &port]);
-        let replica = RedisServer::start_with(&data_args);
-        let mut rc = connect(&url(replica.port, auth.data.as_deref()));
+        let replica = start(&data_args);
+        let mut rc = node_conn(replica.port, &auth);
         assert!(
             wait_until(Duration::from_secs(10), || info_replication(&mut rc)
                 .contains("master_link_status:up")),
@@ -147,9 +166,10 @@ impl SentinelRig {
         }
     }
 
-    /// A connection to the data node on `port`, authenticated when the rig has a password.
+    /// A connection to the data node on `port`, authenticated when the rig has a password,
+    /// over TLS when it has TLS.
     pub(crate) fn node_conn(&self, port: u16) -> redis::Connection {
-        connect(&url(port, self.auth.data.as_deref()))
+        node_conn(port, &self.auth)
     }
 
     /// `REDIS_SENTINELS` for the daemon.
@@ -205,6 +225,14 @@ impl SentinelRig {
         });
         assert!(promoted, "no new primary within {limit:?}");
         self.primary_port()
+    }
+}
+
+/// A connection to the data node on `port` of a rig secured by `auth`.
+fn node_conn(port: u16, auth: &RigOptions) -> redis::Connection {
+    match &auth.tls {
+        Some(certs) => super::connect_tls(certs, port),
+        None => connect(&url(port, auth.data.as_deref())),
     }
 }
 
