@@ -55,13 +55,6 @@ fn queues(raw: &RawSettings) -> Result<Queues, SettingsError> {
         processing: raw.name("processing_queue")?,
         dead_letter: raw.name("dead_letter_queue")?,
     };
-    if queues.processing == queues.dead_letter {
-        return Err(SettingsError::invalid(
-            "dead_letter_queue",
-            &queues.dead_letter,
-            "a list different from REDIS_PROCESSING_QUEUE",
-        ));
-    }
     for source in &queues.sources {
         if *source == queues.processing || *source == queues.dead_letter {
             return Err(SettingsError::invalid(

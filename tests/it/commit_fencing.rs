@@ -109,6 +109,7 @@ impl Fixture {
             Limits {
                 batch_size: 2,
                 max_envelopes: 100,
+                max_lower_envelopes: usize::MAX,
                 flush_seen_by: Some(Instant::now()),
                 max_envelope_bytes: plan::MAX_ENVELOPE_BYTES,
                 max_commit_bytes: plan::MAX_COMMIT_BYTES,

@@ -71,6 +71,10 @@ pub struct Limits {
     pub batch_size: usize,
     /// Most envelopes in one commit.
     pub max_envelopes: usize,
+    /// Most envelopes in one commit that hold messages from below the first source list
+    /// ([`MAX_LOWER_ENVELOPES`] in the daemon): with two commits in flight, a message that
+    /// lands on a higher list waits behind at most twice this many envelopes.
+    pub max_lower_envelopes: usize,
     /// Send the trailing partial batch too if its first message was seen at or before this
     /// instant (now minus the batch timeout): its deadline has passed.
     pub flush_seen_by: Option<Instant>,
@@ -164,6 +168,12 @@ impl Plan {
     }
 }
 
+/// Most envelopes per commit that hold messages from below the first source list. The
+/// daemon keeps two commits in flight, built before it could see a message that lands on a
+/// higher list meanwhile; keeping lower-list commits this small means such a message waits
+/// behind at most eight envelopes, not two whole read-aheads.
+pub const MAX_LOWER_ENVELOPES: usize = 4;
+
 /// What an envelope adds to its messages' bytes, at most (the fixed fields and the commas).
 pub const ENVELOPE_OVERHEAD: usize = 512;
 
@@ -204,9 +214,20 @@ pub fn plan(pending: &Runs<'_>, limits: Limits, queues: &Queues, timestamp: &str
     let mut batch_bytes = 0usize;
     let mut plan_bytes = 0usize;
     let mut covered = 0usize;
+    // Messages of the first source come first; from here on they are from lower ones.
+    let first_len = pending.run(0).len();
+    // Envelopes planned before the first one holding a lower source's message.
+    let mut lower_from: Option<usize> = None;
+    let at_cap = |plan: &Plan, lower_from: Option<usize>| {
+        plan.envelopes.len() >= limits.max_envelopes
+            || lower_from.is_some_and(|f| plan.envelopes.len() - f >= limits.max_lower_envelopes)
+    };
     for (i, p) in pending.iter().enumerate() {
         if wraps(p, &limits) {
-            let full = plan.envelopes.len() == limits.max_envelopes
+            if i >= first_len && lower_from.is_none() {
+                lower_from = Some(plan.envelopes.len());
+            }
+            let full = at_cap(&plan, lower_from)
                 || (!plan.envelopes.is_empty() && plan_bytes >= limits.max_commit_bytes);
             if full {
                 break;
@@ -219,9 +240,7 @@ pub fn plan(pending: &Runs<'_>, limits: Limits, queues: &Queues, timestamp: &str
                 plan_bytes += batch_bytes;
                 batch.clear();
                 batch_bytes = 0;
-                if plan.envelopes.len() == limits.max_envelopes
-                    || plan_bytes >= limits.max_commit_bytes
-                {
+                if at_cap(&plan, lower_from) || plan_bytes >= limits.max_commit_bytes {
                     break;
                 }
             }
@@ -259,7 +278,7 @@ pub fn plan(pending: &Runs<'_>, limits: Limits, queues: &Queues, timestamp: &str
             .flush_seen_by
             .is_some_and(|by| oldest.is_some_and(|seen| seen <= by))
     };
-    if !batch.is_empty() && expired(&batch) && plan.envelopes.len() < limits.max_envelopes {
+    if !batch.is_empty() && expired(&batch) && !at_cap(&plan, lower_from) {
         plan.envelopes.push(build(pending, &batch));
         covered = batch[batch.len() - 1] + 1;
         plan_bytes += batch_bytes;
@@ -285,8 +304,13 @@ fn build(pending: &Runs<'_>, batch: &[usize]) -> Envelope {
         event_id: Uuid::new_v4(),
         members: batch.to_vec(),
         size: batch.len(),
-        // Invariant: a batch holds indices of messages in `pending`.
-        oldest_seen: pending.get(batch[0]).map_or_else(Instant::now, |p| p.seen),
+        // With several sources the oldest member need not come first.
+        oldest_seen: batch
+            .iter()
+            .filter_map(|&i| pending.get(i))
+            .map(|p| p.seen)
+            .min()
+            .unwrap_or_else(Instant::now),
     }
 }
 
