@@ -50,6 +50,65 @@ pub enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Inspect the batch ledger, or ack a batch by hand.
+    Batch {
+        /// The batch action.
+        #[command(subcommand)]
+        action: BatchAction,
+    },
+    /// Manage the batch ledger's function library.
+    Ledger {
+        /// The ledger action.
+        #[command(subcommand)]
+        action: LedgerAction,
+    },
+}
+
+/// Batch-ledger views and the ack.
+#[derive(Debug, Subcommand)]
+pub enum BatchAction {
+    /// Show one batch's ledger entry.
+    Show {
+        /// The batch's event_id.
+        id: String,
+        /// Print one JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List batches: in flight per worker, the next queued, and recently finished.
+    List {
+        /// Only batches in this state: queued, processing, completed,
+        /// completed_with_failures or dead.
+        #[arg(long, value_name = "S", value_parser = parse_status)]
+        status: Option<crate::ledger::Status>,
+        /// At most this many per section.
+        #[arg(long, default_value_t = crate::tools::batch::DEFAULT_LIMIT)]
+        limit: usize,
+        /// Print one JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Report items of a claimed batch done, as a transformer does (fenced by --delivery).
+    Ack {
+        /// The batch's event_id.
+        id: String,
+        /// The delivery number the claim returned.
+        #[arg(long)]
+        delivery: u64,
+        /// Items completed.
+        #[arg(long, default_value_t = 0)]
+        completed: u64,
+        /// Items failed.
+        #[arg(long, default_value_t = 0)]
+        failed: u64,
+    },
+}
+
+/// Function-library actions.
+#[derive(Debug, Subcommand)]
+pub enum LedgerAction {
+    /// Load (or replace) the batch_ledger function library with FUNCTION LOAD REPLACE.
+    Install,
 }
 
 /// Dead-letter actions.
@@ -154,6 +213,54 @@ async fn dispatch(
         }
         Command::Status { json } => report(crate::tools::status::run(&settings, json).await),
         Command::Dlq { action } => dlq(action, &settings).await,
+        Command::Batch { action } => batch(action, &settings).await,
+        Command::Ledger {
+            action: LedgerAction::Install,
+        } => report(crate::tools::batch::install(&settings).await),
+    }
+}
+
+/// A batch state on the command line.
+fn parse_status(text: &str) -> Result<crate::ledger::Status, String> {
+    match crate::ledger::Status::parse(text) {
+        crate::ledger::Status::Other(s) => Err(format!(
+            "unknown status {s:?}: expected queued, processing, completed, completed_with_failures or dead"
+        )),
+        status => Ok(status),
+    }
+}
+
+/// The `batch` actions.
+async fn batch(action: BatchAction, settings: &Settings) -> ExitCode {
+    use crate::tools::batch::{self, AckArgs, ListOptions};
+    match action {
+        BatchAction::Show { id, json } => report(batch::show(settings, &id, json).await),
+        BatchAction::List {
+            status,
+            limit,
+            json,
+        } => {
+            let opts = ListOptions {
+                status,
+                limit,
+                json,
+            };
+            report(batch::list(settings, &opts).await)
+        }
+        BatchAction::Ack {
+            id,
+            delivery,
+            completed,
+            failed,
+        } => {
+            let args = AckArgs {
+                id: &id,
+                delivery,
+                completed,
+                failed,
+            };
+            report(batch::ack(settings, args).await)
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use crate::mover::plan::{Envelope, Peeked, Plan, Runs};
 use crate::mover::replica_ack;
 use crate::redis::keys::Keys;
 use crate::redis::ErrorKind;
-use crate::settings::{Queues, ReplicaAck};
+use crate::settings::{LedgerSettings, Queues, ReplicaAck};
 
 const COMMIT: &str = include_str!("../redis/scripts/commit.lua");
 
@@ -135,6 +135,9 @@ pub struct Commit<'a> {
     pub max_processing: Option<usize>,
     /// `REDIS_MIN_REPLICAS_ACK`: `WAIT` after the commit, in the same round trip.
     pub replica_ack: Option<ReplicaAck>,
+    /// The batch ledger's settings when it is on: each envelope then gets its entry in the
+    /// same transaction (see [`crate::mover::ledger`]).
+    pub ledger: Option<&'a LedgerSettings>,
 }
 
 impl Request {
@@ -148,6 +151,9 @@ impl Request {
             pipe.cmd("MULTI");
             push_commands(&mut pipe, queues, &commit);
             commit_script(&mut pipe, keys, queues, &commit);
+            if let Some(ledger) = commit.ledger.filter(|_| !plan.envelopes.is_empty()) {
+                super::ledger::append(&mut pipe, ledger, &keys.lease(), queues, &commit);
+            }
             pipe.cmd("EXEC");
         }
         let ack = commit.replica_ack.filter(|_| committing);
@@ -331,7 +337,8 @@ fn check_exec(
         Value::ServerError(e) => return Err(refused("EXEC", queues.sources_label(), &e)),
         other => return Err(CommitError::Protocol(format!("EXEC reply {other:?}"))),
     };
-    // Results: [LPUSH processing]?, [LPUSH dead-letter]?, EVAL.
+    // Results: [LPUSH processing]?, [LPUSH dead-letter]?, EVAL, [EVAL ledger]? (the ledger
+    // script follows the commit's verdict and cannot fail on its own).
     let mut it = results.into_iter();
     let mut push_error = None;
     for (present, key) in [

@@ -24,6 +24,7 @@ pub mod commit;
 mod idle;
 pub mod keeper;
 pub mod lease;
+mod ledger;
 pub mod pipeline;
 pub mod plan;
 pub mod rate;

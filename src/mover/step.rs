@@ -253,6 +253,7 @@ impl Mover {
             now_ms: chrono::Utc::now().timestamp_millis(),
             max_processing: self.back_pressure.as_ref().map(BackPressure::limit),
             replica_ack: settings.redis.replica_ack,
+            ledger: settings.ledger.enabled.then_some(&settings.ledger),
         };
         let lrange: Vec<commit::Read> = reads
             .iter()

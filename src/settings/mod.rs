@@ -28,6 +28,7 @@ mod env;
 mod error;
 mod flow;
 mod keys;
+mod ledger;
 mod load;
 mod raw;
 mod redact;
@@ -40,6 +41,7 @@ pub use env::{Env, ProcessEnv};
 pub use error::SettingsError;
 pub use flow::{FlowSettings, RateLimit};
 pub use keys::{env_name, ENV_PREFIX, KNOWN_KEYS};
+pub use ledger::LedgerSettings;
 pub use load::{load, load_with_report};
 pub use redact::{redact, redact_url};
 pub use report::Effective;
@@ -204,6 +206,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Batch byte cap and output rate limit.
     pub flow: FlowSettings,
+    /// The batch ledger and the transformer's claim/ack protocol.
+    pub ledger: LedgerSettings,
     /// Continuous or scheduled mode.
     pub schedule: Schedule,
     /// Period of the stats line.

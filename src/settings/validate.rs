@@ -24,6 +24,7 @@ pub(crate) fn validate(raw: &RawSettings) -> Result<Settings, SettingsError> {
     let retry = retry(raw)?;
     let schedule = schedule(raw)?;
     let flow = super::flow::validate(raw)?;
+    let ledger = super::ledger::validate(raw)?;
     let http_addr = http_addr(raw)?;
     let log_format = log_format(raw)?;
     let log_filter = log_filter(raw)?;
@@ -36,6 +37,7 @@ pub(crate) fn validate(raw: &RawSettings) -> Result<Settings, SettingsError> {
         shutdown_grace: raw.seconds("shutdown_grace", 0.0, 4.5)?,
         schedule,
         flow,
+        ledger,
         stats_interval: raw.seconds("stats_interval", 0.1, 86_400.0)?,
         http_addr,
         log_envelopes_per_second: raw.int("log_envelopes_per_second", 0, 1_000_000)?,

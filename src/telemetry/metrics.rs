@@ -10,6 +10,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::redis::ErrorKind;
+use crate::telemetry::ledger::LedgerMetrics;
 
 /// Labels for the list-length gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -67,6 +68,8 @@ pub struct Metrics {
     pub paused: Gauge,
     /// Seconds spent paused by back-pressure (added when a pause ends).
     pub paused_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// The batch ledger's series (see [`crate::telemetry::ledger`]).
+    pub ledger: LedgerMetrics,
     registry: Arc<Registry>,
 }
 
@@ -101,6 +104,7 @@ impl Metrics {
             dead_letters_by_reason: Family::default(),
             paused: Gauge::default(),
             paused_seconds: Counter::default(),
+            ledger: LedgerMetrics::default(),
             registry: Arc::new(Registry::default()),
         };
         let mut registry = Registry::with_prefix("batch_processor");
@@ -144,6 +148,7 @@ impl Metrics {
             self.redis_errors.clone(),
         );
         self.register_state(registry);
+        self.ledger.register(registry);
     }
 
     /// The series about the mover's state (lease, stuck, pause) and the labelled families,

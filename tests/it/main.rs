@@ -21,6 +21,8 @@ mod flow_control;
 mod flow_regressions;
 mod http_probes;
 mod json_profile;
+mod ledger;
+mod ledger_crash;
 mod netfaults;
 mod operations;
 mod oversized;

@@ -8,6 +8,8 @@
 //! - [`heartbeat`] (every third of the lease TTL): this replica's hash and its entry in the
 //!   replica set, read by `batch-processor status`.
 //! - [`allowance`] (scheduled mode only): grants the mover its batches for the next tick.
+//! - [`recovery`] (batch ledger on only): loads the ledger's function library, redelivers the
+//!   batches of dead workers, and mirrors the ledger's totals into the metrics.
 //! - [`sentinel`] (with Sentinel only, every second): asks the sentinels for the primary, so
 //!   every connection leaves a demoted one within a second.
 //!
@@ -16,6 +18,7 @@
 mod allowance;
 mod heartbeat;
 mod probe;
+mod recovery;
 mod sentinel;
 mod stats;
 
@@ -76,6 +79,9 @@ pub fn daemon_scheduler(ctx: Context) -> Scheduler {
     scheduler.add(probe::Probe::new(&ctx));
     scheduler.add(stats::Stats::new(&ctx));
     scheduler.add(heartbeat::Heartbeat::new(&ctx));
+    if ctx.settings.ledger.enabled {
+        scheduler.add(recovery::Recovery::new(&ctx));
+    }
     if ctx.settings.redis.sentinel.is_some() {
         let timeout = ctx.settings.redis.command_timeout;
         scheduler.add(sentinel::SentinelWatch::new(&ctx.connector, timeout));
@@ -194,6 +200,15 @@ mod tests {
     fn continuous_mode_has_no_allowance_refill() {
         let s = daemon_scheduler(context(&[]));
         assert_eq!(s.job_names(), vec!["probe", "stats", "heartbeat"]);
+    }
+
+    #[test]
+    fn the_ledger_adds_its_recovery_job() {
+        let s = daemon_scheduler(context(&[("REDIS_BATCH_LEDGER", "true")]));
+        assert_eq!(
+            s.job_names(),
+            vec!["probe", "stats", "heartbeat", "ledger_recovery"]
+        );
     }
 
     #[test]

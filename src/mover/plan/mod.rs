@@ -119,6 +119,18 @@ impl Envelope {
         )
     }
 
+    /// The sources its messages came from: their indices, in priority order.
+    pub fn sources(&self, pending: &Runs<'_>) -> Vec<usize> {
+        let mut sources: Vec<usize> = self
+            .members
+            .iter()
+            .filter_map(|&i| pending.locate(i).map(|(k, _)| k))
+            .collect();
+        // Members are in sequence order, so their sources never decrease.
+        sources.dedup();
+        sources
+    }
+
     /// Bytes the envelope will take, roughly (for buffer sizing).
     pub fn len_hint(&self, pending: &Runs<'_>) -> usize {
         200 + self

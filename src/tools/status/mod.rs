@@ -7,6 +7,7 @@
 //! consistent snapshot, then one more round trip fetches the replica hashes. Every call is
 //! bounded by the connect and command timeouts, so status never hangs.
 
+mod ledger;
 mod render;
 
 pub use render::render_text;
@@ -149,6 +150,9 @@ pub struct Status {
     pub replicas: Vec<Replica>,
     /// Sum of the live replicas' rates, messages per second.
     pub rate_per_s: f64,
+    /// The batch ledger's section, with `REDIS_BATCH_LEDGER` on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<crate::tools::batch::LedgerStatus>,
 }
 
 /// Read the state from Redis and render it as text, or as one JSON document with `json`.
@@ -169,6 +173,7 @@ pub async fn read(settings: &Settings) -> Result<Status, StatusError> {
     let q = &settings.queues;
     let snapshot = read_snapshot(&mut conn, &connector, q, &keys).await?;
     let hashes = read_replicas(&mut conn, &connector, &keys, &snapshot.members).await?;
+    let ledger = ledger::read(&mut conn, &connector, settings).await?;
 
     let now_ms = now_ms();
     let replicas: Vec<Replica> = snapshot
@@ -220,6 +225,7 @@ pub async fn read(settings: &Settings) -> Result<Status, StatusError> {
         lease,
         replicas,
         rate_per_s,
+        ledger,
     })
 }
 
