@@ -20,7 +20,8 @@
 //!   probes and logging.
 //! - [`scale`]: many pipelines per deployment (`REDIS_SHARDS`), balanced across replicas,
 //!   on Redis Cluster.
-//! - [`tools`]: the operator commands (`status`, `dlq`, `shards`, `batch`, `ledger install`).
+//! - [`tools`]: the operator commands (`status`, `dlq`, `shards`, `batch`, `ledger install`,
+//!   `health`) and the `demo` scraper and transformer.
 //! - [`cli`]: command-line parsing, mode dispatch and exit codes; `main.rs` only calls it.
 //!
 //! Crate-wide lints (no `unsafe`, documented public items, no unreachable `pub`, no silent

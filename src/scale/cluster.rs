@@ -219,6 +219,8 @@ pub fn at(settings: &RedisSettings, host: &str, port: u16) -> RedisSettings {
     };
     RedisSettings {
         connection: settings.connection.clone().set_addr(addr),
+        // A cluster node is reached directly, never through sentinels.
+        sentinel: None,
         ..settings.clone()
     }
 }

@@ -61,6 +61,8 @@ pub struct Metrics {
     /// 1 while the mover is stuck (commits failing with a backlog waiting); with many
     /// pipelines, how many are stuck.
     pub mover_stuck: StateGauge,
+    /// Commits that fewer replicas than `REDIS_MIN_REPLICAS_ACK` acknowledged in time.
+    pub commits_unreplicated: Counter,
     /// Times the mover became stuck.
     pub mover_stuck_episodes: Counter,
     /// Dead letters by the class of their reason.
@@ -72,6 +74,8 @@ pub struct Metrics {
     /// A pipeline's own message counter (`None` in a single-pipeline daemon).
     pub pipeline_messages: Option<Counter>,
     pipelines: PipelineFamilies,
+    /// 1 while `/readyz` answers 200; refreshed on every scrape, for alerts.
+    pub ready: Gauge,
     /// The batch ledger's series (see [`crate::telemetry::ledger`]).
     pub ledger: LedgerMetrics,
     registry: Arc<Registry>,
@@ -103,12 +107,14 @@ impl Metrics {
             lease_held: StateGauge::default(),
             source_changed: Counter::default(),
             mover_stuck: StateGauge::default(),
+            commits_unreplicated: Counter::default(),
             mover_stuck_episodes: Counter::default(),
             dead_letters_by_reason: Family::default(),
             paused: StateGauge::default(),
             paused_seconds: Counter::default(),
             pipeline_messages: None,
             pipelines: PipelineFamilies::default(),
+            ready: Gauge::default(),
             ledger: LedgerMetrics::default(),
             registry: Arc::new(Registry::default()),
         };
@@ -170,6 +176,11 @@ impl Metrics {
             self.source_changed.clone(),
         );
         registry.register(
+            "commits_unreplicated",
+            "Commits that fewer replicas than REDIS_MIN_REPLICAS_ACK acknowledged within REDIS_MIN_REPLICAS_TIMEOUT (WAIT); they stand, but a failover now could lose them",
+            self.commits_unreplicated.clone(),
+        );
+        registry.register(
             "mover_stuck",
             "1 while the mover's commits keep failing with a backlog waiting (see /readyz)",
             self.mover_stuck.series(),
@@ -195,6 +206,11 @@ impl Metrics {
             self.paused_seconds.clone(),
         );
         self.pipelines.register(registry);
+        registry.register(
+            "ready",
+            "1 while /readyz answers 200 (Redis answers, the mover runs and is not stuck)",
+            self.ready.clone(),
+        );
         for reason in crate::message::Rejection::CLASSES {
             let _ = self
                 .dead_letters_by_reason

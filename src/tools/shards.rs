@@ -65,6 +65,15 @@ pub fn render(settings: &Settings, key: Option<&str>, json: bool) -> String {
     out.trim_end().to_string()
 }
 
+/// `batch-processor shards`: [`render`], as a command's outcome (it cannot fail).
+pub fn run(
+    settings: &Settings,
+    key: Option<String>,
+    json: bool,
+) -> Result<String, std::convert::Infallible> {
+    Ok(render(settings, key.as_deref(), json))
+}
+
 /// The shard of `key` among `shards`: CRC-32 (IEEE) of the key, modulo the count.
 pub fn shard_of(key: &[u8], shards: usize) -> usize {
     let n = u32::try_from(shards.max(1)).unwrap_or(u32::MAX);

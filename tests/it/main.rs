@@ -11,19 +11,24 @@
 
 mod harness;
 
+mod acl;
 mod balancing;
 mod chaos;
 mod cluster;
 mod commit_fencing;
+mod compose_file;
 mod core;
+mod demo_cli;
 mod dlq_cli;
 mod dlq_regressions;
 mod flow_control;
 mod flow_regressions;
+mod health_cli;
 mod http_probes;
 mod json_profile;
 mod ledger;
 mod ledger_crash;
+mod monitoring;
 mod netfaults;
 mod operations;
 mod oversized;
@@ -32,6 +37,8 @@ mod pipelines;
 mod priority;
 mod regressions;
 mod reliability;
+mod replica_ack;
+mod sentinel;
 mod settings_cli;
 mod slow_link;
 mod smoke;
