@@ -27,6 +27,7 @@ pub(crate) fn validate(raw: &RawSettings) -> Result<Settings, SettingsError> {
     let schedule = schedule(raw)?;
     let flow = super::flow::validate(raw)?;
     let ledger = super::ledger::validate(raw)?;
+    super::ledger::check_queues(&ledger, &queues)?;
     let http_addr = http_addr(raw)?;
     let log_format = log_format(raw)?;
     let log_filter = log_filter(raw)?;
