@@ -22,6 +22,7 @@ mod http_probes;
 mod json_profile;
 mod ledger;
 mod ledger_crash;
+mod ledger_fencing;
 mod netfaults;
 mod operations;
 mod oversized;
