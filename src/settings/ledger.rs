@@ -112,11 +112,18 @@ mod tests {
             ("REDIS_PROCESSING_QUEUE", "q"),
             ("REDIS_DEAD_LETTER_QUEUE", "q"),
         ];
-        assert!(load(&same.to_vec(), None).is_ok(), "allowed without the ledger");
+        assert!(
+            load(&same.to_vec(), None).is_ok(),
+            "allowed without the ledger"
+        );
         let mut on = same.to_vec();
         on.push(("REDIS_BATCH_LEDGER", "true"));
         let e = err(&on);
-        for var in ["REDIS_DEAD_LETTER_QUEUE", "REDIS_PROCESSING_QUEUE", "REDIS_BATCH_LEDGER"] {
+        for var in [
+            "REDIS_DEAD_LETTER_QUEUE",
+            "REDIS_PROCESSING_QUEUE",
+            "REDIS_BATCH_LEDGER",
+        ] {
             assert!(e.contains(var), "{var}: {e}");
         }
     }

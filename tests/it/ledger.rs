@@ -167,7 +167,14 @@ async fn concurrent_and_repeated_acks_end_at_the_true_totals_and_refusals_change
     };
     let current = second.delivery.to_string();
     assert_ne!(second.delivery, claim.delivery);
-    let over = ack(&["--delivery", &current, "--completed", "30", "--failed", "11"]);
+    let over = ack(&[
+        "--delivery",
+        &current,
+        "--completed",
+        "30",
+        "--failed",
+        "11",
+    ]);
     assert_eq!(over.code, Some(1));
     assert!(over.stderr.contains("BATCH_OVER"), "{}", over.stderr);
     // The first batch's delivery number is not this batch's.

@@ -97,7 +97,10 @@ impl Fixture {
 }
 
 fn refusal<T: std::fmt::Debug>(r: Result<T, batch_processor::ledger::LedgerError>) -> String {
-    r.unwrap_err().refusal().unwrap_or("not a refusal").to_owned()
+    r.unwrap_err()
+        .refusal()
+        .unwrap_or("not a refusal")
+        .to_owned()
 }
 
 /// After `dlq replay` the next claim gets a delivery number never handed out before, so the
@@ -116,14 +119,22 @@ async fn delivery_numbers_never_repeat_after_a_dlq_replay() {
     let replay = run_cli(&f.env, &["dlq", "replay"]);
     assert_eq!(replay.code, Some(0), "{}", replay.stderr);
     let b = f.claim(&mut c, "B").await;
-    assert!(b.delivery > a.delivery, "{} after {}", b.delivery, a.delivery);
+    assert!(
+        b.delivery > a.delivery,
+        "{} after {}",
+        b.delivery,
+        a.delivery
+    );
     // Replay gives the batch REDIS_MAX_DELIVERIES more deliveries.
     assert_eq!(f.entry()["deliveries"], "1");
     let before = f.entry();
     let stale = library::ack(&mut c, &f.keys, &f.id, a.delivery, 3, 0).await;
     assert_eq!(refusal(stale), "BATCH_STALE");
     assert_eq!(f.entry(), before, "a refused ack changed the entry");
-    assert_eq!(read_all(&mut conn, &f.keys.inflight("B")), vec![f.envelope.clone()]);
+    assert_eq!(
+        read_all(&mut conn, &f.keys.inflight("B")),
+        vec![f.envelope.clone()]
+    );
     let done = library::ack(&mut c, &f.keys, &f.id, b.delivery, 3, 0)
         .await
         .unwrap();
@@ -148,7 +159,12 @@ async fn delivery_numbers_never_repeat_when_an_entry_is_made_anew() {
         .query::<()>(&mut conn)
         .unwrap();
     let b = f.claim(&mut c, "B").await;
-    assert!(b.delivery > a.delivery, "{} after {}", b.delivery, a.delivery);
+    assert!(
+        b.delivery > a.delivery,
+        "{} after {}",
+        b.delivery,
+        a.delivery
+    );
     assert_eq!(f.entry()["total"], "3");
     let stale = library::ack(&mut c, &f.keys, &f.id, a.delivery, 3, 0).await;
     assert_eq!(refusal(stale), "BATCH_STALE");
@@ -195,21 +211,35 @@ async fn an_in_flight_envelope_without_an_entry_is_requeued_while_its_worker_liv
     let lost = library::ack(&mut c, &f.keys, &f.id, a.delivery, 3, 0).await;
     assert_eq!(refusal(lost), "BATCH_UNKNOWN");
     assert_eq!(library::heartbeat(&mut c, &f.keys, "A").await.unwrap(), 1);
-    let r = library::recover(&mut c, &f.keys, f.recover_args(5, Duration::from_secs(3600)))
-        .await
-        .unwrap();
+    let r = library::recover(
+        &mut c,
+        &f.keys,
+        f.recover_args(5, Duration::from_secs(3600)),
+    )
+    .await
+    .unwrap();
     assert_eq!((r.requeued, r.dead, r.workers), (1, 0, 0));
     assert_eq!(llen(&mut conn, &f.keys.inflight("A")), 0);
-    assert_eq!(read_all(&mut conn, &f.names.processing), vec![f.envelope.clone()]);
+    assert_eq!(
+        read_all(&mut conn, &f.names.processing),
+        vec![f.envelope.clone()]
+    );
     let entry = f.entry();
-    assert_eq!((entry["status"].as_str(), entry["total"].as_str()), ("queued", "3"));
+    assert_eq!(
+        (entry["status"].as_str(), entry["total"].as_str()),
+        ("queued", "3")
+    );
     let late = library::ack(&mut c, &f.keys, &f.id, a.delivery, 3, 0).await;
     assert_eq!(refusal(late), "BATCH_STALE");
     // A live worker's own batches are left alone.
     let b = f.claim(&mut c, "B").await;
-    let r = library::recover(&mut c, &f.keys, f.recover_args(5, Duration::from_secs(3600)))
-        .await
-        .unwrap();
+    let r = library::recover(
+        &mut c,
+        &f.keys,
+        f.recover_args(5, Duration::from_secs(3600)),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.requeued, 0);
     let done = library::ack(&mut c, &f.keys, &f.id, b.delivery, 3, 0).await;
     assert_eq!(done.unwrap().status.as_str(), "completed");
@@ -232,7 +262,10 @@ async fn recovery_meeting_a_wrong_type_key_changes_nothing() {
     let entry = f.entry();
     let r = library::recover(&mut c, &f.keys, f.recover_args(1, Duration::ZERO)).await;
     assert_eq!(refusal(r), "BATCH_WRONGTYPE");
-    assert_eq!(read_all(&mut conn, &f.keys.inflight("A")), vec![f.envelope.clone()]);
+    assert_eq!(
+        read_all(&mut conn, &f.keys.inflight("A")),
+        vec![f.envelope.clone()]
+    );
     assert_eq!(f.entry(), entry);
     redis::cmd("DEL")
         .arg(&f.names.dead_letter)
@@ -262,7 +295,10 @@ async fn claim_and_ack_meeting_a_wrong_type_key_change_nothing() {
     set(&mut conn, &f.keys.totals());
     let claim = library::claim(&mut c, &f.keys, &f.names.processing, "A").await;
     assert_eq!(refusal(claim), "BATCH_WRONGTYPE");
-    assert_eq!(read_all(&mut conn, &f.names.processing), vec![f.envelope.clone()]);
+    assert_eq!(
+        read_all(&mut conn, &f.names.processing),
+        vec![f.envelope.clone()]
+    );
     assert_eq!(f.entry()["status"], "queued");
     redis::cmd("DEL")
         .arg(f.keys.totals())
@@ -295,14 +331,22 @@ async fn an_ack_retried_after_a_lost_reply_counts_once() {
     assert_eq!(refusal(behind), "BATCH_BEHIND");
     let delivery = a.delivery.to_string();
     let ack = |args: &[&str]| {
-        let mut all = vec!["batch", "ack", f.id.as_str(), "--delivery", delivery.as_str()];
+        let mut all = vec![
+            "batch",
+            "ack",
+            f.id.as_str(),
+            "--delivery",
+            delivery.as_str(),
+        ];
         all.extend_from_slice(args);
         run_cli(&f.env, &all)
     };
     for _ in 0..2 {
         let last = ack(&["--completed", "2", "--failed", "1"]);
         assert_eq!(last.code, Some(0), "{}", last.stderr);
-        assert!(last.stdout.contains("completed_with_failures (2 completed, 1 failed of 3)"));
+        assert!(last
+            .stdout
+            .contains("completed_with_failures (2 completed, 1 failed of 3)"));
     }
     let totals: HashMap<String, u64> = redis::cmd("HGETALL")
         .arg(f.keys.totals())
@@ -326,7 +370,11 @@ fn one_list_for_processing_and_dead_letters_is_refused_with_the_ledger_on() {
     env.extend(ledger_env(&names, "60"));
     let out = run_cli(&env, &["run"]);
     assert_eq!(out.code, Some(2), "{}", out.stderr);
-    for var in ["REDIS_DEAD_LETTER_QUEUE", "REDIS_PROCESSING_QUEUE", "REDIS_BATCH_LEDGER"] {
+    for var in [
+        "REDIS_DEAD_LETTER_QUEUE",
+        "REDIS_PROCESSING_QUEUE",
+        "REDIS_BATCH_LEDGER",
+    ] {
         assert!(out.stderr.contains(var), "{var}: {}", out.stderr);
     }
 }
