@@ -15,9 +15,10 @@ use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
 
 use crate::mover::plan::{Envelope, Peeked, Plan, Runs};
+use crate::mover::replica_ack;
 use crate::redis::keys::Keys;
 use crate::redis::ErrorKind;
-use crate::settings::{LedgerSettings, Queues};
+use crate::settings::{LedgerSettings, Queues, ReplicaAck};
 
 const COMMIT: &str = include_str!("../redis/scripts/commit.lua");
 
@@ -67,9 +68,26 @@ pub enum CommitError {
         /// Source list.
         source_queue: String,
     },
+    /// The commit landed, but the `WAIT` after it was refused (`NOPERM` without `+wait`).
+    #[error("the commit landed, but WAIT after it failed: {detail}")]
+    Wait {
+        /// The class of the refusal.
+        kind: ErrorKind,
+        /// What Redis said.
+        detail: String,
+    },
     /// The reply did not have the expected shape.
     #[error("unexpected reply to the commit: {0}")]
     Protocol(String),
+}
+
+/// What a request brought back.
+#[derive(Debug, Default)]
+pub struct Reply {
+    /// The items of each read, oldest first.
+    pub reads: Vec<Vec<Vec<u8>>>,
+    /// With `REDIS_MIN_REPLICAS_ACK`, after a commit: how many replicas acknowledged it.
+    pub replicas: Option<i64>,
 }
 
 /// A read of a source's tail to run after the commit.
@@ -90,6 +108,8 @@ pub struct Request {
     envelopes: usize,
     dead_letters: usize,
     committing: bool,
+    /// A `WAIT` follows the commit.
+    waiting: bool,
     /// The source of each read, in order.
     reads: Vec<usize>,
     /// For a read without a commit: the lease key and the value it must find there (see
@@ -113,6 +133,8 @@ pub struct Commit<'a> {
     /// The processing list's length limit, if any: the commit is refused (`Paused`) when its
     /// envelopes would take the list past it.
     pub max_processing: Option<usize>,
+    /// `REDIS_MIN_REPLICAS_ACK`: `WAIT` after the commit, in the same round trip.
+    pub replica_ack: Option<ReplicaAck>,
     /// The batch ledger's settings when it is on: each envelope then gets its entry in the
     /// same transaction (see [`crate::mover::ledger`]).
     pub ledger: Option<&'a LedgerSettings>,
@@ -134,6 +156,10 @@ impl Request {
             }
             pipe.cmd("EXEC");
         }
+        let ack = commit.replica_ack.filter(|_| committing);
+        if let Some(ack) = ack {
+            replica_ack::append_wait(&mut pipe, ack);
+        }
         // A read without a commit carries no lease check of its own, yet its position assumes
         // every commit sent before it has run: a GET of the lease, compared with the value
         // those commits leave, proves it (and would catch requests reaching Redis out of order).
@@ -152,12 +178,14 @@ impl Request {
             envelopes: plan.envelopes.len(),
             dead_letters: plan.dead_letters.len(),
             committing,
+            waiting: ack.is_some(),
             reads: reads.iter().map(|r| r.source).collect(),
             lease_check,
         }
     }
 
-    /// Send the request and check the replies. Returns the items of each read, oldest first.
+    /// Send the request and check the replies. Returns the items of each read, oldest first,
+    /// and what `WAIT` said.
     ///
     /// The request is handed to the connection on the first poll, so requests created and
     /// polled one after another reach Redis in that order.
@@ -165,7 +193,7 @@ impl Request {
         self,
         mut conn: MultiplexedConnection,
         queues: &Queues,
-    ) -> Result<Vec<Vec<Vec<u8>>>, CommitError> {
+    ) -> Result<Reply, CommitError> {
         let mut replies: Vec<Value> =
             self.pipe
                 .query_async(&mut conn)
@@ -186,6 +214,10 @@ impl Request {
                 }
             }
         }
+        let replicas = match self.waiting {
+            true => Some(replica_ack::parse_wait(replies.pop())?),
+            false => None,
+        };
         if self.committing {
             let exec = replies
                 .pop()
@@ -195,11 +227,12 @@ impl Request {
         if read_replies.len() != self.reads.len() {
             return Err(CommitError::Protocol("missing LRANGE reply".into()));
         }
-        read_replies
+        let reads = read_replies
             .into_iter()
             .zip(&self.reads)
             .map(|(reply, &source)| read_items(reply, source_name(queues, source)))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(Reply { reads, replicas })
     }
 }
 
@@ -418,6 +451,7 @@ impl CommitError {
             CommitError::Fenced { .. } => ErrorKind::Fenced,
             CommitError::TailChanged { .. } => ErrorKind::TailChanged,
             CommitError::Paused { .. } => ErrorKind::Other,
+            CommitError::Wait { kind, .. } => *kind,
             CommitError::Protocol(_) => ErrorKind::Protocol,
         }
     }

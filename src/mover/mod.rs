@@ -13,7 +13,8 @@
 //! may take from), [`plan`] (which messages the next commit takes),
 //! [`commit`] (the one atomic transaction, plus the next read), [`pipeline`] (requests in
 //! flight), `idle` (waiting when there is nothing to do), [`backoff`], [`allowance`]
-//! (scheduled mode's batches per tick) and [`rate`] (the output rate limit). The [`keeper`] task renews the lease beside the
+//! (scheduled mode's batches per tick), [`rate`] (the output rate limit) and `replica_ack`
+//! (`REDIS_MIN_REPLICAS_ACK`'s `WAIT` after each commit). The [`keeper`] task renews the lease beside the
 //! loop, on a connection of its own.
 
 pub mod allowance;
@@ -27,6 +28,7 @@ mod ledger;
 pub mod pipeline;
 pub mod plan;
 pub mod rate;
+mod replica_ack;
 mod step;
 mod stuck;
 pub mod tails;
@@ -48,6 +50,7 @@ use self::keeper::KeeperConfig;
 use self::lease::Lease;
 use self::pipeline::Pipeline;
 use self::rate::TokenBucket;
+use self::replica_ack::AckWatch;
 use self::stuck::StuckWatch;
 use self::tails::Tails;
 use self::value_limit::ValueLimit;
@@ -71,6 +74,13 @@ pub enum MoverError {
     /// A commit failed.
     #[error(transparent)]
     Commit(#[from] CommitError),
+    /// The sentinels named another primary since this session connected: the node it works
+    /// on may be a demoted primary whose writes will be thrown away.
+    #[error("the sentinels name another primary now ({addr}); leaving the old one")]
+    PrimaryChanged {
+        /// The address now, for the log line.
+        addr: String,
+    },
 }
 
 impl MoverError {
@@ -79,6 +89,7 @@ impl MoverError {
         match self {
             MoverError::Redis { failure, .. } => failure.kind(),
             MoverError::Commit(e) => e.kind(),
+            MoverError::PrimaryChanged { .. } => ErrorKind::Io,
         }
     }
 }
@@ -113,6 +124,11 @@ pub struct Mover {
     rate: Option<TokenBucket>,
     /// `REDIS_MAX_PROCESSING_QUEUE_LENGTH`, when set.
     back_pressure: Option<BackPressure>,
+    /// The connector's generation when this session connected (see
+    /// [`connection::Connector::generation`]).
+    generation: u64,
+    /// Reports commits too few replicas acknowledged (`REDIS_MIN_REPLICAS_ACK`).
+    ack_watch: AckWatch,
 }
 
 impl Mover {
@@ -157,6 +173,8 @@ impl Mover {
             value_limit,
             rate,
             back_pressure,
+            generation: 0,
+            ack_watch: AckWatch::default(),
         }
     }
 
@@ -186,10 +204,11 @@ impl Mover {
     /// One connection's worth of work. `Ok` only on shutdown.
     async fn session(&mut self, shutdown: &CancellationToken) -> Result<(), MoverError> {
         self.idle.close();
-        let Some(conn) = until(shutdown, self.ctx.connector.command_connection()).await else {
+        let Some(conn) = until(shutdown, self.ctx.connector.commit_connection()).await else {
             return Ok(());
         };
         let mut conn = conn.map_err(|source| self.connect_error(source))?;
+        self.generation = self.ctx.connector.generation();
         let prepared = until(shutdown, async {
             self.value_limit.read(&mut conn).await;
             self.lease.prepare(&mut conn).await;

@@ -11,15 +11,16 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
 
-use super::commit::CommitError;
+use super::commit::{self, CommitError};
 use super::plan::Plan;
 use super::window::TailRead;
 
 /// Requests in flight at once. Two keep Redis busy while the mover builds the next one.
 pub const PIPELINE_DEPTH: usize = 2;
 
-/// The items each of a request's reads returned (oldest first), or why it failed.
-pub type Answer = Result<Vec<Vec<Vec<u8>>>, CommitError>;
+/// What a request brought back (the items each of its reads returned, oldest first, and
+/// what `WAIT` said), or why it failed.
+pub type Answer = Result<commit::Reply, CommitError>;
 
 /// A request's reply, still to come.
 pub type ReplyFuture = Pin<Box<dyn Future<Output = Answer> + Send>>;

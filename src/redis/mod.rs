@@ -5,5 +5,6 @@
 pub mod connection;
 pub mod error;
 pub mod keys;
+mod sentinel;
 
 pub use error::{ErrorKind, RedisFailure};

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub lease_held: Gauge,
     /// Commits undone because the source's tail was not what the daemon read.
     pub source_changed: Counter,
+    /// Commits that fewer replicas than `REDIS_MIN_REPLICAS_ACK` acknowledged in time.
+    pub commits_unreplicated: Counter,
     /// 1 while the mover is stuck (commits failing with a backlog waiting).
     pub mover_stuck: Gauge,
     /// Times the mover became stuck.
@@ -96,6 +98,7 @@ impl Metrics {
             redis_errors: Family::default(),
             lease_held: Gauge::default(),
             source_changed: Counter::default(),
+            commits_unreplicated: Counter::default(),
             mover_stuck: Gauge::default(),
             mover_stuck_episodes: Counter::default(),
             dead_letters_by_reason: Family::default(),
@@ -160,6 +163,11 @@ impl Metrics {
             "source_changed",
             "Commits undone because something other than the daemon changed the source's tail (RPUSH, LREM, LSET, another consumer)",
             self.source_changed.clone(),
+        );
+        registry.register(
+            "commits_unreplicated",
+            "Commits that fewer replicas than REDIS_MIN_REPLICAS_ACK acknowledged within REDIS_MIN_REPLICAS_TIMEOUT (WAIT); they stand, but a failover now could lose them",
+            self.commits_unreplicated.clone(),
         );
         registry.register(
             "mover_stuck",

@@ -132,11 +132,12 @@ impl Fixture {
                 lease_after: after,
                 now_ms: 1,
                 max_processing: self.max_processing,
+                replica_ack: None,
                 ledger: self.ledger.as_ref(),
             },
             &[],
         );
-        let reads = request.send(self.conn().await, &self.queues).await?;
+        let reads = request.send(self.conn().await, &self.queues).await?.reads;
         assert!(reads.is_empty(), "a commit without reads read {reads:?}");
         Ok(())
     }
@@ -316,6 +317,7 @@ async fn a_plain_read_checks_the_lease_value_its_predecessors_leave() {
                 lease_after: before,
                 now_ms: 1,
                 max_processing: None,
+                replica_ack: None,
                 ledger: None,
             },
             &[Read {
@@ -329,7 +331,8 @@ async fn a_plain_read_checks_the_lease_value_its_predecessors_leave() {
     let items = read("me/t.3")
         .send(f.conn().await, &f.queues)
         .await
-        .unwrap();
+        .unwrap()
+        .reads;
     assert_eq!(items, vec![vec![b"bad".to_vec(), event(1, 80)]]);
     // A commit it was meant to follow has not run (or ran after it): refused.
     let err = read("me/t.4")

@@ -11,6 +11,7 @@
 
 mod harness;
 
+mod acl;
 mod chaos;
 mod commit_fencing;
 mod core;
@@ -30,6 +31,8 @@ mod ownership;
 mod priority;
 mod regressions;
 mod reliability;
+mod replica_ack;
+mod sentinel;
 mod settings_cli;
 mod slow_link;
 mod smoke;

@@ -10,6 +10,8 @@
 //! - [`allowance`] (scheduled mode only): grants the mover its batches for the next tick.
 //! - [`recovery`] (batch ledger on only): loads the ledger's function library, redelivers the
 //!   batches of dead workers, and mirrors the ledger's totals into the metrics.
+//! - [`sentinel`] (with Sentinel only, every second): asks the sentinels for the primary, so
+//!   every connection leaves a demoted one within a second.
 //!
 //! The mover renews the lease itself; no job here touches it.
 
@@ -17,6 +19,7 @@ mod allowance;
 mod heartbeat;
 mod probe;
 mod recovery;
+mod sentinel;
 mod stats;
 
 use std::time::Duration;
@@ -79,6 +82,10 @@ pub fn daemon_scheduler(ctx: Context) -> Scheduler {
     if ctx.settings.ledger.enabled {
         scheduler.add(recovery::Recovery::new(&ctx));
     }
+    if ctx.settings.redis.sentinel.is_some() {
+        let timeout = ctx.settings.redis.command_timeout;
+        scheduler.add(sentinel::SentinelWatch::new(&ctx.connector, timeout));
+    }
     match (ctx.settings.schedule, ctx.allowance) {
         (Schedule::Every { every, max_batches }, Some(permits)) => {
             scheduler.add(allowance::AllowanceRefill {
@@ -102,7 +109,8 @@ pub fn daemon_scheduler(ctx: Context) -> Scheduler {
 #[derive(Debug)]
 struct OwnConnection {
     connector: Connector,
-    conn: Option<MultiplexedConnection>,
+    /// The connection, and the connector's generation when it was made.
+    conn: Option<(MultiplexedConnection, u64)>,
 }
 
 impl OwnConnection {
@@ -124,16 +132,19 @@ impl OwnConnection {
 
     /// The connection, opened first if needed. Opening costs a round trip of its own (the
     /// client's handshake), so a step with a tight bound opens apart from its query.
+    /// With Sentinel, a connection made before the sentinels named another primary is
+    /// dropped first.
     async fn open(&mut self) -> Result<&mut MultiplexedConnection, JobsError> {
+        let generation = self.connector.generation();
         let conn = match self.conn.take() {
-            Some(conn) => conn,
-            None => self
+            Some((conn, made)) if made == generation => conn,
+            _ => self
                 .connector
                 .command_connection()
                 .await
                 .map_err(|source| JobsError::Connect(self.connector.failure(CONNECT, source)))?,
         };
-        Ok(self.conn.insert(conn))
+        Ok(&mut self.conn.insert((conn, generation)).0)
     }
 
     /// Run `pipe` (the step `what`, sending `commands`), opening the connection first if

@@ -2,8 +2,9 @@
 //! stops on drop, a random key prefix per test, the daemon binary run with a clean
 //! environment, the exactly-once audit of what it produced, and a TCP proxy that adds
 //! latency or faults between the daemon and Redis, a private network namespace where
-//! `iptables` makes packet loss, partitions and resets, and the Python reference transformer
-//! as a consumer process for the batch ledger.
+//! `iptables` makes packet loss, partitions and resets, the Python reference transformer as
+//! a consumer process for the batch ledger, and a Sentinel deployment (primary, replica,
+//! three sentinels).
 
 mod audit;
 mod chaos;
@@ -13,6 +14,7 @@ mod netns;
 mod proxy;
 mod queues;
 mod redis_server;
+mod sentinel;
 mod tls;
 mod transformer;
 
@@ -24,6 +26,7 @@ pub(crate) use netns::*;
 pub(crate) use proxy::*;
 pub(crate) use queues::*;
 pub(crate) use redis_server::*;
+pub(crate) use sentinel::*;
 pub(crate) use tls::*;
 pub(crate) use transformer::*;
 
