@@ -226,14 +226,14 @@ local function requeue(p, queue, envelope, id)
   if id then
     local key = p .. id
     redis.call('ZREM', p .. 'claims', id)
-    local ttl = redis.call('HGET', key, 'ttl')
-    if ttl then
+    local ttl = tonumber(redis.call('HGET', key, 'ttl')) or DEFAULT_TTL
+    if redis.call('EXISTS', key) == 1 then
       redis.call('HSET', key, 'status', 'queued', 'completed', '0', 'failed', '0')
       redis.call('HDEL', key, 'worker', 'instance', 'claimed_at')
     else
       new_entry(key, envelope, now_ms(), 1)
     end
-    redis.call('EXPIRE', key, int(tonumber(ttl) or DEFAULT_TTL))
+    redis.call('EXPIRE', key, int(ttl))
   end
   redis.call('HINCRBY', p .. 'totals', 'redelivered', 1)
 end
