@@ -18,7 +18,8 @@
 //!   shutdown; catches signals.
 //! - [`telemetry`]: events (a log line and its metric together), metrics, readiness, the HTTP
 //!   probes and logging.
-//! - [`tools`]: the operator commands (`status`, `dlq`, `batch`, `ledger install`).
+//! - [`tools`]: the operator commands (`status`, `dlq`, `batch`, `ledger install`, `health`)
+//!   and the `demo` scraper and transformer.
 //! - [`cli`]: command-line parsing, mode dispatch and exit codes; `main.rs` only calls it.
 //!
 //! Crate-wide lints (no `unsafe`, documented public items, no unreachable `pub`, no silent

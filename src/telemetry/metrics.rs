@@ -68,6 +68,8 @@ pub struct Metrics {
     pub paused: Gauge,
     /// Seconds spent paused by back-pressure (added when a pause ends).
     pub paused_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// 1 while `/readyz` answers 200; refreshed on every scrape, for alerts.
+    pub ready: Gauge,
     /// The batch ledger's series (see [`crate::telemetry::ledger`]).
     pub ledger: LedgerMetrics,
     registry: Arc<Registry>,
@@ -104,6 +106,7 @@ impl Metrics {
             dead_letters_by_reason: Family::default(),
             paused: Gauge::default(),
             paused_seconds: Counter::default(),
+            ready: Gauge::default(),
             ledger: LedgerMetrics::default(),
             registry: Arc::new(Registry::default()),
         };
@@ -193,6 +196,11 @@ impl Metrics {
             "paused_seconds",
             "Seconds spent paused by back-pressure (added when a pause ends)",
             self.paused_seconds.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 while /readyz answers 200 (Redis answers, the mover runs and is not stuck)",
+            self.ready.clone(),
         );
         for reason in crate::message::Rejection::CLASSES {
             let _ = self
