@@ -117,17 +117,18 @@ pub enum BatchAction {
         #[arg(long)]
         json: bool,
     },
-    /// Report items of a claimed batch done, as a transformer does (fenced by --delivery).
+    /// Report a claimed batch's progress, as a transformer does (fenced by --delivery). The
+    /// counts are totals so far under that delivery, so running it twice changes nothing.
     Ack {
         /// The batch's event_id.
         id: String,
         /// The delivery number the claim returned.
         #[arg(long)]
         delivery: u64,
-        /// Items completed.
+        /// Items completed so far (a total, not an increment).
         #[arg(long, default_value_t = 0)]
         completed: u64,
-        /// Items failed.
+        /// Items failed so far (a total, not an increment).
         #[arg(long, default_value_t = 0)]
         failed: u64,
     },

@@ -51,16 +51,19 @@ def main() -> int:
             time.sleep(a.work_seconds)
         total = len(batch.items)
         failed = total // a.fail_every if a.fail_every else 0
+        report = (total - failed, failed)
         while True:
             try:
-                result = worker.ack(batch, completed=total - failed, failed=failed)
+                result = worker.ack(batch, completed=report[0], failed=report[1])
                 print(json.dumps({"event": "acked", "id": batch.event_id,
                                   "status": result.status}), flush=True)
             except StaleDelivery as e:
-                # Redelivered meanwhile, or this very ack landed before its reply was lost.
+                # Presumed dead and redelivered meanwhile; another worker has the batch.
                 print(json.dumps({"event": "stale", "id": batch.event_id, "error": str(e)}),
                       flush=True)
             except redis.ConnectionError:
+                # The batch now holds the totals; acking again sends them, counted once.
+                report = (0, 0)
                 time.sleep(0.2)
                 continue
             break

@@ -77,8 +77,11 @@ pub struct Entry {
     pub completed: u64,
     /// Items reported failed under the current delivery.
     pub failed: u64,
-    /// Times the batch was claimed.
+    /// Times the batch was claimed (since it was last replayed from the dead-letter list);
+    /// drives `REDIS_MAX_DELIVERIES`.
     pub deliveries: u64,
+    /// The current (or last) claim's delivery number, which an ack must carry.
+    pub delivery: Option<u64>,
     /// When the daemon committed it.
     pub created_at: Option<i64>,
     /// The source list(s) its messages came from.
@@ -108,6 +111,7 @@ impl Entry {
             completed: num("completed").unwrap_or(0),
             failed: num("failed").unwrap_or(0),
             deliveries: num("deliveries").unwrap_or(0),
+            delivery: num("delivery"),
             created_at: time("created_at"),
             source: fields.get("source").cloned().unwrap_or_default(),
             worker: fields.get("worker").cloned(),
@@ -139,6 +143,7 @@ mod tests {
             ("completed", "1"),
             ("failed", "0"),
             ("deliveries", "2"),
+            ("delivery", "17"),
             ("created_at", "1700000000000"),
             ("source", "raw"),
             ("worker", "w1"),
@@ -149,6 +154,7 @@ mod tests {
         let e = Entry::from_fields("id", &fields).unwrap();
         assert_eq!(e.status, Status::Processing);
         assert_eq!((e.total, e.completed, e.deliveries), (3, 1, 2));
+        assert_eq!(e.delivery, Some(17));
         assert_eq!(e.percent(), 33.3);
         assert_eq!(e.worker.as_deref(), Some("w1"));
         assert!(Entry::from_fields("id", &HashMap::new()).is_none());

@@ -30,13 +30,15 @@ pub enum LedgerError {
         #[source]
         source: RedisError,
     },
-    /// The function refused: the batch is unknown, the delivery stale, the counts too high,
-    /// or an argument malformed. Nothing changed.
+    /// The function refused: the batch is unknown, the delivery stale, the totals too high
+    /// or going down, a protocol key of the wrong type, or an argument malformed. Every
+    /// function checks before its first write, so nothing changed.
     #[error("{function} refused: {code} {detail}")]
     Refused {
         /// The function.
         function: &'static str,
-        /// `BATCH_UNKNOWN`, `BATCH_STALE`, `BATCH_OVER` or `BATCH_ARGS`.
+        /// `BATCH_UNKNOWN`, `BATCH_STALE`, `BATCH_OVER`, `BATCH_BEHIND`, `BATCH_WRONGTYPE`
+        /// or `BATCH_ARGS`.
         code: String,
         /// What it said.
         detail: String,
@@ -60,7 +62,8 @@ pub struct Claim {
     pub envelope: Vec<u8>,
     /// Its `event_id` (empty for an item that is not an envelope).
     pub event_id: String,
-    /// The delivery number, to pass to [`ack`].
+    /// The delivery number, to pass to [`ack`]: unique to this claim (never handed out
+    /// again, even for the same batch), so it fences off every earlier holder.
     pub delivery: u64,
 }
 
@@ -164,7 +167,9 @@ pub async fn heartbeat<C: ConnectionLike + Send>(
     fcall(conn, "batch_heartbeat", &cmd).await
 }
 
-/// Add `completed` and `failed` items to batch `event_id` under `delivery`.
+/// Report batch `event_id`'s progress under `delivery`: `completed` and `failed` are the
+/// totals so far, not increments, so a retry after a lost reply changes nothing (and a
+/// total that goes down is refused with `BATCH_BEHIND`).
 pub async fn ack<C: ConnectionLike + Send>(
     conn: &mut C,
     keys: &LedgerKeys,

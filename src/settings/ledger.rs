@@ -6,7 +6,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use super::raw::RawSettings;
-use super::SettingsError;
+use super::{Queues, SettingsError};
 
 /// The batch ledger and the transformer's claim/ack protocol (see the README's "Delivery to
 /// the transformer").
@@ -44,6 +44,20 @@ pub(super) fn validate(raw: &RawSettings) -> Result<LedgerSettings, SettingsErro
         claim_timeout,
         recovery_interval,
     })
+}
+
+/// With the ledger on, recovery dead-letters batches onto the dead-letter list and requeues
+/// others onto the processing queue: one list for both would put a dead batch back in line.
+pub(super) fn check_queues(ledger: &LedgerSettings, queues: &Queues) -> Result<(), SettingsError> {
+    if ledger.enabled && queues.processing == queues.dead_letter {
+        return Err(SettingsError::invalid(
+            "dead_letter_queue",
+            &queues.dead_letter,
+            "a list other than REDIS_PROCESSING_QUEUE while REDIS_BATCH_LEDGER=true \
+             (a dead batch would land back in the processing queue)",
+        ));
+    }
+    Ok(())
 }
 
 /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`, any case).
@@ -88,6 +102,28 @@ mod tests {
             ("REDIS_BATCH_RECOVERY_INTERVAL", "soon"),
         ] {
             let e = err(&[(var, value)]);
+            assert!(e.contains(var), "{var}: {e}");
+        }
+    }
+
+    #[test]
+    fn one_list_for_processing_and_dead_letters_is_refused_with_the_ledger_on() {
+        let same = [
+            ("REDIS_PROCESSING_QUEUE", "q"),
+            ("REDIS_DEAD_LETTER_QUEUE", "q"),
+        ];
+        assert!(
+            load(&same.to_vec(), None).is_ok(),
+            "allowed without the ledger"
+        );
+        let mut on = same.to_vec();
+        on.push(("REDIS_BATCH_LEDGER", "true"));
+        let e = err(&on);
+        for var in [
+            "REDIS_DEAD_LETTER_QUEUE",
+            "REDIS_PROCESSING_QUEUE",
+            "REDIS_BATCH_LEDGER",
+        ] {
             assert!(e.contains(var), "{var}: {e}");
         }
     }

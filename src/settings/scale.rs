@@ -44,16 +44,15 @@ pub(super) fn validate(
 ) -> Result<ScaleSettings, SettingsError> {
     let max = shards::MAX_SHARDS;
     let shard_count: usize = raw.int("shards", 0, max)?;
-    let cluster = match raw.required("cluster")? {
+    // The booleans `REDIS_BATCH_LEDGER` takes, plus `auto`.
+    let value = raw.required("cluster")?;
+    let cluster = match value.trim().to_ascii_lowercase().as_str() {
         "auto" => ClusterMode::Auto,
-        "true" => ClusterMode::On,
-        "false" => ClusterMode::Off,
-        v => {
-            return Err(SettingsError::invalid(
-                "cluster",
-                v,
-                "\"auto\", \"true\" or \"false\"",
-            ))
+        "true" | "1" | "yes" | "on" => ClusterMode::On,
+        "false" | "0" | "no" | "off" => ClusterMode::Off,
+        _ => {
+            let expected = "auto, true or false";
+            return Err(SettingsError::invalid("cluster", value, expected));
         }
     };
     if shard_count > 0 {

@@ -25,6 +25,7 @@ pub(crate) fn validate(raw: &RawSettings) -> Result<Settings, SettingsError> {
     let schedule = schedule(raw)?;
     let flow = super::flow::validate(raw)?;
     let ledger = super::ledger::validate(raw)?;
+    super::ledger::check_queues(&ledger, &queues)?;
     let scale = super::scale::validate(raw, &queues, &replica.key_prefix, &ledger)?;
     let http_addr = http_addr(raw)?;
     let log_format = log_format(raw)?;

@@ -1,6 +1,7 @@
 //! The batch ledger with the daemon: every envelope has its entry and no entry exists without
-//! its envelope, even when the daemon is SIGKILLed during sends; acks from several clients add
-//! up exactly; over-reporting and stale deliveries are refused; entries expire; the daemon
+//! its envelope, even when the daemon is SIGKILLed during sends; acks from several clients
+//! carrying running totals end at the true totals; over-reporting and stale deliveries are
+//! refused; entries expire; the daemon
 //! loads the function library and loads it again when Redis loses it; the operator views.
 
 use std::collections::BTreeSet;
@@ -98,7 +99,7 @@ fn every_envelope_has_its_entry_and_no_entry_lacks_its_envelope_through_daemon_k
 }
 
 #[tokio::test]
-async fn acks_from_several_clients_add_up_and_refusals_change_nothing() {
+async fn concurrent_and_repeated_acks_end_at_the_true_totals_and_refusals_change_nothing() {
     let server = RedisServer::start();
     let names = Names::new();
     let mut conn = server.conn();
@@ -118,14 +119,22 @@ async fn acks_from_several_clients_add_up_and_refusals_change_nothing() {
         .unwrap()
         .unwrap();
     assert_eq!(claim.delivery, 1);
-    // Four clients, ten acks of one item each.
+    // Four clients each send the running totals 1..=40, as retries and reordered replies
+    // would: each ack lands, repeats (no change), or is behind (refused); none counts twice.
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let (client, keys, id) = (client.clone(), keys.clone(), claim.event_id.clone());
+        let delivery = claim.delivery;
         tasks.push(tokio::spawn(async move {
             let mut c = client.get_multiplexed_async_connection().await.unwrap();
-            for _ in 0..10 {
-                library::ack(&mut c, &keys, &id, 1, 1, 0).await.unwrap();
+            for so_far in 1..=40 {
+                match library::ack(&mut c, &keys, &id, delivery, so_far, 0).await {
+                    Ok(_) => {}
+                    Err(e) => assert!(
+                        matches!(e.refusal(), Some("BATCH_BEHIND" | "BATCH_STALE")),
+                        "{e}"
+                    ),
+                }
             }
         }));
     }
@@ -137,6 +146,12 @@ async fn acks_from_several_clients_add_up_and_refusals_change_nothing() {
         (h["completed"].as_str(), h["status"].as_str()),
         ("40", "completed")
     );
+    let items: u64 = redis::cmd("HGET")
+        .arg(keys.totals())
+        .arg("items_completed")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(items, 40);
     assert_eq!(llen(&mut conn, &keys.inflight("w1")), 0);
 
     // The second batch, from the command line: over-reporting and a stale delivery are
@@ -150,10 +165,20 @@ async fn acks_from_several_clients_add_up_and_refusals_change_nothing() {
         all.extend_from_slice(args);
         run_cli(&env, &all)
     };
-    let over = ack(&["--delivery", "1", "--completed", "30", "--failed", "11"]);
+    let current = second.delivery.to_string();
+    assert_ne!(second.delivery, claim.delivery);
+    let over = ack(&[
+        "--delivery",
+        &current,
+        "--completed",
+        "30",
+        "--failed",
+        "11",
+    ]);
     assert_eq!(over.code, Some(1));
     assert!(over.stderr.contains("BATCH_OVER"), "{}", over.stderr);
-    let stale = ack(&["--delivery", "2", "--completed", "1"]);
+    // The first batch's delivery number is not this batch's.
+    let stale = ack(&["--delivery", "1", "--completed", "1"]);
     assert_eq!(stale.code, Some(1));
     assert!(stale.stderr.contains("BATCH_STALE"), "{}", stale.stderr);
     let shown = run_cli(&env, &["batch", "show", &second.event_id, "--json"]);
@@ -163,7 +188,7 @@ async fn acks_from_several_clients_add_up_and_refusals_change_nothing() {
         (Some(0), Some(0))
     );
     assert_eq!(v["status"], "processing");
-    let done = ack(&["--delivery", "1", "--completed", "39", "--failed", "1"]);
+    let done = ack(&["--delivery", &current, "--completed", "39", "--failed", "1"]);
     assert_eq!(done.code, Some(0), "{}", done.stderr);
     assert!(
         done.stdout.contains("completed_with_failures"),
@@ -237,14 +262,14 @@ async fn status_and_batch_list_show_batches_in_flight_and_finished() {
         .await
         .unwrap()
         .unwrap();
-    library::ack(&mut c, &keys, &done.event_id, 1, 3, 1)
+    library::ack(&mut c, &keys, &done.event_id, done.delivery, 3, 1)
         .await
         .unwrap();
     let busy = library::claim(&mut c, &keys, &names.processing, "w-busy")
         .await
         .unwrap()
         .unwrap();
-    library::ack(&mut c, &keys, &busy.event_id, 1, 2, 0)
+    library::ack(&mut c, &keys, &busy.event_id, busy.delivery, 2, 0)
         .await
         .unwrap();
 

@@ -100,13 +100,15 @@ fn a_batch_that_kills_every_consumer_is_dead_lettered_and_can_be_replayed() {
         &names.processing
     ) == 1));
     let envelope = read_all(&mut conn, &names.processing).remove(0);
-    for delivery in 1..=3u64 {
-        let name = format!("victim-{delivery}");
+    let mut seen = Vec::new();
+    for n in 1..=3u64 {
+        let name = format!("victim-{n}");
         let mut victim = start_transformer(&server, &names, &name, "1", &["--work-seconds", "60"]);
         let (_, got) = victim.wait_claim(Duration::from_secs(15));
-        assert_eq!(got, delivery);
+        seen.push(got);
         victim.kill();
     }
+    assert_eq!(seen, vec![1, 2, 3], "one fresh delivery number per claim");
     assert!(
         wait_until(Duration::from_secs(10), || llen(
             &mut conn,
@@ -133,8 +135,8 @@ fn a_batch_that_kills_every_consumer_is_dead_lettered_and_can_be_replayed() {
     );
     assert!(daemon.wait_for_line("batches dead-lettered", Duration::from_secs(5)));
 
-    // Replay puts the envelope back on the processing queue, byte for byte, and the next
-    // claim starts counting deliveries afresh.
+    // Replay puts the envelope back on the processing queue, byte for byte; the next claim
+    // starts counting deliveries afresh but gets a delivery number never handed out before.
     let replay = run_cli(&env, &["dlq", "replay"]);
     assert_eq!(replay.code, Some(0), "{}", replay.stderr);
     assert_eq!(
@@ -143,7 +145,8 @@ fn a_batch_that_kills_every_consumer_is_dead_lettered_and_can_be_replayed() {
     );
     let worker = start_transformer(&server, &names, "healthy", "1", &["--max-batches", "1"]);
     let (claimed, delivery) = worker.wait_claim(Duration::from_secs(15));
-    assert_eq!((claimed.as_str(), delivery), (id.as_str(), 1));
+    assert_eq!((claimed.as_str(), delivery), (id.as_str(), 4));
+    assert_eq!(ledger_entry(&mut conn, &names, &id)["deliveries"], "1");
     assert!(wait_until(Duration::from_secs(10), || {
         ledger_entry(&mut conn, &names, &id)["status"] == "completed"
     }));

@@ -28,6 +28,7 @@ mod http_probes;
 mod json_profile;
 mod ledger;
 mod ledger_crash;
+mod ledger_fencing;
 mod monitoring;
 mod netfaults;
 mod operations;

@@ -10,7 +10,7 @@ job gives it to another worker.
     from batch_ledger import Worker
 
     r = redis.Redis(host="localhost", port=6379)
-    worker = Worker(r, processing_queue="processing_queue", name="transformer-1")
+    worker = Worker(r, processing_queue="processing_queue")   # a unique name by default
     while True:
         batch = worker.claim(timeout=5)          # waits without busy polling
         if batch is None:
@@ -18,24 +18,31 @@ job gives it to another worker.
         with worker.heartbeating():              # heartbeats while the block runs
             results = [transform(item) for item in batch.items]
         worker.ack(batch, completed=sum(results), failed=len(results) - sum(results))
+
+Acks may come item by item; the batch keeps the totals and each ack sends them, so an ack
+retried after a lost reply counts once.
 """
 
 from .client import (
     AckResult,
     Batch,
+    BehindReport,
     LedgerRefused,
     OverReported,
     StaleDelivery,
     UnknownBatch,
     Worker,
+    WrongKeyType,
 )
 
 __all__ = [
     "AckResult",
     "Batch",
+    "BehindReport",
     "LedgerRefused",
     "OverReported",
     "StaleDelivery",
     "UnknownBatch",
     "Worker",
+    "WrongKeyType",
 ]

@@ -7,7 +7,9 @@ import uuid
 
 import pytest
 
-from batch_ledger import OverReported, StaleDelivery, UnknownBatch, Worker
+import redis
+
+from batch_ledger import BehindReport, OverReported, StaleDelivery, UnknownBatch, Worker
 
 PREFIX = "batch:state:"
 QUEUE = "processing_queue"
@@ -80,8 +82,10 @@ def test_over_reporting_and_stale_deliveries_are_refused(server):
         w.ack(type(batch)(envelope=b"", event_id="nope", delivery=1), completed=1)
     # Nothing changed: the right delivery still completes.
     assert w.ack(batch, completed=2).status == "completed"
+    # The final report again (its reply lost) gets the same answer; any other is stale.
+    assert w.ack(batch).status == "completed"
     with pytest.raises(StaleDelivery):
-        w.ack(batch, completed=0)
+        w.ack(batch, failed=1)
 
 
 def test_a_dead_workers_batch_is_redelivered_and_its_late_ack_refused(server):
@@ -148,11 +152,85 @@ def test_a_lost_library_is_loaded_again(server, library):
 
 def test_a_claim_whose_reply_was_lost_is_handed_out_again(server):
     event_id = push_envelope(server, [1, 2])
-    first = Worker(server, name="w1")
-    batch = first.claim(timeout=1)
-    # The same worker restarted (or its claim's reply lost): it gets its claim back first,
-    # under the same delivery, before anything new.
+    w = Worker(server)
+    # The claim runs, its reply is lost (the call made as the client makes it).
+    delivery = server.execute_command(
+        "FCALL", "batch_claim", 1, QUEUE, PREFIX, w.name, w.instance)[2]
     push_envelope(server, [3])
-    again = Worker(server, name="w1").claim(timeout=1)
-    assert (again.event_id, again.delivery) == (event_id, batch.delivery)
+    again = w.claim(timeout=1)
+    assert (again.event_id, again.delivery) == (event_id, delivery)
     assert again.items == [1, 2]
+
+
+def test_a_restart_under_a_stable_name_resumes_only_when_asked(server):
+    event_id = push_envelope(server, [1, 2])
+    batch = Worker(server, name="w1").claim(timeout=1)
+    # A second process under the same name does not take it; one that asks to resume does.
+    assert Worker(server, name="w1").claim(timeout=0.2) is None
+    again = Worker(server, name="w1", resume=True).claim(timeout=1)
+    assert (again.event_id, again.delivery) == (event_id, batch.delivery)
+
+
+def test_workers_with_one_name_never_share_a_batch(server):
+    # review/same_name.py: two containers from one service, one hostname, both PID 1.
+    event_id = push_envelope(server, [1, 2, 3])
+    w1, w2 = Worker(server, name="web-1"), Worker(server, name="web-1")
+    b1 = w1.claim(timeout=1)
+    assert b1.event_id == event_id
+    assert w2.claim(timeout=0.3) is None
+    assert w1.ack(b1, completed=3).status == "completed"
+    # Default names are unique per Worker object, whatever the host and PID.
+    assert Worker(server).name != Worker(server).name
+
+
+class DropsFirstAckReply:
+    """A client whose first batch_ack runs on the server but whose reply is lost."""
+
+    def __init__(self, inner):
+        self.inner, self.dropped = inner, False
+
+    def execute_command(self, *args):
+        reply = self.inner.execute_command(*args)
+        if args[:2] == ("FCALL", "batch_ack") and not self.dropped:
+            self.dropped = True
+            raise redis.ConnectionError("reply lost")
+        return reply
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_an_ack_retried_after_a_lost_reply_counts_once(server):
+    event_id = push_envelope(server, [1, 2, 3])
+    w = Worker(DropsFirstAckReply(server), name="w1")
+    batch = w.claim(timeout=1)
+    assert w.ack(batch, completed=1).completed == 1   # sent twice, counted once
+    assert w.ack(batch, completed=2).status == "completed"
+    entry = server.hgetall(PREFIX + event_id)
+    assert (entry[b"completed"], entry[b"status"]) == (b"3", b"completed")
+    assert server.hget(PREFIX + "totals", "items_completed") == b"3"
+
+
+def test_acks_carry_totals_that_never_go_down(server):
+    event_id = push_envelope(server, [1, 2, 3])
+    batch = Worker(server, name="w1").claim(timeout=1)
+
+    def ack(done, failed=0):
+        return server.execute_command(
+            "FCALL", "batch_ack", 0, PREFIX, event_id, batch.delivery, done, failed)
+
+    assert ack(2)[0] == b"processing"
+    assert ack(2)[1:] == [2, 0, 3]            # the same report again: no change
+    with pytest.raises(redis.ResponseError, match="BATCH_BEHIND"):
+        ack(1)
+    assert ack(2, 1)[0] == b"completed_with_failures"
+    assert ack(2, 1)[0] == b"completed_with_failures"   # the final report again
+    with pytest.raises(redis.ResponseError, match="BATCH_STALE"):
+        ack(3)
+    assert server.hget(PREFIX + "totals", "items_completed") == b"2"
+    w = Worker(server, name="w2")
+    push_envelope(server, [1, 2])
+    other = w.claim(timeout=1)
+    w.ack(other, completed=1)
+    with pytest.raises(BehindReport):
+        w._fcall("batch_ack", 0, PREFIX, other.event_id, other.delivery, 0, 0)

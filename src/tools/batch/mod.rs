@@ -154,9 +154,9 @@ pub struct AckArgs<'a> {
     pub id: &'a str,
     /// The delivery number the claim returned.
     pub delivery: u64,
-    /// Items completed.
+    /// Items completed so far under this delivery.
     pub completed: u64,
-    /// Items failed.
+    /// Items failed so far under this delivery.
     pub failed: u64,
 }
 

@@ -26,6 +26,9 @@ pub(super) fn entry_detail(e: &Entry) -> String {
         e.percent()
     );
     let _ = writeln!(out, "deliveries   {}", e.deliveries);
+    if let Some(delivery) = e.delivery {
+        let _ = writeln!(out, "delivery     {delivery}");
+    }
     let _ = writeln!(out, "source       {}", e.source);
     let _ = writeln!(out, "created_at   {}", time(e.created_at));
     if let Some(worker) = &e.worker {
