@@ -13,7 +13,7 @@ use redis::{ConnectionAddr, RedisError, Value};
 use crate::redis::connection::Connector;
 use crate::settings::{ClusterMode, RedisSettings};
 
-/// Longest the start-up detection (`INFO cluster`) may take.
+/// Longest the start-up detection (`CLUSTER INFO`) may take.
 const DETECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Finds the primary that owns a slot. Cheap to clone; clones share the nodes learned.
@@ -88,30 +88,36 @@ impl Router {
     }
 }
 
-/// Whether Redis is a cluster: as configured, or for `auto`, what `INFO cluster` on the
-/// configured node says (within a second; no answer counts as a single server).
+/// Whether Redis is a cluster: as configured, or for `auto`, what `CLUSTER INFO` on the
+/// configured node says within a second. A server without cluster support answers it with an
+/// `ERR` reply; no answer, or a refusal (an ACL user without `+cluster|info`), counts as a
+/// single server and is logged with a hint.
 pub async fn detect(settings: &RedisSettings, mode: ClusterMode) -> bool {
     match mode {
         ClusterMode::On => true,
         ClusterMode::Off => false,
         ClusterMode::Auto => {
             let ask = async {
-                let connector = Connector::new(settings).ok()?;
-                let mut conn = connector.command_connection().await.ok()?;
-                let info: String = redis::cmd("INFO")
-                    .arg("cluster")
-                    .query_async(&mut conn)
+                let connector = Connector::new(settings).map_err(|e| e.0.source)?;
+                let mut conn = connector.command_connection().await?;
+                redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async::<String>(&mut conn)
                     .await
-                    .ok()?;
-                Some(info.lines().any(|l| l.trim() == "cluster_enabled:1"))
             };
             match tokio::time::timeout(DETECT_TIMEOUT, ask).await {
-                Ok(Some(enabled)) => enabled,
-                _ => {
+                Ok(Ok(_)) => true,
+                Ok(Err(e)) if e.code() == Some("ERR") => false,
+                outcome => {
+                    let error = match outcome {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "no answer within a second".to_owned(),
+                    };
                     tracing::info!(
                         message = "cluster detection failed",
+                        error,
                         effect = "assuming a single server",
-                        hint = "set REDIS_CLUSTER=true or false to skip detection"
+                        hint = "set REDIS_CLUSTER=true or false, or allow +cluster|info"
                     );
                     false
                 }

@@ -8,7 +8,7 @@ use crate::scale::{shards, tags};
 /// Whether Redis is a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClusterMode {
-    /// Ask the server at start-up (`INFO cluster`).
+    /// Ask the server at start-up (`CLUSTER INFO`).
     Auto,
     /// A cluster: route each pipeline to the node owning its slot.
     On,
