@@ -4,7 +4,8 @@
 -- REDIS_BATCH_LEDGER is on) and by `batch-processor ledger install`; called with FCALL.
 --
 -- Every function takes the ledger prefix P (REDIS_BATCH_STATE_PREFIX, default
--- "batch:state:") as ARGV[1] and derives the protocol's keys from it:
+-- "batch:state:") as ARGV[1] and derives the protocol's keys from it (batch_ack also
+-- declares its batch's two keys in KEYS, checked against the derived names):
 --   P<event_id>        hash: one batch (status, total, completed, failed, deliveries,
 --                      created_at, source, ttl; delivery once claimed; worker, instance and
 --                      claimed_at while claimed; finished_at once finished). Times are ms
