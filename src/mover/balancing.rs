@@ -45,9 +45,19 @@ impl Mover {
         claimed
     }
 
+    /// The share is full: stand by (healthy, like standing by for another holder) before
+    /// asking again.
+    pub(super) async fn wait_for_share(&mut self, shutdown: &CancellationToken) -> Outcome {
+        self.ctx.metrics.lease_held.set(0);
+        match sleep(shutdown, self.share_wait()).await {
+            Outcome::Stop => Outcome::Stop,
+            _ => Outcome::Progress,
+        }
+    }
+
     /// How long to wait before asking for a place again: a standby interval, or 50 ms while
     /// the first fleet beat is still to come (it comes within milliseconds of the start).
-    pub(super) fn share_wait(&self) -> Duration {
+    fn share_wait(&self) -> Duration {
         match &self.balance {
             Some(balance) if balance.replicas() == 0 => FIRST_BEAT_POLL,
             _ => self.lease.standby_interval(),

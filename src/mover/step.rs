@@ -71,11 +71,7 @@ impl Mover {
         shutdown: &CancellationToken,
     ) -> Result<Outcome, MoverError> {
         if !self.may_try_lease() {
-            self.ctx.metrics.lease_held.set(0);
-            return Ok(match sleep(shutdown, self.share_wait()).await {
-                Outcome::Stop => Outcome::Stop,
-                _ => Outcome::Progress,
-            });
+            return Ok(self.wait_for_share(shutdown).await);
         }
         let Some(acquired) = until(shutdown, self.lease.acquire(conn)).await else {
             return Ok(Outcome::Stop);
