@@ -11,7 +11,6 @@
 //! The lease value moves one step with each commit (see [`crate::mover::lease`]), so when several
 //! requests are in flight, a commit whose predecessor failed is refused too.
 
-use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
 
 use crate::mover::plan::{Envelope, Peeked, Plan, Runs};
@@ -95,6 +94,8 @@ pub struct Request {
     /// For a read without a commit: the lease key and the value it must find there (see
     /// [`Request::new`]).
     lease_check: Option<(String, String)>,
+    /// Replies before the reads'.
+    small_replies: usize,
 }
 
 /// What to commit: the plan and the lease values it moves between.
@@ -122,11 +123,16 @@ impl Request {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         let committing = !plan.is_empty();
+        let mut small_replies = 0;
         if committing {
             pipe.cmd("MULTI");
             push_commands(&mut pipe, queues, &commit);
             commit_script(&mut pipe, keys, queues, &commit);
             pipe.cmd("EXEC");
+            // MULTI, each queued LPUSH, the EVAL, EXEC.
+            small_replies = 3
+                + usize::from(!plan.envelopes.is_empty())
+                + usize::from(!plan.dead_letters.is_empty());
         }
         // A read without a commit carries no lease check of its own, yet its position assumes
         // every commit sent before it has run: a GET of the lease, compared with the value
@@ -135,6 +141,7 @@ impl Request {
             pipe.cmd("GET").arg(keys.lease());
             (keys.lease(), commit.lease_before.to_owned())
         });
+        small_replies += usize::from(lease_check.is_some());
         for r in reads {
             pipe.cmd("LRANGE")
                 .arg(source_name(queues, r.source))
@@ -148,27 +155,28 @@ impl Request {
             committing,
             reads: reads.iter().map(|r| r.source).collect(),
             lease_check,
+            small_replies,
         }
     }
 
-    /// Send the request and check the replies. Returns the items of each read, oldest first.
-    ///
-    /// The request is handed to the connection on the first poll, so requests created and
-    /// polled one after another reach Redis in that order.
-    pub async fn send(
-        self,
-        mut conn: MultiplexedConnection,
-        queues: &Queues,
-    ) -> Result<Vec<Vec<Vec<u8>>>, CommitError> {
-        let mut replies: Vec<Value> =
-            self.pipe
-                .query_async(&mut conn)
-                .await
-                .map_err(|source| CommitError::Redis {
-                    source_queue: queues.sources_label(),
-                    source,
-                })?;
-        let read_replies = replies.split_off(replies.len().saturating_sub(self.reads.len()));
+    /// The request as bytes for the wire.
+    pub fn packed(&self) -> Vec<u8> {
+        self.pipe.get_packed_pipeline()
+    }
+
+    /// Replies before the reads' (`MULTI`, each queued command, `EXEC`, or the lease `GET`).
+    pub fn small_replies(&self) -> usize {
+        self.small_replies
+    }
+
+    /// The source of each read, in order.
+    pub fn read_sources(&self) -> &[usize] {
+        &self.reads
+    }
+
+    /// Check the replies before the reads': the lease check of a plain read, or the commit's
+    /// verdict.
+    pub fn check(&self, mut replies: Vec<Value>, queues: &Queues) -> Result<(), CommitError> {
         if let Some((lease_key, expected)) = &self.lease_check {
             match replies.pop() {
                 Some(Value::BulkString(found)) if found == expected.as_bytes() => {}
@@ -186,33 +194,7 @@ impl Request {
                 .ok_or_else(|| CommitError::Protocol("missing EXEC reply".into()))?;
             check_exec(exec, self.envelopes, self.dead_letters, queues)?;
         }
-        if read_replies.len() != self.reads.len() {
-            return Err(CommitError::Protocol("missing LRANGE reply".into()));
-        }
-        read_replies
-            .into_iter()
-            .zip(&self.reads)
-            .map(|(reply, &source)| read_items(reply, source_name(queues, source)))
-            .collect()
-    }
-}
-
-/// The items of one LRANGE reply, oldest first.
-fn read_items(reply: Value, source: &str) -> Result<Vec<Vec<u8>>, CommitError> {
-    match reply {
-        Value::Array(items) => {
-            let mut out = Vec::with_capacity(items.len());
-            // LRANGE lists head to tail; the tail is the oldest.
-            for item in items.into_iter().rev() {
-                match item {
-                    Value::BulkString(b) => out.push(b),
-                    other => return Err(CommitError::Protocol(format!("LRANGE item {other:?}"))),
-                }
-            }
-            Ok(out)
-        }
-        Value::ServerError(e) => Err(refused("LRANGE", source.to_owned(), &e)),
-        other => Err(CommitError::Protocol(format!("LRANGE reply {other:?}"))),
+        Ok(())
     }
 }
 
@@ -270,7 +252,7 @@ fn commit_script(pipe: &mut redis::Pipeline, keys: &Keys, queues: &Queues, commi
         .arg(commit.now_ms)
         .arg(commit.max_processing.unwrap_or(0))
         .arg(sources);
-    let fingerprint = |p: Option<&Peeked>| p.map_or_else(String::new, |p| fingerprint(p.bytes()));
+    let fingerprint = |p: Option<&Peeked>| p.map_or_else(String::new, Peeked::fingerprint);
     for k in 0..sources {
         let trim = plan.trims.get(k).copied().unwrap_or(0);
         let run = commit.pending.run(k);
@@ -373,14 +355,22 @@ pub fn token_prefix(lease_value: &str) -> &str {
 /// `<length>:<sha1 hex>` of the item, or of its first and last 1024 bytes when it is longer
 /// than 2048 bytes (see `commit.lua`).
 pub fn fingerprint(item: &[u8]) -> String {
-    let mut sha = sha1_smol::Sha1::new();
     if item.len() > 2048 {
-        sha.update(&item[..1024]);
-        sha.update(&item[item.len() - 1024..]);
+        fingerprint_of_ends(item.len(), &item[..1024], &item[item.len() - 1024..])
     } else {
+        let mut sha = sha1_smol::Sha1::new();
         sha.update(item);
+        format!("{}:{}", item.len(), sha.digest())
     }
-    format!("{}:{}", item.len(), sha.digest())
+}
+
+/// [`fingerprint`] of an item longer than 2048 bytes, from its length and its first and last
+/// 1024 bytes (all that is kept of a message skipped as it streamed past).
+pub fn fingerprint_of_ends(len: usize, head: &[u8], tail: &[u8]) -> String {
+    let mut sha = sha1_smol::Sha1::new();
+    sha.update(head);
+    sha.update(tail);
+    format!("{len}:{}", sha.digest())
 }
 
 /// An LRANGE index counted from the tail. A list cannot hold more than `i64::MAX` items.
@@ -389,7 +379,7 @@ fn tail_index(n: usize) -> i64 {
 }
 
 /// A command of the request was refused with the server error `e`.
-fn refused(command: &'static str, key: String, e: &redis::ServerError) -> CommitError {
+pub(super) fn refused(command: &'static str, key: String, e: &redis::ServerError) -> CommitError {
     let detail = match (e.code(), e.details()) {
         (code, Some(d)) => format!("{code} {d}"),
         (code, None) => code.to_string(),

@@ -12,7 +12,8 @@
 //! source's tail is held and which part requests in flight cover; which sources the next plan
 //! may take from), [`plan`] (which messages the next commit takes),
 //! [`commit`] (the one atomic transaction, plus the next read), [`pipeline`] (requests in
-//! flight), `idle` (waiting when there is nothing to do), [`backoff`], [`allowance`]
+//! flight, on the mover's own request connection), [`inflight`] (the bound on message bytes
+//! held), `idle` (waiting when there is nothing to do), [`backoff`], [`allowance`]
 //! (scheduled mode's batches per tick) and [`rate`] (the output rate limit). The [`keeper`] task renews the lease beside the
 //! loop, on a connection of its own.
 
@@ -21,6 +22,7 @@ pub mod back_pressure;
 pub mod backoff;
 pub mod commit;
 mod idle;
+pub mod inflight;
 pub mod keeper;
 pub mod lease;
 pub mod pipeline;
@@ -43,6 +45,7 @@ use self::back_pressure::BackPressure;
 use self::backoff::Backoff;
 use self::commit::CommitError;
 use self::idle::Idle;
+use self::inflight::Inflight;
 use self::keeper::KeeperConfig;
 use self::lease::Lease;
 use self::pipeline::Pipeline;
@@ -52,6 +55,7 @@ use self::tails::Tails;
 use self::value_limit::ValueLimit;
 use crate::daemon::context::Context;
 use crate::redis::connection;
+use crate::redis::raw::RawConnection;
 use crate::redis::{ErrorKind, RedisFailure};
 use crate::telemetry::events::{self, EnvelopeLog};
 
@@ -112,6 +116,8 @@ pub struct Mover {
     rate: Option<TokenBucket>,
     /// `REDIS_MAX_PROCESSING_QUEUE_LENGTH`, when set.
     back_pressure: Option<BackPressure>,
+    /// `REDIS_MAX_INFLIGHT_BYTES`.
+    inflight: Inflight,
 }
 
 impl Mover {
@@ -139,6 +145,10 @@ impl Mover {
             .max_processing_len
             .map(|limit| BackPressure::new(limit.get()));
         let sources = settings.queues.sources.len();
+        let inflight = Inflight::new(
+            settings.batch.max_inflight_bytes,
+            inflight::largest_held(settings.batch.message.max_bytes),
+        );
         let rate = settings
             .flow
             .rate
@@ -156,6 +166,7 @@ impl Mover {
             value_limit,
             rate,
             back_pressure,
+            inflight,
         }
     }
 
@@ -189,6 +200,10 @@ impl Mover {
             return Ok(());
         };
         let mut conn = conn.map_err(|source| self.connect_error(source))?;
+        let Some(raw) = until(shutdown, self.request_connection()).await else {
+            return Ok(());
+        };
+        let mut raw = raw.map_err(|source| self.connect_error(source))?;
         let prepared = until(shutdown, async {
             self.value_limit.read(&mut conn).await;
             self.lease.prepare(&mut conn).await;
@@ -197,7 +212,7 @@ impl Mover {
             return Ok(());
         }
         loop {
-            match self.turn(&mut conn, shutdown).await? {
+            match self.turn(&mut conn, &mut raw, shutdown).await? {
                 Outcome::Stop => {
                     self.release(&mut conn).await;
                     return Ok(());
@@ -209,6 +224,13 @@ impl Mover {
                 Outcome::Continue => {}
             }
         }
+    }
+
+    /// The connection requests go on (see [`crate::redis::raw`]).
+    async fn request_connection(&self) -> Result<RawConnection, RedisError> {
+        let target = self.ctx.connector.stream_target().await?;
+        let timeout = self.ctx.settings.redis.command_timeout;
+        Ok(RawConnection::connect(&target, timeout).await?)
     }
 
     /// Drop every copy and every request in flight, and forget the lease: the next

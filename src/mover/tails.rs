@@ -78,15 +78,27 @@ impl Tails {
         }
     }
 
-    /// A read of source `source` came back with `items`; returns how many were kept.
-    pub fn read_returned<I>(&mut self, source: usize, read: TailRead, items: I) -> usize
+    /// A read of source `source` came back with `items` (`cut_short` by its byte grant);
+    /// returns how many were kept.
+    pub fn read_returned<I>(
+        &mut self,
+        source: usize,
+        read: TailRead,
+        items: I,
+        cut_short: bool,
+    ) -> usize
     where
         I: IntoIterator<Item = Peeked>,
         I::IntoIter: ExactSizeIterator,
     {
         self.windows
             .get_mut(source)
-            .map_or(0, |w| w.read_returned(read, items))
+            .map_or(0, |w| w.read_returned(read, items, cut_short))
+    }
+
+    /// Memory the copies of every source's tail take.
+    pub fn held_bytes(&self) -> usize {
+        self.windows.iter().map(TailWindow::held_bytes).sum()
     }
 
     /// Whether no window holds a copy.
@@ -135,7 +147,7 @@ mod tests {
         assert_eq!(reads.len(), got.len(), "every source is read at first");
         t.reserve(&[], &reads);
         for (k, read) in reads {
-            t.read_returned(k, read, peeked(got[k]));
+            t.read_returned(k, read, peeked(got[k]), false);
         }
     }
 
@@ -176,8 +188,8 @@ mod tests {
         assert_eq!((reads[1].1.skip, reads[1].1.count), (0, 4));
         t.reserve(&[0, 3], &reads);
         t.committed(&[0, 3]);
-        assert_eq!(t.read_returned(0, reads[0].1, peeked(1)), 1);
-        assert_eq!(t.read_returned(1, reads[1].1, peeked(0)), 0);
+        assert_eq!(t.read_returned(0, reads[0].1, peeked(1), false), 1);
+        assert_eq!(t.read_returned(1, reads[1].1, peeked(0), false), 0);
         // The message that landed on the first source now leads the next plan.
         let runs = t.runs();
         assert_eq!(runs.get(0).map(Peeked::bytes), Some(&b"0"[..]));

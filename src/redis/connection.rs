@@ -94,6 +94,33 @@ impl Connector {
     }
 }
 
+/// Where a connection of the crate's own ([`crate::redis::raw`]) goes and how: the address,
+/// the TLS trust, the credentials and the database. Resolved here, in one place, so whatever
+/// decides the address for redis-rs's connections decides it for these too.
+#[derive(Debug, Clone)]
+pub struct StreamTarget {
+    /// Host and port (TLS or not), or a Unix socket.
+    pub addr: redis::ConnectionAddr,
+    /// User, password and database.
+    pub redis: redis::RedisConnectionInfo,
+    /// The CA certificate (PEM) a TLS server must chain to, when configured.
+    pub tls_root_cert: Option<Vec<u8>>,
+    /// Bound on opening the stream.
+    pub connect_timeout: Duration,
+}
+
+impl Connector {
+    /// Where and how to open a connection of the crate's own, as of now.
+    pub async fn stream_target(&self) -> Result<StreamTarget, RedisError> {
+        Ok(StreamTarget {
+            addr: self.settings.connection.addr().clone(),
+            redis: self.settings.connection.redis_settings().clone(),
+            tls_root_cert: self.settings.tls_root_cert.clone(),
+            connect_timeout: self.settings.connect_timeout,
+        })
+    }
+}
+
 /// Why a command-line tool could not open its connection.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {

@@ -4,11 +4,13 @@
 //! tail was changed by a foreign writer after the read, and undoes its pushes when one of
 //! them failed.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use batch_processor::mover::commit::{Commit, CommitError, Read, Request};
 use batch_processor::mover::plan::{self, Limits, Peeked, Runs};
+use batch_processor::redis::connection::StreamTarget;
 use batch_processor::redis::keys::Keys;
+use batch_processor::redis::raw::{Item, RawConnection};
 use batch_processor::settings::Queues;
 
 use batch_processor::message::Profile;
@@ -55,10 +57,16 @@ impl Fixture {
         &self.queues.sources[0]
     }
 
-    async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.server.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
+    /// The mover's kind of request connection.
+    async fn conn(&self) -> RawConnection {
+        let info = redis::IntoConnectionInfo::into_connection_info(self.server.url()).unwrap();
+        let target = StreamTarget {
+            addr: info.addr().clone(),
+            redis: info.redis_settings().clone(),
+            tls_root_cert: None,
+            connect_timeout: Duration::from_secs(5),
+        };
+        RawConnection::connect(&target, Duration::from_secs(5))
             .await
             .unwrap()
     }
@@ -130,7 +138,7 @@ impl Fixture {
             },
             &[],
         );
-        let reads = request.send(self.conn().await, &self.queues).await?;
+        let reads = request.send(&mut self.conn().await, &self.queues).await?;
         assert!(reads.is_empty(), "a commit without reads read {reads:?}");
         Ok(())
     }
@@ -319,14 +327,26 @@ async fn a_plain_read_checks_the_lease_value_its_predecessors_leave() {
         )
     };
     // The value the commits before it leave: the read goes through, oldest first.
-    let items = read("me/t.3")
-        .send(f.conn().await, &f.queues)
+    let reads = read("me/t.3")
+        .send(&mut f.conn().await, &f.queues)
         .await
         .unwrap();
+    let items: Vec<Vec<Vec<u8>>> = reads
+        .into_iter()
+        .map(|r| {
+            r.items
+                .into_iter()
+                .map(|item| match item {
+                    Item::Whole(b) => b.to_vec(),
+                    Item::Skipped(s) => panic!("skipped {}", s.len),
+                })
+                .collect()
+        })
+        .collect();
     assert_eq!(items, vec![vec![b"bad".to_vec(), event(1, 80)]]);
     // A commit it was meant to follow has not run (or ran after it): refused.
     let err = read("me/t.4")
-        .send(f.conn().await, &f.queues)
+        .send(&mut f.conn().await, &f.queues)
         .await
         .unwrap_err();
     assert!(matches!(err, CommitError::Fenced { .. }), "{err:?}");

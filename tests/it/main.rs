@@ -11,6 +11,7 @@
 
 mod harness;
 
+mod bounded_bytes;
 mod chaos;
 mod commit_fencing;
 mod core;
