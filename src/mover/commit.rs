@@ -13,7 +13,8 @@
 
 use redis::{RedisError, Value};
 
-use crate::mover::plan::{Envelope, Peeked, Plan, Runs};
+use super::packing;
+use crate::mover::plan::{Peeked, Plan, Runs};
 use crate::redis::keys::Keys;
 use crate::redis::ErrorKind;
 use crate::settings::Queues;
@@ -85,7 +86,8 @@ pub struct Read {
 /// One round trip, packed and ready: an optional commit, then an optional read.
 #[derive(Debug)]
 pub struct Request {
-    pipe: redis::Pipeline,
+    /// The commands, packed for the wire.
+    packed: Vec<u8>,
     envelopes: usize,
     dead_letters: usize,
     committing: bool,
@@ -120,13 +122,23 @@ impl Request {
     /// Pack `commit` (skipped when its plan is empty) followed by `reads`.
     pub fn new(keys: &Keys, queues: &Queues, commit: Commit<'_>, reads: &[Read]) -> Self {
         let plan = commit.plan;
+        let mut packed = Vec::new();
         let mut pipe = redis::pipe();
-        pipe.ignore_errors();
         let committing = !plan.is_empty();
         let mut small_replies = 0;
         if committing {
-            pipe.cmd("MULTI");
-            push_commands(&mut pipe, queues, &commit);
+            packed.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
+            if !plan.envelopes.is_empty() {
+                let (processing, envelopes) = (&queues.processing, &plan.envelopes);
+                packing::lpush_envelopes(
+                    &mut packed,
+                    processing,
+                    envelopes,
+                    commit.pending,
+                    &plan.timestamp,
+                );
+            }
+            push_dead_letters(&mut pipe, queues, plan);
             commit_script(&mut pipe, keys, queues, &commit);
             pipe.cmd("EXEC");
             // MULTI, each queued LPUSH, the EVAL, EXEC.
@@ -148,8 +160,9 @@ impl Request {
                 .arg(-tail_index(r.skip + r.count))
                 .arg(-tail_index(r.skip) - 1);
         }
+        packed.extend_from_slice(&pipe.get_packed_pipeline());
         Request {
-            pipe,
+            packed,
             envelopes: plan.envelopes.len(),
             dead_letters: plan.dead_letters.len(),
             committing,
@@ -160,8 +173,8 @@ impl Request {
     }
 
     /// The request as bytes for the wire.
-    pub fn packed(&self) -> Vec<u8> {
-        self.pipe.get_packed_pipeline()
+    pub fn packed(&self) -> &[u8] {
+        &self.packed
     }
 
     /// Replies before the reads' (`MULTI`, each queued command, `EXEC`, or the lease `GET`).
@@ -203,19 +216,8 @@ fn source_name(queues: &Queues, k: usize) -> &str {
     queues.sources.get(k).map_or("", String::as_str)
 }
 
-/// The LPUSHes of the envelopes (written straight into the command) and the dead letters.
-fn push_commands(pipe: &mut redis::Pipeline, queues: &Queues, commit: &Commit<'_>) {
-    let plan = commit.plan;
-    if !plan.envelopes.is_empty() {
-        let lpush = pipe.cmd("LPUSH").arg(&queues.processing);
-        for e in &plan.envelopes {
-            lpush.arg(EnvelopeArg {
-                envelope: e,
-                pending: commit.pending,
-                timestamp: &plan.timestamp,
-            });
-        }
-    }
+/// The LPUSH of the dead letters (the envelopes' is packed by hand: see [`packing`]).
+fn push_dead_letters(pipe: &mut redis::Pipeline, queues: &Queues, plan: &Plan) {
     if !plan.dead_letters.is_empty() {
         let lpush = pipe.cmd("LPUSH").arg(&queues.dead_letter);
         for d in &plan.dead_letters {
@@ -324,22 +326,6 @@ fn check_exec(
             kind: ErrorKind::Server,
             detail: reason.to_string(),
         })),
-    }
-}
-
-/// An envelope written straight into the command's buffer.
-struct EnvelopeArg<'a> {
-    envelope: &'a Envelope,
-    pending: &'a Runs<'a>,
-    timestamp: &'a str,
-}
-
-impl redis::ToRedisArgs for EnvelopeArg<'_> {
-    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
-        out.reserve_space_for_args([self.envelope.len_hint(self.pending)]);
-        let mut arg = out.writer_for_next_arg();
-        // The writer appends to a Vec and cannot fail.
-        let _ = self.envelope.write(self.pending, self.timestamp, &mut arg);
     }
 }
 

@@ -25,6 +25,7 @@ mod idle;
 pub mod inflight;
 pub mod keeper;
 pub mod lease;
+mod packing;
 pub mod pipeline;
 pub mod plan;
 pub mod rate;

@@ -96,7 +96,7 @@ impl Pipeline {
         queues: &Queues,
     ) {
         let failed = conn
-            .send(&request.packed())
+            .send(request.packed())
             .await
             .err()
             .map(|e| redis_error(queues, e.into()));
