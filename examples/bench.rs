@@ -14,7 +14,7 @@
 //!    millisecond. Throughput is the messages moved between the first poll that sees the
 //!    source shrink and the first poll that sees it empty, divided by that time. Every
 //!    message is then checked to be in an envelope (sum of `payload.size`).
-//!    CPU per message: the daemon's from `/proc/PID/stat`, Redis's from `INFO cpu`, and the
+//!    CPU per message: the daemon's from `/proc/PID/task/*/schedstat`, Redis's from `INFO cpu`, and the
 //!    reference: Redis's CPU per message for the ceiling's own commands (`INFO cpu` around
 //!    each redis-benchmark run). Dividing by the reference cancels the machine's speed out.
 //! 3. **Peak memory**: the daemon's `VmHWM` right after the drain.
@@ -804,8 +804,8 @@ struct Drained {
     /// the wall time from the daemon's start to the end of the drain.
     redis_cpu: f64,
     daemon_cpu: f64,
-    /// CPU microseconds per message moved: the daemon's (from `/proc/PID/stat`, its whole
-    /// life, start-up included) and Redis's (from `INFO cpu`, from the daemon's start to the
+    /// CPU microseconds per message moved: the daemon's (from `/proc/PID/task/*/schedstat`,
+    /// its whole life, start-up included) and Redis's (from `INFO cpu`, from the daemon's start to the
     /// end of the drain; the bench's own `LLEN` polls are in it, about 1% at B=100).
     daemon_us_per_msg: f64,
     redis_us_per_msg: f64,
@@ -852,7 +852,8 @@ fn drain(
     let rss_mb = daemon.peak_rss_mb()?;
     let wall = began.elapsed().as_secs_f64();
     let redis_cpu = (cpu_seconds(server.child.id())? - redis_cpu_before) / wall;
-    let daemon_cpu_seconds = cpu_seconds(daemon.child.id())?;
+    let daemon_cpu_seconds =
+        run_seconds(daemon.child.id()).or_else(|_| cpu_seconds(daemon.child.id()))?;
     let daemon_cpu = daemon_cpu_seconds / wall;
     let redis_info_seconds = redis_cpu_info(conn)? - redis_info_before;
     let (start, moved_before) = first.ok_or("the source was never seen shrinking")?;
@@ -897,6 +898,23 @@ fn redis_cpu_info(conn: &mut redis::Connection) -> Result<f64> {
         (Some(sys), Some(user)) => Ok(sys + user),
         _ => Err(format!("no used_cpu_sys/used_cpu_user in INFO cpu: {info:?}").into()),
     }
+}
+
+/// CPU seconds used so far by the threads of process `pid`, in nanoseconds from
+/// `/proc/PID/task/*/schedstat` (`/proc/PID/stat` counts in clock ticks of 10 ms: too coarse
+/// for a drain of a few tenths of a second). Threads that already ended are not counted; the
+/// daemon's runtime threads live as long as it does.
+fn run_seconds(pid: u32) -> Result<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(task?.path().join("schedstat"))?;
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse::<u64>().ok())
+            .ok_or("odd schedstat")?;
+    }
+    Ok(ns as f64 / 1e9)
 }
 
 /// User plus system CPU seconds used so far by process `pid` (all its threads).
