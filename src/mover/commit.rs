@@ -122,22 +122,12 @@ impl Request {
     /// Pack `commit` (skipped when its plan is empty) followed by `reads`.
     pub fn new(keys: &Keys, queues: &Queues, commit: Commit<'_>, reads: &[Read]) -> Self {
         let plan = commit.plan;
-        let mut packed = Vec::new();
+        // Everything after the envelopes is packed first, so the request's buffer is
+        // allocated once, at its final size, and the envelopes are written straight into it.
         let mut pipe = redis::pipe();
         let committing = !plan.is_empty();
         let mut small_replies = 0;
         if committing {
-            packed.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
-            if !plan.envelopes.is_empty() {
-                let (processing, envelopes) = (&queues.processing, &plan.envelopes);
-                packing::lpush_envelopes(
-                    &mut packed,
-                    processing,
-                    envelopes,
-                    commit.pending,
-                    &plan.timestamp,
-                );
-            }
             push_dead_letters(&mut pipe, queues, plan);
             commit_script(&mut pipe, keys, queues, &commit);
             pipe.cmd("EXEC");
@@ -160,7 +150,18 @@ impl Request {
                 .arg(-tail_index(r.skip + r.count))
                 .arg(-tail_index(r.skip) - 1);
         }
-        packed.extend_from_slice(&pipe.get_packed_pipeline());
+        let rest = pipe.get_packed_pipeline();
+        let mut packed = Vec::new();
+        if committing {
+            packed.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
+            if !plan.envelopes.is_empty() {
+                let (processing, envelopes) = (&queues.processing, &plan.envelopes);
+                let envelopes = packing::Envelopes::new(envelopes, commit.pending, &plan.timestamp);
+                packed.reserve(envelopes.lpush_len(processing) + rest.len());
+                envelopes.lpush(&mut packed, processing);
+            }
+        }
+        packed.extend_from_slice(&rest);
         Request {
             packed,
             envelopes: plan.envelopes.len(),

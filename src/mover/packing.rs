@@ -43,33 +43,56 @@ fn bulk_header(out: &mut Vec<u8>, len: usize) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Append `LPUSH key envelope...` to `out`, each envelope written once.
-pub(super) fn lpush_envelopes(
-    out: &mut Vec<u8>,
-    key: &str,
-    envelopes: &[Envelope],
-    pending: &Runs<'_>,
-    timestamp: &str,
-) {
-    let lens: Vec<usize> = envelopes
-        .iter()
-        .map(|e| envelope_len(e, pending, timestamp))
-        .collect();
-    out.reserve(64 + key.len() + lens.iter().map(|l| l + 24).sum::<usize>());
-    out.push(b'*');
-    out.extend_from_slice((2 + envelopes.len()).to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
-    bulk(out, b"LPUSH");
-    bulk(out, key.as_bytes());
-    for (envelope, &len) in envelopes.iter().zip(&lens) {
-        bulk_header(out, len);
-        let start = out.len();
-        // Writing to a Vec cannot fail.
-        let _ = envelope.write(pending, timestamp, out);
-        // The same writer over the same inputs: the count is exact, or the RESP would be
-        // corrupt (a test checks the packing against redis-rs's).
-        debug_assert_eq!(out.len() - start, len);
+/// A commit's envelopes, measured for packing.
+pub(super) struct Envelopes<'a> {
+    envelopes: &'a [Envelope],
+    pending: &'a Runs<'a>,
+    timestamp: &'a str,
+    /// The exact length of each, as written.
+    lens: Vec<usize>,
+}
+
+impl<'a> Envelopes<'a> {
+    /// Measure `envelopes`, planned over `pending`.
+    pub(super) fn new(
+        envelopes: &'a [Envelope],
+        pending: &'a Runs<'a>,
+        timestamp: &'a str,
+    ) -> Self {
+        let lens = envelopes
+            .iter()
+            .map(|e| envelope_len(e, pending, timestamp))
+            .collect();
+        Envelopes {
+            envelopes,
+            pending,
+            timestamp,
+            lens,
+        }
+    }
+
+    /// Bytes [`Envelopes::lpush`] appends, at most.
+    pub(super) fn lpush_len(&self, key: &str) -> usize {
+        64 + key.len() + self.lens.iter().map(|l| l + 24).sum::<usize>()
+    }
+
+    /// Append `LPUSH key envelope...` to `out`, each envelope written once.
+    pub(super) fn lpush(&self, out: &mut Vec<u8>, key: &str) {
+        out.push(b'*');
+        out.extend_from_slice((2 + self.envelopes.len()).to_string().as_bytes());
         out.extend_from_slice(b"\r\n");
+        bulk(out, b"LPUSH");
+        bulk(out, key.as_bytes());
+        for (envelope, &len) in self.envelopes.iter().zip(&self.lens) {
+            bulk_header(out, len);
+            let start = out.len();
+            // Writing to a Vec cannot fail.
+            let _ = envelope.write(self.pending, self.timestamp, out);
+            // The same writer over the same inputs: the count is exact, or the RESP would be
+            // corrupt (a test checks the packing against redis-rs's).
+            debug_assert_eq!(out.len() - start, len);
+            out.extend_from_slice(b"\r\n");
+        }
     }
 }
 
@@ -101,7 +124,9 @@ mod tests {
         let p = plan::plan(&runs, limits, &queues(), ts);
         assert_eq!(p.envelopes.len(), 3);
         let mut ours = Vec::new();
-        lpush_envelopes(&mut ours, "processing", &p.envelopes, &runs, ts);
+        let envelopes = Envelopes::new(&p.envelopes, &runs, ts);
+        envelopes.lpush(&mut ours, "processing");
+        assert!(ours.len() <= envelopes.lpush_len("processing"));
         let mut theirs = redis::cmd("LPUSH");
         theirs.arg("processing");
         for e in &p.envelopes {
