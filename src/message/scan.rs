@@ -137,31 +137,11 @@ fn stops(x: u64) -> u64 {
     (((quote.wrapping_sub(ONES) | backslash.wrapping_sub(ONES) | below_space) & !x) | x) & HIGHS
 }
 
-/// The 8 bytes of `block` from `at` (0, 8, 16 or 24), as one little-endian word.
-#[inline(always)]
-fn word_at(block: &[u8; 32], at: usize) -> u64 {
-    let mut w = [0; 8];
-    w.copy_from_slice(&block[at..at + 8]);
-    u64::from_le_bytes(w)
-}
-
 /// The rest of a string whose opening quote is just before `i`; returns the index after
 /// the closing quote.
 #[inline]
 fn string(bytes: &[u8], mut i: usize) -> Option<usize> {
     loop {
-        // 32 bytes at a time while none needs a look (most of a long string), then 8 at a
-        // time to find the one that does. A flag in a word means a stop in that word.
-        while let Some(block) = bytes.get(i..).and_then(<[u8]>::first_chunk::<32>) {
-            let flagged = stops(word_at(block, 0))
-                | stops(word_at(block, 8))
-                | stops(word_at(block, 16))
-                | stops(word_at(block, 24));
-            if flagged != 0 {
-                break;
-            }
-            i += 32;
-        }
         while let Some(chunk) = bytes.get(i..).and_then(<[u8]>::first_chunk::<8>) {
             let flagged = stops(u64::from_le_bytes(*chunk));
             if flagged != 0 {
