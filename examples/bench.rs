@@ -26,6 +26,9 @@
 //!
 //! `--memory` drains 1,000,000 messages (unless `--messages` says otherwise) and only
 //! reports peak memory, failing if it exceeds `--max-rss-mb`.
+//!
+//! `--replica` gives the server a replica; `--min-replicas-ack N` also runs the daemon with
+//! `REDIS_MIN_REPLICAS_ACK=N`, so two runs side by side show what the `WAIT` costs.
 
 // Measured figures and counts are small and positive; the cast lints guard the library.
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -125,6 +128,14 @@ struct Args {
     /// Extra environment for the daemon, e.g. --daemon-env REDIS_PREFETCH=2000 (repeatable).
     #[arg(long = "daemon-env", value_name = "KEY=VALUE")]
     daemon_env: Vec<String>,
+    /// Give the bench's redis-server one replica (another redis-server replicating it), so
+    /// the primary pays for replication as in production.
+    #[arg(long)]
+    replica: bool,
+    /// Run the daemon with REDIS_MIN_REPLICAS_ACK=N (WAIT after each commit); implies
+    /// --replica. Compare with a --replica run to see what WAIT costs.
+    #[arg(long, value_name = "N")]
+    min_replicas_ack: Option<u32>,
 }
 
 fn main() {
@@ -222,8 +233,12 @@ fn run(args: &Args) -> Result<bool> {
         return Err("--sources must be from 1 to 16".into());
     }
     let binary = daemon_binary(args)?;
-    let server = RedisServer::start()?;
+    let server = RedisServer::start(&[])?;
     let mut conn = server.conn()?;
+    let _replica = match args.replica || args.min_replicas_ack.is_some() {
+        true => Some(start_replica(&server, &mut conn)?),
+        false => None,
+    };
     let machine = machine(&mut conn)?;
     eprintln!(
         "bench: {} x {} B events over {} source list(s), batch sizes {:?}, redis {} on port {}, {} cores ({}), load average {:.2}",
@@ -333,7 +348,7 @@ struct RedisServer {
 }
 
 impl RedisServer {
-    fn start() -> Result<Self> {
+    fn start(extra: &[&str]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("bench-redis").tempdir()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let child = Command::new("redis-server")
@@ -341,6 +356,7 @@ impl RedisServer {
             .arg("--dir")
             .arg(dir.path())
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -374,6 +390,20 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A replica of `primary`, in sync (`WAIT 1` answered) before it is returned.
+fn start_replica(primary: &RedisServer, conn: &mut redis::Connection) -> Result<RedisServer> {
+    let port = primary.port.to_string();
+    let replica = RedisServer::start(&["--replicaof", "127.0.0.1", &port])?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis::cmd("WAIT").arg(1).arg(100).query::<i64>(conn)? < 1 {
+        if Instant::now() > deadline {
+            return Err("the bench's replica did not sync".into());
+        }
+    }
+    eprintln!("bench: replica on port {} in sync", replica.port);
+    Ok(replica)
 }
 
 fn flushall(conn: &mut redis::Connection) -> Result<()> {
@@ -724,6 +754,9 @@ impl Daemon {
             .env("REDIS_HTTP_ADDR", "off")
             .env("REDIS_LOG_FORMAT", "json")
             .env("RUST_LOG", "warn");
+        if let Some(n) = args.min_replicas_ack {
+            cmd.env("REDIS_MIN_REPLICAS_ACK", n.to_string());
+        }
         for kv in &args.daemon_env {
             let (k, v) = kv
                 .split_once('=')
@@ -1377,6 +1410,8 @@ fn to_json(
             "latency_load": args.latency_load,
             "latency_seconds": args.latency_seconds,
             "daemon_env": args.daemon_env,
+            "replica": args.replica || args.min_replicas_ack.is_some(),
+            "min_replicas_ack": args.min_replicas_ack,
             "memory_mode": args.memory,
         },
         "rows": rows,

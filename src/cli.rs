@@ -12,6 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::settings::{self, Effective, Loaded, ProcessEnv, Settings};
 use crate::telemetry::logging::{self, Target};
 
+mod demo;
+mod health;
+
 /// Exit code for bad settings or usage.
 pub const EXIT_BAD_CONFIG: u8 = 2;
 /// Exit code for a runtime failure.
@@ -50,6 +53,83 @@ pub enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Ask this daemon's own probe (on REDIS_HTTP_ADDR) whether it is healthy: exit 0 when it
+    /// answers 200, 1 otherwise. For a container's HEALTHCHECK.
+    Health {
+        /// Ask /readyz (Redis answers, the mover runs) instead of /healthz (the process
+        /// answers).
+        #[arg(long)]
+        ready: bool,
+        /// Seconds the whole check may take.
+        #[arg(long, value_name = "SECONDS", default_value = "2", value_parser = health::parse_seconds)]
+        timeout: std::time::Duration,
+    },
+    /// A demo scraper and transformer, to see the whole flow (compose, local quick start).
+    Demo {
+        /// The demo's role.
+        #[command(subcommand)]
+        role: demo::DemoRole,
+    },
+    /// Inspect the batch ledger, or ack a batch by hand.
+    Batch {
+        /// The batch action.
+        #[command(subcommand)]
+        action: BatchAction,
+    },
+    /// Manage the batch ledger's function library.
+    Ledger {
+        /// The ledger action.
+        #[command(subcommand)]
+        action: LedgerAction,
+    },
+}
+
+/// Batch-ledger views and the ack.
+#[derive(Debug, Subcommand)]
+pub enum BatchAction {
+    /// Show one batch's ledger entry.
+    Show {
+        /// The batch's event_id.
+        id: String,
+        /// Print one JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List batches: in flight per worker, the next queued, and recently finished.
+    List {
+        /// Only batches in this state: queued, processing, completed,
+        /// completed_with_failures or dead.
+        #[arg(long, value_name = "S", value_parser = parse_status)]
+        status: Option<crate::ledger::Status>,
+        /// At most this many per section.
+        #[arg(long, default_value_t = crate::tools::batch::DEFAULT_LIMIT)]
+        limit: usize,
+        /// Print one JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Report a claimed batch's progress, as a transformer does (fenced by --delivery). The
+    /// counts are totals so far under that delivery, so running it twice changes nothing.
+    Ack {
+        /// The batch's event_id.
+        id: String,
+        /// The delivery number the claim returned.
+        #[arg(long)]
+        delivery: u64,
+        /// Items completed so far (a total, not an increment).
+        #[arg(long, default_value_t = 0)]
+        completed: u64,
+        /// Items failed so far (a total, not an increment).
+        #[arg(long, default_value_t = 0)]
+        failed: u64,
+    },
+}
+
+/// Function-library actions.
+#[derive(Debug, Subcommand)]
+pub enum LedgerAction {
+    /// Load (or replace) the batch_ledger function library with FUNCTION LOAD REPLACE.
+    Install,
 }
 
 /// Dead-letter actions.
@@ -98,8 +178,10 @@ pub enum DlqAction {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run);
-    // The daemon catches SIGTERM from its first moments; the tools keep the default (die).
-    let early = matches!(command, Command::Run).then(crate::daemon::signal::EarlySignals::catch);
+    // The daemon and the demos catch SIGTERM from their first moments; the tools keep the
+    // default (die).
+    let early = matches!(command, Command::Run | Command::Demo { .. })
+        .then(crate::daemon::signal::EarlySignals::catch);
     let Loaded {
         settings,
         warnings,
@@ -112,7 +194,7 @@ pub fn main() -> ExitCode {
         }
     };
     let target = match command {
-        Command::Run => Target::Stdout,
+        Command::Run | Command::Demo { .. } => Target::Stdout,
         _ => Target::Stderr,
     };
     logging::init(settings.log_format, &settings.log_filter, target);
@@ -158,7 +240,73 @@ async fn dispatch(
         }
         Command::Status { json } => report(crate::tools::status::run(&settings, json).await),
         Command::Dlq { action } => dlq(action, &settings).await,
+        Command::Health { ready, timeout } => report(health::run(&settings, ready, timeout).await),
+        Command::Demo { role } => demo::run(role, &settings, shutdown_on_signal(&early)).await,
+        Command::Batch { action } => batch(action, &settings).await,
+        Command::Ledger {
+            action: LedgerAction::Install,
+        } => report(crate::tools::batch::install(&settings).await),
     }
+}
+
+/// A batch state on the command line.
+fn parse_status(text: &str) -> Result<crate::ledger::Status, String> {
+    match crate::ledger::Status::parse(text) {
+        crate::ledger::Status::Other(s) => Err(format!(
+            "unknown status {s:?}: expected queued, processing, completed, completed_with_failures or dead"
+        )),
+        status => Ok(status),
+    }
+}
+
+/// The `batch` actions.
+async fn batch(action: BatchAction, settings: &Settings) -> ExitCode {
+    use crate::tools::batch::{self, AckArgs, ListOptions};
+    match action {
+        BatchAction::Show { id, json } => report(batch::show(settings, &id, json).await),
+        BatchAction::List {
+            status,
+            limit,
+            json,
+        } => {
+            let opts = ListOptions {
+                status,
+                limit,
+                json,
+            };
+            report(batch::list(settings, &opts).await)
+        }
+        BatchAction::Ack {
+            id,
+            delivery,
+            completed,
+            failed,
+        } => {
+            let args = AckArgs {
+                id: &id,
+                delivery,
+                completed,
+                failed,
+            };
+            report(batch::ack(settings, args).await)
+        }
+    }
+}
+
+/// A token cancelled by SIGTERM or SIGINT, including one that arrived before the runtime.
+fn shutdown_on_signal(early: &crate::daemon::signal::EarlySignals) -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    // Listening starts here, before the task is spawned: an early SIGTERM is still graceful.
+    let signal = crate::daemon::signal::shutdown();
+    if early.received() {
+        shutdown.cancel();
+    }
+    tokio::spawn(async move {
+        signal.await;
+        trigger.cancel();
+    });
+    shutdown
 }
 
 /// An age option, as clap wants its parsers (the error as text).
@@ -244,17 +392,7 @@ fn print_stdout(text: &str) {
 }
 
 async fn run_daemon(settings: Settings, early: crate::daemon::signal::EarlySignals) -> ExitCode {
-    let shutdown = CancellationToken::new();
-    let trigger = shutdown.clone();
-    // Listening starts here, before the task is spawned: an early SIGTERM is still graceful.
-    let signal = crate::daemon::signal::shutdown();
-    if early.received() {
-        shutdown.cancel();
-    }
-    tokio::spawn(async move {
-        signal.await;
-        trigger.cancel();
-    });
+    let shutdown = shutdown_on_signal(&early);
     match crate::daemon::run(settings, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -57,6 +57,18 @@ where
     out.write_all(b"\"}")
 }
 
+/// The `event_id` of an envelope this daemon wrote: it starts `{"event_id":"` followed by the
+/// 36-character id and a quote, so the id is found without parsing (the ledger's functions
+/// rely on the same fixed place). `None` for anything else.
+pub fn event_id_of(envelope: &[u8]) -> Option<&str> {
+    const PREFIX: &[u8] = b"{\"event_id\":\"";
+    let rest = envelope.strip_prefix(PREFIX)?;
+    if rest.get(36) != Some(&b'"') {
+        return None;
+    }
+    std::str::from_utf8(rest.get(..36)?).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +95,8 @@ mod tests {
         assert_eq!(v["payload"]["size"], 2);
         assert_eq!(v["timestamp"], ts);
         assert_eq!(v.as_object().unwrap().len(), 5);
+        assert_eq!(event_id_of(&bytes), Some(id.to_string().as_str()));
+        assert_eq!(event_id_of(br#"{"event_id":"short"}"#), None);
         assert_eq!(v["payload"].as_object().unwrap().len(), 2);
     }
 

@@ -12,11 +12,14 @@
 //!   commits them in one atomic step each.
 //! - [`message`]: what makes a message good (the strict JSON profile); [`envelope`] and
 //!   [`dead_letter`]: the two record formats other services depend on.
+//! - [`ledger`]: the batch ledger (an entry per envelope, written in its commit) and the
+//!   transformer's claim/heartbeat/ack protocol, a Redis function library.
 //! - [`daemon`]: wires the mover, the scheduler and its jobs, and the HTTP server under one
 //!   shutdown; catches signals.
 //! - [`telemetry`]: events (a log line and its metric together), metrics, readiness, the HTTP
 //!   probes and logging.
-//! - [`tools`]: the operator commands (`status`, `dlq`).
+//! - [`tools`]: the operator commands (`status`, `dlq`, `batch`, `ledger install`, `health`)
+//!   and the `demo` scraper and transformer.
 //! - [`cli`]: command-line parsing, mode dispatch and exit codes; `main.rs` only calls it.
 //!
 //! Crate-wide lints (no `unsafe`, documented public items, no unreachable `pub`, no silent
@@ -26,6 +29,7 @@ pub mod cli;
 pub mod daemon;
 pub mod dead_letter;
 pub mod envelope;
+pub mod ledger;
 pub mod message;
 pub mod mover;
 pub mod redis;

@@ -14,10 +14,12 @@
 use redis::{RedisError, Value};
 
 use super::packing;
+use super::pipeline::ReadReply;
 use crate::mover::plan::{Peeked, Plan, Runs};
+use crate::mover::replica_ack;
 use crate::redis::keys::Keys;
 use crate::redis::ErrorKind;
-use crate::settings::Queues;
+use crate::settings::{LedgerSettings, Queues, ReplicaAck};
 
 const COMMIT: &str = include_str!("../redis/scripts/commit.lua");
 
@@ -67,9 +69,26 @@ pub enum CommitError {
         /// Source list.
         source_queue: String,
     },
+    /// The commit landed, but the `WAIT` after it was refused (`NOPERM` without `+wait`).
+    #[error("the commit landed, but WAIT after it failed: {detail}")]
+    Wait {
+        /// The class of the refusal.
+        kind: ErrorKind,
+        /// What Redis said.
+        detail: String,
+    },
     /// The reply did not have the expected shape.
     #[error("unexpected reply to the commit: {0}")]
     Protocol(String),
+}
+
+/// What a request brought back.
+#[derive(Debug, Default)]
+pub struct Reply {
+    /// What each read returned.
+    pub reads: Vec<ReadReply>,
+    /// With `REDIS_MIN_REPLICAS_ACK`, after a commit: how many replicas acknowledged it.
+    pub replicas: Option<i64>,
 }
 
 /// A read of a source's tail to run after the commit.
@@ -91,6 +110,8 @@ pub struct Request {
     envelopes: usize,
     dead_letters: usize,
     committing: bool,
+    /// A `WAIT` follows the commit.
+    waiting: bool,
     /// The source of each read, in order.
     reads: Vec<usize>,
     /// For a read without a commit: the lease key and the value it must find there (see
@@ -116,6 +137,11 @@ pub struct Commit<'a> {
     /// The processing list's length limit, if any: the commit is refused (`Paused`) when its
     /// envelopes would take the list past it.
     pub max_processing: Option<usize>,
+    /// `REDIS_MIN_REPLICAS_ACK`: `WAIT` after the commit, in the same round trip.
+    pub replica_ack: Option<ReplicaAck>,
+    /// The batch ledger's settings when it is on: each envelope then gets its entry in the
+    /// same transaction (see [`crate::mover::ledger`]).
+    pub ledger: Option<&'a LedgerSettings>,
 }
 
 impl Request {
@@ -126,15 +152,17 @@ impl Request {
         // allocated once, at its final size, and the envelopes are written straight into it.
         let mut pipe = redis::pipe();
         let committing = !plan.is_empty();
-        let mut small_replies = 0;
         if committing {
             push_dead_letters(&mut pipe, queues, plan);
             commit_script(&mut pipe, keys, queues, &commit);
+            if let Some(ledger) = commit.ledger.filter(|_| !plan.envelopes.is_empty()) {
+                super::ledger::append(&mut pipe, ledger, &keys.lease(), queues, &commit);
+            }
             pipe.cmd("EXEC");
-            // MULTI, each queued LPUSH, the EVAL, EXEC.
-            small_replies = 3
-                + usize::from(!plan.envelopes.is_empty())
-                + usize::from(!plan.dead_letters.is_empty());
+        }
+        let ack = commit.replica_ack.filter(|_| committing);
+        if let Some(ack) = ack {
+            replica_ack::append_wait(&mut pipe, ack);
         }
         // A read without a commit carries no lease check of its own, yet its position assumes
         // every commit sent before it has run: a GET of the lease, compared with the value
@@ -143,7 +171,10 @@ impl Request {
             pipe.cmd("GET").arg(keys.lease());
             (keys.lease(), commit.lease_before.to_owned())
         });
-        small_replies += usize::from(lease_check.is_some());
+        // One reply per command before the reads, plus the hand-packed MULTI and envelopes.
+        let small_replies = pipe.len()
+            + usize::from(committing)
+            + usize::from(committing && !plan.envelopes.is_empty());
         for r in reads {
             pipe.cmd("LRANGE")
                 .arg(source_name(queues, r.source))
@@ -167,6 +198,7 @@ impl Request {
             envelopes: plan.envelopes.len(),
             dead_letters: plan.dead_letters.len(),
             committing,
+            waiting: ack.is_some(),
             reads: reads.iter().map(|r| r.source).collect(),
             lease_check,
             small_replies,
@@ -189,8 +221,12 @@ impl Request {
     }
 
     /// Check the replies before the reads': the lease check of a plain read, or the commit's
-    /// verdict.
-    pub fn check(&self, mut replies: Vec<Value>, queues: &Queues) -> Result<(), CommitError> {
+    /// verdict and what `WAIT` said (how many replicas acknowledged it).
+    pub fn check(
+        &self,
+        mut replies: Vec<Value>,
+        queues: &Queues,
+    ) -> Result<Option<i64>, CommitError> {
         if let Some((lease_key, expected)) = &self.lease_check {
             match replies.pop() {
                 Some(Value::BulkString(found)) if found == expected.as_bytes() => {}
@@ -202,13 +238,17 @@ impl Request {
                 }
             }
         }
+        let replicas = match self.waiting {
+            true => Some(replica_ack::parse_wait(replies.pop())?),
+            false => None,
+        };
         if self.committing {
             let exec = replies
                 .pop()
                 .ok_or_else(|| CommitError::Protocol("missing EXEC reply".into()))?;
             check_exec(exec, self.envelopes, self.dead_letters, queues)?;
         }
-        Ok(())
+        Ok(replicas)
     }
 }
 
@@ -283,7 +323,8 @@ fn check_exec(
         Value::ServerError(e) => return Err(refused("EXEC", queues.sources_label(), &e)),
         other => return Err(CommitError::Protocol(format!("EXEC reply {other:?}"))),
     };
-    // Results: [LPUSH processing]?, [LPUSH dead-letter]?, EVAL.
+    // Results: [LPUSH processing]?, [LPUSH dead-letter]?, EVAL, [EVAL ledger]? (the ledger
+    // script follows the commit's verdict and cannot fail on its own).
     let mut it = results.into_iter();
     let mut push_error = None;
     for (present, key) in [
@@ -388,6 +429,7 @@ impl CommitError {
             CommitError::Fenced { .. } => ErrorKind::Fenced,
             CommitError::TailChanged { .. } => ErrorKind::TailChanged,
             CommitError::Paused { .. } => ErrorKind::Other,
+            CommitError::Wait { kind, .. } => *kind,
             CommitError::Protocol(_) => ErrorKind::Protocol,
         }
     }

@@ -102,7 +102,8 @@ struct Keeper {
     config: KeeperConfig,
     want: watch::Receiver<Option<Grant>>,
     news: watch::Sender<News>,
-    conn: Option<MultiplexedConnection>,
+    /// The connection, and the connector's generation when it was made.
+    conn: Option<(MultiplexedConnection, u64)>,
     script: Script,
 }
 
@@ -183,8 +184,12 @@ impl Keeper {
     /// costs one round trip (on a slow link, the NOSCRIPT dance alone can outlast a short
     /// TTL). Does nothing when already connected.
     async fn connect(&mut self) -> Result<(), Renewal> {
-        if self.conn.is_some() {
-            return Ok(());
+        let generation = self.config.connector.generation();
+        match &self.conn {
+            Some((_, made)) if *made == generation => return Ok(()),
+            // With Sentinel, the primary moved on since this connection was made.
+            Some(_) => self.conn = None,
+            None => {}
         }
         let limit = self.config.command_timeout;
         let mut conn =
@@ -196,7 +201,7 @@ impl Keeper {
         // Best effort: without it the first renewal loads the script itself.
         let load = self.script.load_async(&mut conn);
         let _ = tokio::time::timeout(limit, load).await;
-        self.conn = Some(conn);
+        self.conn = Some((conn, generation));
         Ok(())
     }
 
@@ -205,7 +210,7 @@ impl Keeper {
         if let Err(failed) = self.connect().await {
             return failed;
         }
-        let Some(conn) = self.conn.as_mut() else {
+        let Some((conn, _)) = self.conn.as_mut() else {
             return Renewal::Failed;
         };
         let mut invocation = self.script.key(&self.config.keys);

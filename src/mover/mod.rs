@@ -14,7 +14,8 @@
 //! [`commit`] (the one atomic transaction, plus the next read), [`pipeline`] (requests in
 //! flight, on the mover's own request connection), [`inflight`] (the bound on message bytes
 //! held), `idle` (waiting when there is nothing to do), [`backoff`], [`allowance`]
-//! (scheduled mode's batches per tick) and [`rate`] (the output rate limit). The [`keeper`] task renews the lease beside the
+//! (scheduled mode's batches per tick), [`rate`] (the output rate limit) and `replica_ack`
+//! (`REDIS_MIN_REPLICAS_ACK`'s `WAIT` after each commit). The [`keeper`] task renews the lease beside the
 //! loop, on a connection of its own.
 
 pub mod allowance;
@@ -25,10 +26,12 @@ mod idle;
 pub mod inflight;
 pub mod keeper;
 pub mod lease;
+mod ledger;
 mod packing;
 pub mod pipeline;
 pub mod plan;
 pub mod rate;
+mod replica_ack;
 mod step;
 mod stuck;
 pub mod tails;
@@ -51,6 +54,7 @@ use self::keeper::KeeperConfig;
 use self::lease::Lease;
 use self::pipeline::Pipeline;
 use self::rate::TokenBucket;
+use self::replica_ack::AckWatch;
 use self::stuck::StuckWatch;
 use self::tails::Tails;
 use self::value_limit::ValueLimit;
@@ -75,6 +79,13 @@ pub enum MoverError {
     /// A commit failed.
     #[error(transparent)]
     Commit(#[from] CommitError),
+    /// The sentinels named another primary since this session connected: the node it works
+    /// on may be a demoted primary whose writes will be thrown away.
+    #[error("the sentinels name another primary now ({addr}); leaving the old one")]
+    PrimaryChanged {
+        /// The address now, for the log line.
+        addr: String,
+    },
 }
 
 impl MoverError {
@@ -83,6 +94,7 @@ impl MoverError {
         match self {
             MoverError::Redis { failure, .. } => failure.kind(),
             MoverError::Commit(e) => e.kind(),
+            MoverError::PrimaryChanged { .. } => ErrorKind::Io,
         }
     }
 }
@@ -119,6 +131,11 @@ pub struct Mover {
     back_pressure: Option<BackPressure>,
     /// `REDIS_MAX_INFLIGHT_BYTES`.
     inflight: Inflight,
+    /// The connector's generation when this session connected (see
+    /// [`connection::Connector::generation`]).
+    generation: u64,
+    /// Reports commits too few replicas acknowledged (`REDIS_MIN_REPLICAS_ACK`).
+    ack_watch: AckWatch,
 }
 
 impl Mover {
@@ -168,6 +185,8 @@ impl Mover {
             rate,
             back_pressure,
             inflight,
+            generation: 0,
+            ack_watch: AckWatch::default(),
         }
     }
 
@@ -197,10 +216,11 @@ impl Mover {
     /// One connection's worth of work. `Ok` only on shutdown.
     async fn session(&mut self, shutdown: &CancellationToken) -> Result<(), MoverError> {
         self.idle.close();
-        let Some(conn) = until(shutdown, self.ctx.connector.command_connection()).await else {
+        let Some(conn) = until(shutdown, self.ctx.connector.commit_connection()).await else {
             return Ok(());
         };
         let mut conn = conn.map_err(|source| self.connect_error(source))?;
+        self.generation = self.ctx.connector.generation();
         let Some(raw) = until(shutdown, self.request_connection()).await else {
             return Ok(());
         };
@@ -230,7 +250,7 @@ impl Mover {
     /// The connection requests go on (see [`crate::redis::raw`]).
     async fn request_connection(&self) -> Result<RawConnection, RedisError> {
         let target = self.ctx.connector.stream_target().await?;
-        let timeout = self.ctx.settings.redis.command_timeout;
+        let timeout = self.ctx.connector.commit_timeout();
         Ok(RawConnection::connect(&target, timeout).await?)
     }
 

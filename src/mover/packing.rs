@@ -115,6 +115,7 @@ mod tests {
         let limits = Limits {
             batch_size: 2,
             max_envelopes: 10,
+            max_lower_envelopes: 10,
             flush_seen_by: Some(now),
             max_envelope_bytes: plan::MAX_ENVELOPE_BYTES,
             max_commit_bytes: plan::MAX_COMMIT_BYTES,

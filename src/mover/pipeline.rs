@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 use redis::{RedisError, Value};
 
-use super::commit::{CommitError, Request};
+use super::commit::{self, CommitError, Request};
 use super::plan::Plan;
 use super::window::TailRead;
 use crate::redis::raw::{Item, Items, ItemsReply, Keep, RawConnection};
@@ -31,8 +31,9 @@ pub struct ReadReply {
     pub cut_short: bool,
 }
 
-/// What each of a request's reads returned, or why it failed.
-pub type Answer = Result<Vec<ReadReply>, CommitError>;
+/// What a request brought back (what each of its reads returned, and what `WAIT` said), or
+/// why it failed.
+pub type Answer = Result<commit::Reply, CommitError>;
 
 /// What a request does, for the mover to apply once it is answered.
 #[derive(Debug)]
@@ -147,8 +148,11 @@ impl Pipeline {
             ..
         } = self.slots.pop_front()?;
         let answer = read.and_then(|()| {
-            request.check(progress.values, queues)?;
-            Ok(progress.reads)
+            let replicas = request.check(progress.values, queues)?;
+            Ok(commit::Reply {
+                reads: progress.reads,
+                replicas,
+            })
         });
         Some((sent, answer))
     }

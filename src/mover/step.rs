@@ -30,6 +30,10 @@ impl Mover {
         if shutdown.is_cancelled() {
             return Ok(Outcome::Stop);
         }
+        if self.ctx.connector.generation() != self.generation {
+            let addr = self.ctx.connector.addr();
+            return Err(MoverError::PrimaryChanged { addr });
+        }
         if !self.lease.is_held() {
             return self.take_lease(conn, shutdown).await;
         }
@@ -213,6 +217,7 @@ impl Mover {
         Limits {
             batch_size,
             max_envelopes,
+            max_lower_envelopes: plan::MAX_LOWER_ENVELOPES,
             // A partial batch whose first message was seen this long ago has reached its
             // deadline. (`None` when the clock started less than a timeout ago: then
             // nothing is that old.)
@@ -264,6 +269,8 @@ impl Mover {
             lease_after: &lease_after,
             now_ms: chrono::Utc::now().timestamp_millis(),
             max_processing: self.back_pressure.as_ref().map(BackPressure::limit),
+            replica_ack: settings.redis.replica_ack,
+            ledger: settings.ledger.enabled.then_some(&settings.ledger),
         };
         let lrange: Vec<commit::Read> = reads
             .iter()
@@ -298,12 +305,19 @@ impl Mover {
 
     /// Apply the answer to the oldest request.
     fn answered(&mut self, sent: Sent, answer: Answer) -> Result<Outcome, MoverError> {
+        let settings_ack = self.ctx.settings.redis.replica_ack;
         match answer {
-            Ok(items) => {
+            Ok(reply) => {
                 if !sent.plan.is_empty() {
                     self.value_limit.request_succeeded();
                 }
-                Ok(self.completed(sent, items))
+                if let (Some(replicas), Some(ack)) = (reply.replicas, settings_ack) {
+                    let sources = self.ctx.settings.queues.sources_label();
+                    let metrics = &self.ctx.metrics;
+                    self.ack_watch
+                        .acknowledged(metrics, &sources, ack, replicas);
+                }
+                Ok(self.completed(sent, reply.reads))
             }
             Err(CommitError::Fenced { .. }) => {
                 self.lease_lost();

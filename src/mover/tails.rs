@@ -106,11 +106,12 @@ impl Tails {
         self.windows.iter().all(TailWindow::is_empty)
     }
 
-    /// When the oldest good message not yet planned, in any source, was first seen.
+    /// When the oldest good message the next plan may take was first seen: the clock of the
+    /// partial batch that waits, which the plan times by its oldest member too.
     pub fn oldest_unplanned(&self) -> Option<Instant> {
-        self.windows
-            .iter()
-            .filter_map(|w| plan::oldest_waiting(w.unplanned()))
+        let runs = self.runs();
+        (0..runs.sources())
+            .filter_map(|k| plan::oldest_waiting(runs.run(k)))
             .min()
     }
 
@@ -194,5 +195,39 @@ mod tests {
         let runs = t.runs();
         assert_eq!(runs.get(0).map(Peeked::bytes), Some(&b"0"[..]));
         assert_eq!(runs.len(), 1);
+    }
+
+    /// Two requests in flight with a backlog on the lower source: both look at the drained
+    /// higher source (a message landing there waits behind one commit, not three), and the
+    /// second look is dropped when the first found something, so nothing is held twice.
+    #[test]
+    fn every_pipelined_request_reads_a_drained_higher_source() {
+        let mut t = Tails::new(2);
+        first_reads(&mut t, 8, &[0, 8]);
+        let r1 = t.next_reads(&[0, 4], 8).unwrap();
+        t.reserve(&[0, 4], &r1);
+        let r2 = t.next_reads(&[0, 4], 8).unwrap();
+        t.reserve(&[0, 4], &r2);
+        let sources = |r: &[(usize, TailRead)]| r.iter().map(|(k, _)| *k).collect::<Vec<_>>();
+        assert_eq!(sources(&r1), [0, 1]);
+        assert_eq!(
+            sources(&r2),
+            [0, 1],
+            "the second request looks at source 0 too"
+        );
+        assert_eq!(
+            r1[0].1.start, r2[0].1.start,
+            "both look from the end of what is held"
+        );
+        // The first look finds one message; the second, which would repeat it, is dropped.
+        t.committed(&[0, 4]);
+        assert_eq!(t.read_returned(0, r1[0].1, peeked(1), false), 1);
+        assert_eq!(t.read_returned(1, r1[1].1, peeked(0), false), 0);
+        t.committed(&[0, 4]);
+        assert_eq!(t.read_returned(0, r2[0].1, peeked(2), false), 0);
+        assert_eq!(t.runs().run(0).len(), 1);
+        // And the next look starts right after the message held.
+        let r3 = t.next_reads(&[1, 0], 8).unwrap();
+        assert_eq!((r3[0].0, r3[0].1.start), (0, 1));
     }
 }

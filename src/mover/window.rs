@@ -91,19 +91,34 @@ impl TailWindow {
         debug_assert!(trim <= self.unplanned().len());
         // Where the tail will be once this request's commit has run.
         let tail_after = self.planned + trim;
-        let want = (tail_after + read_ahead).saturating_sub(self.next_read);
+        // A drained source is read again from the end of what is held, even while an
+        // earlier look is in flight: each request then sees what landed since the one before
+        // (the later of two overlapping reads is dropped if the earlier one found anything).
+        let start = if self.drained && recheck {
+            self.held_end()
+        } else {
+            self.next_read
+        };
+        let want = (tail_after + read_ahead).saturating_sub(start);
         (want > 0 && (!self.drained || recheck)).then(|| TailRead {
-            start: self.next_read,
-            // next_read >= front + pending.len() >= planned + trim.
-            skip: self.next_read.saturating_sub(tail_after),
+            start,
+            // start >= front + pending.len() >= planned + trim.
+            skip: start.saturating_sub(tail_after),
             count: want,
         })
+    }
+
+    /// Position just past the last item held.
+    fn held_end(&self) -> usize {
+        self.front + self.pending.len()
     }
 
     /// A request that commits `trim` unplanned items and makes `read` was sent.
     pub fn reserve(&mut self, trim: usize, read: Option<TailRead>) {
         self.planned += trim;
-        self.next_read += read.map_or(0, |r| r.count);
+        if let Some(r) = read {
+            self.next_read = self.next_read.max(r.start + r.count);
+        }
     }
 
     /// The oldest request in flight committed: its `trim` items left the source.
@@ -116,15 +131,20 @@ impl TailWindow {
 
     /// A read came back with `items` (oldest first); `cut_short` when its byte grant ran out
     /// before the items asked for (see [`super::inflight`]), so fewer came back although the
-    /// source may hold more. Returns how many were kept: none when an earlier read came back
-    /// short, since this one may then have skipped items (and then `items` is not even
-    /// iterated).
+    /// source may hold more. Returns how many were kept: none unless the read starts exactly
+    /// where the held items end (an earlier read came back short, so this one may have
+    /// skipped items; or an earlier overlapping look found items this one repeats), and then
+    /// `items` is not even iterated. Acceptance only at the held end is what keeps the copy
+    /// gap-free and without repeats, whatever reads were in flight.
     pub fn read_returned<I>(&mut self, read: TailRead, items: I, cut_short: bool) -> usize
     where
         I: IntoIterator<Item = Peeked>,
         I::IntoIter: ExactSizeIterator,
     {
-        if read.start != self.front + self.pending.len() {
+        if read.start != self.held_end() {
+            // Nothing in flight may cover what this read would have: ask from the held end
+            // again (a later read that does start there is still taken).
+            self.next_read = self.held_end();
             return 0;
         }
         let items = items.into_iter();
@@ -142,6 +162,7 @@ impl TailWindow {
             self.next_read = read.start + got;
         } else {
             self.drained = false;
+            self.next_read = self.next_read.max(read.start + got);
         }
         got
     }
@@ -173,6 +194,7 @@ mod tests {
         Limits {
             batch_size,
             max_envelopes: 10,
+            max_lower_envelopes: usize::MAX,
             flush_seen_by: None,
             max_envelope_bytes: MAX_ENVELOPE_BYTES,
             max_commit_bytes: MAX_COMMIT_BYTES,

@@ -5,23 +5,48 @@
 //! timeout for ordinary work, and the command timeout plus the server-side block time for
 //! the connection that waits on an empty source. Blocking waits get a connection of their
 //! own because a blocked multiplexed connection stalls every clone of it.
+//!
+//! With Sentinel, every new connection asks the sentinels for the primary again: the mover,
+//! the lease keeper, the jobs and the operator commands all reconnect after an error, so a
+//! failover (the old primary answering `READONLY`, or its connections dropped) is followed
+//! without any other part knowing about Sentinel.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisError};
+use redis::{AsyncConnectionConfig, ConnectionAddr, RedisError};
 
 use crate::redis::error::{ErrorKind, RedisFailure};
-use crate::settings::RedisSettings;
+use crate::redis::sentinel;
+use crate::settings::{address, RedisSettings, SentinelSettings};
 
 /// The `command` of a [`RedisFailure`] when no connection could be made.
 pub const CONNECT: &str = "connect";
 
-/// Opens connections to the configured Redis.
+/// Opens connections to the configured Redis: the one address, or the primary the sentinels
+/// name at the moment of connecting.
 #[derive(Debug, Clone)]
 pub struct Connector {
-    client: redis::Client,
+    target: Target,
     settings: RedisSettings,
+    /// The primary the sentinels named last, for log lines.
+    primary: Arc<Mutex<Option<String>>>,
+    /// Bumped whenever the sentinels name a different primary than before: a connection made
+    /// under an older generation goes to a node that is no longer the primary.
+    generation: Arc<AtomicU64>,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    /// A fixed address.
+    Direct(redis::Client),
+    /// Whatever primary the sentinels name, asked again for every connection.
+    Sentinel {
+        sentinel: SentinelSettings,
+        certs: Option<redis::TlsCertificates>,
+    },
 }
 
 /// The connection could not be set up (before any network I/O).
@@ -34,15 +59,16 @@ impl Connector {
     pub fn new(settings: &RedisSettings) -> Result<Self, ConfigError> {
         // Fails only when a provider is already installed, which is what we want anyway.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = match &settings.tls_root_cert {
-            None => redis::Client::open(settings.connection.clone()),
-            Some(pem) => redis::Client::build_with_tls(
-                settings.connection.clone(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                },
-            ),
+        let certs = tls_certificates(settings);
+        let target = match &settings.sentinel {
+            Some(sentinel) => Ok(Target::Sentinel {
+                sentinel: sentinel.clone(),
+                certs,
+            }),
+            None => {
+                let tls = matches!(settings.connection.addr(), ConnectionAddr::TcpTls { .. });
+                sentinel::client(settings.connection.clone(), &certs, tls).map(Target::Direct)
+            }
         }
         .map_err(|source| {
             ConfigError(RedisFailure::new(
@@ -52,14 +78,57 @@ impl Connector {
             ))
         })?;
         Ok(Connector {
-            client,
+            target,
             settings: settings.clone(),
+            primary: Arc::default(),
+            generation: Arc::default(),
         })
     }
 
-    /// The address, for log lines.
+    /// Which primary connections now go to; it changes only with Sentinel, when the
+    /// sentinels name another node. Holders of long-lived connections compare it with the
+    /// value read when they connected, and reconnect when it moved on: a demoted primary may
+    /// keep answering as one for seconds before the sentinels reconfigure it.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// With Sentinel, ask the sentinels for the primary now and record it (bumping the
+    /// generation when it changed). Does nothing without Sentinel.
+    pub async fn refresh_primary(&self) -> Result<(), RedisError> {
+        let Target::Sentinel { sentinel, certs } = &self.target else {
+            return Ok(());
+        };
+        let settings = &self.settings;
+        let ask = sentinel::sentinel_config(settings.connect_timeout, settings.command_timeout);
+        let (host, port) = sentinel::primary_addr(sentinel, certs, &ask).await?;
+        self.record_primary(&sentinel.master, format!("{host}:{port}"));
+        Ok(())
+    }
+
+    /// Note `shown` as the primary; log and bump the generation when it is a change.
+    fn record_primary(&self, master: &str, shown: String) {
+        let Ok(mut primary) = self.primary.lock() else {
+            return;
+        };
+        if primary.as_deref() == Some(shown.as_str()) {
+            return;
+        }
+        tracing::info!(message = "primary found", master, primary = %shown, previous = ?*primary);
+        if primary.is_some() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        *primary = Some(shown);
+    }
+
+    /// The address, for log lines (with Sentinel, the master's name and the primary last
+    /// found).
     pub fn addr(&self) -> String {
-        self.settings.display_addr()
+        let primary = self.primary.lock().map(|p| p.clone()).unwrap_or_default();
+        match primary {
+            Some(primary) => format!("{} (primary {primary})", self.settings.display_addr()),
+            None => self.settings.display_addr(),
+        }
     }
 
     /// `command` failed on this connector's server.
@@ -70,6 +139,12 @@ impl Connector {
     /// A connection for non-blocking commands.
     pub async fn command_connection(&self) -> Result<MultiplexedConnection, RedisError> {
         self.connect(self.settings.command_timeout).await
+    }
+
+    /// A connection for the mover's commits: with `REDIS_MIN_REPLICAS_ACK`, its response
+    /// timeout leaves room for the `WAIT` after each commit.
+    pub async fn commit_connection(&self) -> Result<MultiplexedConnection, RedisError> {
+        self.connect(self.commit_timeout()).await
     }
 
     /// A connection for blocking waits of up to `block`: its response timeout leaves room
@@ -88,15 +163,65 @@ impl Connector {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.settings.connect_timeout))
             .set_response_timeout(Some(response_timeout));
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
+        match &self.target {
+            Target::Direct(client) => {
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+            }
+            Target::Sentinel { sentinel, certs } => {
+                self.connect_primary(sentinel, certs, &config).await
+            }
+        }
+    }
+
+    /// Ask the sentinels for the primary, connect to it and check that it is one.
+    async fn connect_primary(
+        &self,
+        sentinel: &SentinelSettings,
+        certs: &Option<redis::TlsCertificates>,
+        config: &AsyncConnectionConfig,
+    ) -> Result<MultiplexedConnection, RedisError> {
+        let settings = &self.settings;
+        let ask = sentinel::sentinel_config(settings.connect_timeout, settings.command_timeout);
+        let (host, port) = sentinel::primary_addr(sentinel, certs, &ask).await?;
+        let shown = format!("{host}:{port}");
+        let tls = matches!(settings.connection.addr(), ConnectionAddr::TcpTls { .. });
+        let info = settings
+            .connection
+            .clone()
+            .set_addr(address(host, port, tls));
+        let client = sentinel::client(info, certs, tls)?;
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(config)
+            .await?;
+        sentinel::check_primary(&mut conn, &shown).await?;
+        self.record_primary(&sentinel.master, shown);
+        Ok(conn)
     }
 }
 
+/// The private CA and client certificate, if either is configured.
+fn tls_certificates(settings: &RedisSettings) -> Option<redis::TlsCertificates> {
+    if settings.tls_root_cert.is_none() && settings.tls_client_cert.is_none() {
+        return None;
+    }
+    Some(redis::TlsCertificates {
+        client_tls: settings
+            .tls_client_cert
+            .as_ref()
+            .map(|c| redis::ClientTlsConfig {
+                client_cert: c.cert.clone(),
+                client_key: c.key.clone(),
+            }),
+        root_cert: settings.tls_root_cert.clone(),
+    })
+}
+
 /// Where a connection of the crate's own ([`crate::redis::raw`]) goes and how: the address,
-/// the TLS trust, the credentials and the database. Resolved here, in one place, so whatever
-/// decides the address for redis-rs's connections decides it for these too.
+/// the TLS trust and client certificate, the credentials and the database. Resolved here, in
+/// one place, so whatever decides the address for redis-rs's connections decides it for these
+/// too.
 #[derive(Debug, Clone)]
 pub struct StreamTarget {
     /// Host and port (TLS or not), or a Unix socket.
@@ -105,19 +230,48 @@ pub struct StreamTarget {
     pub redis: redis::RedisConnectionInfo,
     /// The CA certificate (PEM) a TLS server must chain to, when configured.
     pub tls_root_cert: Option<Vec<u8>>,
+    /// The client certificate chain and key (PEM) a TLS server may ask for.
+    pub tls_client_cert: Option<(Vec<u8>, Vec<u8>)>,
     /// Bound on opening the stream.
     pub connect_timeout: Duration,
 }
 
 impl Connector {
-    /// Where and how to open a connection of the crate's own, as of now.
+    /// Where and how to open a connection of the crate's own, as of now: with Sentinel, the
+    /// primary the sentinels name at this moment (recorded like any other connection's).
     pub async fn stream_target(&self) -> Result<StreamTarget, RedisError> {
+        let settings = &self.settings;
+        let addr = match &self.target {
+            Target::Direct(_) => settings.connection.addr().clone(),
+            Target::Sentinel { sentinel, certs } => {
+                let ask =
+                    sentinel::sentinel_config(settings.connect_timeout, settings.command_timeout);
+                let (host, port) = sentinel::primary_addr(sentinel, certs, &ask).await?;
+                self.record_primary(&sentinel.master, format!("{host}:{port}"));
+                let tls = matches!(settings.connection.addr(), ConnectionAddr::TcpTls { .. });
+                address(host, port, tls)
+            }
+        };
         Ok(StreamTarget {
-            addr: self.settings.connection.addr().clone(),
-            redis: self.settings.connection.redis_settings().clone(),
-            tls_root_cert: self.settings.tls_root_cert.clone(),
-            connect_timeout: self.settings.connect_timeout,
+            addr,
+            redis: settings.connection.redis_settings().clone(),
+            tls_root_cert: settings.tls_root_cert.clone(),
+            tls_client_cert: settings
+                .tls_client_cert
+                .as_ref()
+                .map(|c| (c.cert.clone(), c.key.clone())),
+            connect_timeout: settings.connect_timeout,
         })
+    }
+
+    /// The response timeout of the mover's commits: the command timeout, plus the `WAIT`'s
+    /// with `REDIS_MIN_REPLICAS_ACK`.
+    pub fn commit_timeout(&self) -> Duration {
+        let wait = self
+            .settings
+            .replica_ack
+            .map_or(Duration::ZERO, |a| a.timeout);
+        self.settings.command_timeout + wait
     }
 }
 

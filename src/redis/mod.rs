@@ -7,5 +7,6 @@ pub mod connection;
 pub mod error;
 pub mod keys;
 pub mod raw;
+mod sentinel;
 
 pub use error::{ErrorKind, RedisFailure};

@@ -3,6 +3,7 @@
 //!
 //! Every read from disk happens here, so validation stays a pure function of its input.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::keys::{ENV_PREFIX, KNOWN_KEYS};
@@ -21,8 +22,11 @@ pub fn load(env: &dyn Env, file: Option<&Path>) -> Result<Settings, SettingsErro
 pub fn load_with_report(env: &dyn Env, file: Option<&Path>) -> Result<Loaded, SettingsError> {
     let vars = env.vars()?;
     let (overrides, warnings) = environment_overrides(&vars);
+    let mut explicit: BTreeSet<String> = overrides.keys().cloned().collect();
     let layered = layer(file, overrides)?;
-    let raw = read_raw(&layered, &vars);
+    explicit.extend(file_keys(file));
+    let mut raw = read_raw(&layered, &vars);
+    raw.explicit = explicit;
     let settings = validate(&raw)?;
     let effective = Effective::new(&raw, &settings);
     Ok(Loaded {
@@ -91,8 +95,32 @@ fn layer(
         })
 }
 
-/// The layered values as strings, `RUST_LOG`, and the contents of the TLS CA file. A read
-/// error is kept, not raised: validation reports it in order with the other settings.
+/// The settings that name a file whose contents validation needs.
+const FILE_KEYS: [&str; 5] = [
+    "tls_ca_file",
+    "tls_cert_file",
+    "tls_key_file",
+    "password_file",
+    "sentinel_password_file",
+];
+
+/// The keys the operator's file sets (it was already read and parsed by [`layer`]).
+fn file_keys(file: Option<&Path>) -> Vec<String> {
+    let Some(path) = file else {
+        return Vec::new();
+    };
+    let name = path.to_string_lossy();
+    config::Config::builder()
+        .add_source(config::File::new(&name, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize::<config::Map<String, config::Value>>())
+        .map(|map| map.into_keys().collect())
+        .unwrap_or_default()
+}
+
+/// The layered values as strings, `RUST_LOG`, and the contents of every file a setting
+/// names (TLS material, `_FILE` secrets). A read error is kept, not raised: validation
+/// reports it in order with the other settings.
 fn read_raw(layered: &config::Config, vars: &[(String, String)]) -> RawSettings {
     let mut raw = RawSettings::default();
     for key in KNOWN_KEYS {
@@ -104,7 +132,12 @@ fn read_raw(layered: &config::Config, vars: &[(String, String)]) -> RawSettings 
         .iter()
         .find(|(k, _)| k == "RUST_LOG")
         .map(|(_, v)| v.clone());
-    raw.tls_ca = raw.get("tls_ca_file").map(std::fs::read);
+    for key in FILE_KEYS {
+        if let Some(path) = raw.get(key) {
+            let contents = std::fs::read(path);
+            raw.files.insert(key.to_owned(), contents);
+        }
+    }
     raw
 }
 

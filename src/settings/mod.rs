@@ -23,23 +23,29 @@ pub use crate::message::Profile;
 
 use redis::{ConnectionAddr, ConnectionInfo};
 
+mod connection;
 mod env;
 mod error;
 mod flow;
 mod keys;
+mod ledger;
 mod load;
 mod raw;
 mod redact;
 mod report;
+mod tls;
 mod validate;
 
+pub use connection::{address, ReplicaAck, SentinelSettings};
 pub use env::{Env, ProcessEnv};
 pub use error::SettingsError;
 pub use flow::{FlowSettings, RateLimit};
 pub use keys::{env_name, ENV_PREFIX, KNOWN_KEYS};
+pub use ledger::LedgerSettings;
 pub use load::{load, load_with_report};
 pub use redact::{redact, redact_url};
 pub use report::Effective;
+pub use tls::ClientCert;
 
 /// The defaults, with their documentation. Compiled in so the binary needs no files.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -120,11 +126,21 @@ pub struct RedisSettings {
     pub proto_max_bulk_len: usize,
     /// PEM certificates to trust for `rediss://` instead of the public roots.
     pub tls_root_cert: Option<Vec<u8>>,
+    /// The client certificate to present (mTLS).
+    pub tls_client_cert: Option<ClientCert>,
+    /// The sentinels that name the primary; then `connection`'s address is a placeholder
+    /// and only its credentials, database and TLS choice are used.
+    pub sentinel: Option<SentinelSettings>,
+    /// `WAIT` for replicas after each commit.
+    pub replica_ack: Option<ReplicaAck>,
 }
 
 impl RedisSettings {
     /// `host:port` (or the socket path) for log lines; never contains credentials.
     pub fn display_addr(&self) -> String {
+        if let Some(sentinel) = &self.sentinel {
+            return format!("sentinel:{}", sentinel.master);
+        }
         match self.connection.addr() {
             ConnectionAddr::Tcp(h, p) => format!("{h}:{p}"),
             ConnectionAddr::TcpTls { host, port, .. } => format!("rediss://{host}:{port}"),
@@ -193,6 +209,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Batch byte cap and output rate limit.
     pub flow: FlowSettings,
+    /// The batch ledger and the transformer's claim/ack protocol.
+    pub ledger: LedgerSettings,
     /// Continuous or scheduled mode.
     pub schedule: Schedule,
     /// Period of the stats line.

@@ -1,7 +1,7 @@
 //! Settings as loading found them, before validation: strings, plus the contents of the files
 //! they name. Holding file contents here, already read, keeps validation free of I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::time::Duration;
@@ -15,9 +15,13 @@ pub(crate) struct RawSettings {
     pub(crate) values: BTreeMap<String, String>,
     /// `RUST_LOG`, when set.
     pub(crate) rust_log: Option<String>,
-    /// The contents of `tls_ca_file`, or why it could not be read; `None` when the setting is
-    /// empty (loading reads it whenever it is not).
-    pub(crate) tls_ca: Option<io::Result<Vec<u8>>>,
+    /// The contents of each file a setting names (`tls_ca_file`, `password_file`, ...; see
+    /// `FILE_KEYS`), or why it could not be read. A key is absent when its setting is empty
+    /// (loading reads every file that is named).
+    pub(crate) files: BTreeMap<String, io::Result<Vec<u8>>>,
+    /// The keys set by the operator (in the file or the environment), as opposed to the
+    /// compiled-in defaults: some settings exclude others only when both were asked for.
+    pub(crate) explicit: BTreeSet<String>,
 }
 
 impl RawSettings {
@@ -27,6 +31,44 @@ impl RawSettings {
             .get(key)
             .map(|s| s.as_str())
             .filter(|s| !s.is_empty())
+    }
+
+    /// The contents of the file named by `key`: `None` when the setting is empty, otherwise
+    /// the bytes or a bad-setting error naming the variable and why it could not be read.
+    /// `what` names the kind of file in the error (`PEM file`).
+    pub(crate) fn file(&self, key: &str, what: &str) -> Result<Option<&[u8]>, SettingsError> {
+        let Some(path) = self.get(key) else {
+            return Ok(None);
+        };
+        match self.files.get(key) {
+            Some(Ok(bytes)) => Ok(Some(bytes)),
+            Some(Err(e)) => Err(SettingsError::invalid(
+                key,
+                path,
+                format!("a readable {what} ({e})"),
+            )),
+            // Loading reads every non-empty path; this is only reached by a hand-built input.
+            None => Err(SettingsError::invalid(
+                key,
+                path,
+                format!("a readable {what} (it was not read)"),
+            )),
+        }
+    }
+
+    /// Whether the operator set `key` (in the file or the environment) rather than the
+    /// defaults.
+    pub(crate) fn is_explicit(&self, key: &str) -> bool {
+        self.explicit.contains(key) && self.get(key).is_some()
+    }
+
+    /// `true` or `false`.
+    pub(crate) fn flag(&self, key: &str) -> Result<bool, SettingsError> {
+        match self.required(key)?.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            v => Err(SettingsError::invalid(key, v, "true or false")),
+        }
     }
 
     /// The value of `key`, which must not be empty.

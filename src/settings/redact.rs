@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use super::keys::env_name;
 
 /// Keys whose values are secrets (lower case, without the prefix).
-const SECRET_KEYS: &[&str] = &["password", "url"];
+const SECRET_KEYS: &[&str] = &["password", "sentinel_password", "url"];
 
 /// What may be shown of `value`, the value of environment variable `variable`.
 ///
@@ -61,6 +61,9 @@ mod tests {
         assert_eq!(redact("RUST_LOG", "debug"), "debug");
         assert_eq!(redact("REDIS_PASSWORD", "hunter2"), "<redacted>");
         assert_eq!(redact("REDIS_PASSWORD", ""), "<redacted>");
+        assert_eq!(redact("REDIS_SENTINEL_PASSWORD", "hunter2"), "<redacted>");
+        // A secret's file name is not a secret: operators need to see which file is read.
+        assert_eq!(redact("REDIS_PASSWORD_FILE", "/run/s"), "/run/s");
         assert_eq!(
             redact("REDIS_URL", "redis://u:hunter2@h:1/0"),
             "redis://u:<redacted>@h:1/0"

@@ -8,24 +8,24 @@
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
-
 use super::raw::RawSettings;
 use super::{
-    BatchSettings, LogFormat, Queues, RedisSettings, ReplicaSettings, RetrySettings, Schedule,
-    Settings, SettingsError,
+    BatchSettings, LogFormat, Queues, ReplicaSettings, RetrySettings, Schedule, Settings,
+    SettingsError,
 };
 use crate::message::{Profile, MAX_DEPTH_LIMIT};
 
 /// Turn raw strings into checked settings.
 pub(crate) fn validate(raw: &RawSettings) -> Result<Settings, SettingsError> {
-    let redis = redis(raw)?;
+    let redis = super::connection::validate(raw)?;
     let queues = queues(raw)?;
     let batch = batch(raw)?;
     let replica = replica(raw)?;
     let retry = retry(raw)?;
     let schedule = schedule(raw)?;
     let flow = super::flow::validate(raw)?;
+    let ledger = super::ledger::validate(raw)?;
+    super::ledger::check_queues(&ledger, &queues)?;
     let http_addr = http_addr(raw)?;
     let log_format = log_format(raw)?;
     let log_filter = log_filter(raw)?;
@@ -38,132 +38,13 @@ pub(crate) fn validate(raw: &RawSettings) -> Result<Settings, SettingsError> {
         shutdown_grace: raw.seconds("shutdown_grace", 0.0, 4.5)?,
         schedule,
         flow,
+        ledger,
         stats_interval: raw.seconds("stats_interval", 0.1, 86_400.0)?,
         http_addr,
         log_envelopes_per_second: raw.int("log_envelopes_per_second", 0, 1_000_000)?,
         log_format,
         log_filter,
     })
-}
-
-/// Address, credentials, TLS trust and timeouts.
-fn redis(raw: &RawSettings) -> Result<RedisSettings, SettingsError> {
-    let connection = match raw.get("url") {
-        Some(url) => connection_from_url(url)?,
-        None => connection_from_parts(raw)?,
-    };
-    let tls_root_cert = tls_root_cert(raw, &connection)?;
-    Ok(RedisSettings {
-        connection,
-        tls_root_cert,
-        connect_timeout: raw.seconds("connect_timeout", 0.001, 3600.0)?,
-        command_timeout: raw.seconds("command_timeout", 0.001, 3600.0)?,
-        block_timeout: raw.seconds("block_timeout", 0.01, 3600.0)?,
-        proto_max_bulk_len: raw.int("proto_max_bulk_len", 1 << 20, 1 << 32)?,
-    })
-}
-
-/// `REDIS_URL`, which replaces host, port, db, username and password.
-fn connection_from_url(url: &str) -> Result<ConnectionInfo, SettingsError> {
-    let allowed = "a redis:// or rediss:// URL such as redis://user:pass@host:6379/0";
-    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-        return Err(SettingsError::invalid("url", url, allowed));
-    }
-    let info = url
-        .into_connection_info()
-        .map_err(|_| SettingsError::invalid("url", url, allowed))?;
-    // `redis://secret@host` reads as a user name without a password, and user names are
-    // logged; insist on the unambiguous forms.
-    let authority = url.split_once("://").map_or("", |(_, rest)| rest);
-    if let Some((userinfo, _)) = authority.rsplit_once('@') {
-        if !userinfo.contains(':') {
-            return Err(SettingsError::invalid(
-                "url",
-                url,
-                "a password as redis://:password@host or redis://user:password@host",
-            ));
-        }
-    }
-    let redis = info
-        .redis_settings()
-        .clone()
-        .set_protocol(ProtocolVersion::RESP2);
-    Ok(info.set_redis_settings(redis))
-}
-
-/// Host, port, db and the optional credentials, when no URL is set.
-fn connection_from_parts(raw: &RawSettings) -> Result<ConnectionInfo, SettingsError> {
-    let host = raw.name("host")?;
-    let port: u16 = raw.int("port", 1, 65535)?;
-    let db: i64 = raw.int("db", 0, 1_000_000)?;
-    let mut redis = redis::RedisConnectionInfo::default()
-        .set_db(db)
-        .set_protocol(ProtocolVersion::RESP2);
-    if let Some(user) = raw.get("username") {
-        redis = redis.set_username(user);
-    }
-    if let Some(pass) = raw.get("password") {
-        redis = redis.set_password(pass);
-    }
-    let info = ConnectionAddr::Tcp(host, port)
-        .into_connection_info()
-        .map_err(|_| {
-            SettingsError::invalid(
-                "host",
-                raw.get("host").unwrap_or_default(),
-                "a host name or address",
-            )
-        })?;
-    Ok(info.set_redis_settings(redis))
-}
-
-/// The private CA named by `tls_ca_file`: only with TLS, readable, and holding certificates.
-fn tls_root_cert(
-    raw: &RawSettings,
-    connection: &ConnectionInfo,
-) -> Result<Option<Vec<u8>>, SettingsError> {
-    let Some(path) = raw.get("tls_ca_file") else {
-        return Ok(None);
-    };
-    if !matches!(connection.addr(), ConnectionAddr::TcpTls { .. }) {
-        return Err(SettingsError::invalid(
-            "tls_ca_file",
-            path,
-            "to be set only with a rediss:// REDIS_URL",
-        ));
-    }
-    let pem = match &raw.tls_ca {
-        Some(Ok(pem)) => pem,
-        Some(Err(e)) => {
-            let expected = format!("a readable PEM file ({e})");
-            return Err(SettingsError::invalid("tls_ca_file", path, expected));
-        }
-        // Loading reads every non-empty path; this is only reached by a hand-built input.
-        None => {
-            let expected = "a readable PEM file (it was not read)";
-            return Err(SettingsError::invalid("tls_ca_file", path, expected));
-        }
-    };
-    check_trust_anchors(pem).map_err(|why| {
-        let expected = format!("a PEM file of CA certificates ({why})");
-        SettingsError::invalid("tls_ca_file", path, expected)
-    })?;
-    Ok(Some(pem.clone()))
-}
-
-/// Parse `pem` as trust anchors the way the TLS client will, so a bad file is a bad setting.
-fn check_trust_anchors(pem: &[u8]) -> Result<(), String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut store = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pem) {
-        let cert = cert.map_err(|e| e.to_string())?;
-        store.add(cert).map_err(|e| e.to_string())?;
-    }
-    if store.is_empty() {
-        return Err("no certificate found".into());
-    }
-    Ok(())
 }
 
 /// Most source lists one deployment takes from (each one costs a lease and a read per round
@@ -177,13 +58,6 @@ fn queues(raw: &RawSettings) -> Result<Queues, SettingsError> {
         processing: raw.name("processing_queue")?,
         dead_letter: raw.name("dead_letter_queue")?,
     };
-    if queues.processing == queues.dead_letter {
-        return Err(SettingsError::invalid(
-            "dead_letter_queue",
-            &queues.dead_letter,
-            "a list different from REDIS_PROCESSING_QUEUE",
-        ));
-    }
     for source in &queues.sources {
         if *source == queues.processing || *source == queues.dead_letter {
             return Err(SettingsError::invalid(
@@ -381,13 +255,16 @@ mod tests {
             ("url", "rediss://h:6380/0"),
             ("tls_ca_file", "/nonexistent/ca.pem"),
         ]);
-        input.tls_ca = Some(Ok(b"not a certificate".to_vec()));
+        let ca = |r: &mut RawSettings, v| {
+            r.files.insert("tls_ca_file".into(), v);
+        };
+        ca(&mut input, Ok(b"not a certificate".to_vec()));
         let err = validate(&input).unwrap_err().to_string();
         assert!(err.contains("a PEM file of CA certificates"), "{err}");
-        input.tls_ca = Some(Err(std::io::Error::other("gone")));
+        ca(&mut input, Err(std::io::Error::other("gone")));
         let err = validate(&input).unwrap_err().to_string();
         assert!(err.contains("a readable PEM file (gone)"), "{err}");
-        input.tls_ca = None;
+        input.files.clear();
         assert!(validate(&input).is_err());
     }
 

@@ -155,6 +155,33 @@ pub fn standing_by(source: &str, consumer: &str, holder: &str) {
     tracing::info!(message = "standing by", source, consumer, holder);
 }
 
+/// A commit landed, but fewer replicas than `REDIS_MIN_REPLICAS_ACK` acknowledged it within
+/// the timeout: a failover now could lose it (its messages would go back to the source).
+/// Counted every time; logged for the first of a run, so a replica that is down does not
+/// flood the log.
+pub fn commit_unreplicated(
+    metrics: &Metrics,
+    source: &str,
+    acknowledged: i64,
+    wanted: u32,
+    first_of_run: bool,
+) {
+    metrics.commits_unreplicated.inc();
+    if first_of_run {
+        tracing::warn!(
+            message = "commit not replicated",
+            source,
+            acknowledged,
+            wanted,
+        );
+    }
+}
+
+/// Commits are acknowledged by enough replicas again, after `unreplicated` that were not.
+pub fn commits_replicated_again(source: &str, unreplicated: u64) {
+    tracing::info!(message = "commits replicated again", source, unreplicated);
+}
+
 /// The source's tail was not what the daemon read: something other than the daemon changed
 /// it. The commit was undone and the daemon reads again.
 pub fn source_changed(metrics: &Metrics, source: &str) {

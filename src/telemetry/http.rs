@@ -138,6 +138,8 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    // Readiness as a series, so an alert can fire on it; read at the scrape, like /readyz.
+    state.metrics.ready.set(i64::from(state.health.ready()));
     (
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
         state.metrics.encode(),

@@ -10,6 +10,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::redis::ErrorKind;
+use crate::telemetry::ledger::LedgerMetrics;
 
 /// Labels for the list-length gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,6 +56,8 @@ pub struct Metrics {
     pub lease_held: Gauge,
     /// Commits undone because the source's tail was not what the daemon read.
     pub source_changed: Counter,
+    /// Commits that fewer replicas than `REDIS_MIN_REPLICAS_ACK` acknowledged in time.
+    pub commits_unreplicated: Counter,
     /// 1 while the mover is stuck (commits failing with a backlog waiting).
     pub mover_stuck: Gauge,
     /// Times the mover became stuck.
@@ -65,6 +68,10 @@ pub struct Metrics {
     pub paused: Gauge,
     /// Seconds spent paused by back-pressure (added when a pause ends).
     pub paused_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// 1 while `/readyz` answers 200; refreshed on every scrape, for alerts.
+    pub ready: Gauge,
+    /// The batch ledger's series (see [`crate::telemetry::ledger`]).
+    pub ledger: LedgerMetrics,
     registry: Arc<Registry>,
 }
 
@@ -93,11 +100,14 @@ impl Metrics {
             redis_errors: Family::default(),
             lease_held: Gauge::default(),
             source_changed: Counter::default(),
+            commits_unreplicated: Counter::default(),
             mover_stuck: Gauge::default(),
             mover_stuck_episodes: Counter::default(),
             dead_letters_by_reason: Family::default(),
             paused: Gauge::default(),
             paused_seconds: Counter::default(),
+            ready: Gauge::default(),
+            ledger: LedgerMetrics::default(),
             registry: Arc::new(Registry::default()),
         };
         let mut registry = Registry::with_prefix("batch_processor");
@@ -141,6 +151,7 @@ impl Metrics {
             self.redis_errors.clone(),
         );
         self.register_state(registry);
+        self.ledger.register(registry);
     }
 
     /// The series about the mover's state (lease, stuck, pause) and the labelled families,
@@ -155,6 +166,11 @@ impl Metrics {
             "source_changed",
             "Commits undone because something other than the daemon changed the source's tail (RPUSH, LREM, LSET, another consumer)",
             self.source_changed.clone(),
+        );
+        registry.register(
+            "commits_unreplicated",
+            "Commits that fewer replicas than REDIS_MIN_REPLICAS_ACK acknowledged within REDIS_MIN_REPLICAS_TIMEOUT (WAIT); they stand, but a failover now could lose them",
+            self.commits_unreplicated.clone(),
         );
         registry.register(
             "mover_stuck",
@@ -180,6 +196,11 @@ impl Metrics {
             "paused_seconds",
             "Seconds spent paused by back-pressure (added when a pause ends)",
             self.paused_seconds.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 while /readyz answers 200 (Redis answers, the mover runs and is not stuck)",
+            self.ready.clone(),
         );
         for reason in crate::message::Rejection::CLASSES {
             let _ = self

@@ -1,9 +1,11 @@
 //! What the daemon tells about itself: [`events`] (one log line and its metric together),
-//! [`metrics`], [`health`] (readiness flags), the [`http`] probes and [`logging`] set-up.
+//! [`metrics`] (and the batch [`ledger`]'s), [`health`] (readiness flags), the [`http`] probes and
+//! [`logging`] set-up.
 
 pub mod events;
 pub mod health;
 pub mod http;
+pub mod ledger;
 pub mod logging;
 pub mod metrics;
 

@@ -2,7 +2,8 @@
 //! refuses a stale lease value (fencing), refuses a commit whose predecessor did not run
 //! (the lease chain) or whose legacy lease an earlier release took, refuses a commit whose
 //! tail was changed by a foreign writer after the read, and undoes its pushes when one of
-//! them failed.
+//! them failed. With the batch ledger on, a commit writes one entry per envelope, and a refused
+//! commit none.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use batch_processor::mover::plan::{self, Limits, Peeked, Runs};
 use batch_processor::redis::connection::StreamTarget;
 use batch_processor::redis::keys::Keys;
 use batch_processor::redis::raw::{Item, RawConnection};
-use batch_processor::settings::Queues;
+use batch_processor::settings::{LedgerSettings, Queues};
 
 use batch_processor::message::Profile;
 
@@ -28,6 +29,8 @@ struct Fixture {
     keys: Keys,
     /// `REDIS_MAX_PROCESSING_QUEUE_LENGTH` for the commits.
     max_processing: Option<usize>,
+    /// The batch ledger, when a test turns it on.
+    ledger: Option<LedgerSettings>,
 }
 
 impl Fixture {
@@ -49,6 +52,7 @@ impl Fixture {
             },
             server,
             max_processing: None,
+            ledger: None,
         }
     }
 
@@ -64,6 +68,7 @@ impl Fixture {
             addr: info.addr().clone(),
             redis: info.redis_settings().clone(),
             tls_root_cert: None,
+            tls_client_cert: None,
             connect_timeout: Duration::from_secs(5),
         };
         RawConnection::connect(&target, Duration::from_secs(5))
@@ -117,6 +122,7 @@ impl Fixture {
             Limits {
                 batch_size: 2,
                 max_envelopes: 100,
+                max_lower_envelopes: usize::MAX,
                 flush_seen_by: Some(Instant::now()),
                 max_envelope_bytes: plan::MAX_ENVELOPE_BYTES,
                 max_commit_bytes: plan::MAX_COMMIT_BYTES,
@@ -135,10 +141,15 @@ impl Fixture {
                 lease_after: after,
                 now_ms: 1,
                 max_processing: self.max_processing,
+                replica_ack: None,
+                ledger: self.ledger.as_ref(),
             },
             &[],
         );
-        let reads = request.send(&mut self.conn().await, &self.queues).await?;
+        let reads = request
+            .send(&mut self.conn().await, &self.queues)
+            .await?
+            .reads;
         assert!(reads.is_empty(), "a commit without reads read {reads:?}");
         Ok(())
     }
@@ -318,6 +329,8 @@ async fn a_plain_read_checks_the_lease_value_its_predecessors_leave() {
                 lease_after: before,
                 now_ms: 1,
                 max_processing: None,
+                replica_ack: None,
+                ledger: None,
             },
             &[Read {
                 source: 0,
@@ -330,7 +343,8 @@ async fn a_plain_read_checks_the_lease_value_its_predecessors_leave() {
     let reads = read("me/t.3")
         .send(&mut f.conn().await, &f.queues)
         .await
-        .unwrap();
+        .unwrap()
+        .reads;
     let items: Vec<Vec<Vec<u8>>> = reads
         .into_iter()
         .map(|r| {
@@ -455,6 +469,92 @@ async fn a_commit_that_would_pass_the_processing_limit_is_refused() {
     assert_eq!(llen(&mut c, &f.queues.processing), 4);
 }
 
+impl Fixture {
+    /// Turn the ledger on under a prefix of this test's own; returns the prefix.
+    fn with_ledger(&mut self) -> String {
+        let prefix = format!("{}:state:", self.source());
+        let mut settings = batch_processor::settings::load(&Vec::<(&str, &str)>::new(), None)
+            .unwrap()
+            .ledger;
+        settings.enabled = true;
+        settings.state_prefix = prefix.clone();
+        settings.state_ttl = 1234;
+        self.ledger = Some(settings);
+        prefix
+    }
+
+    /// The ledger entries under `prefix`.
+    fn entries(&self, prefix: &str) -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query(&mut self.server.conn())
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn with_the_ledger_each_envelope_gets_its_entry_in_the_commit() {
+    let mut f = Fixture::new();
+    let prefix = f.with_ledger();
+    seed(&f);
+    f.set_lease("me/t.0");
+    f.commit(5, "me/t.0", "me/t.1").await.expect("commit");
+    let mut c = f.server.conn();
+    let envelopes = envelopes(&mut c, &f.queues.processing);
+    assert_eq!(envelopes.len(), 2);
+    assert_eq!(f.entries(&prefix).len(), 2);
+    for e in &envelopes {
+        let key = format!("{prefix}{}", e["event_id"].as_str().unwrap());
+        let h: std::collections::HashMap<String, String> =
+            redis::cmd("HGETALL").arg(&key).query(&mut c).unwrap();
+        assert_eq!(h["status"], "queued");
+        assert_eq!(h["total"], e["payload"]["size"].to_string());
+        assert_eq!(h["completed"], "0");
+        assert_eq!(h["failed"], "0");
+        assert_eq!(h["deliveries"], "0");
+        assert_eq!(h["created_at"], "1");
+        assert_eq!(h["source"], f.source());
+        let ttl: i64 = redis::cmd("TTL").arg(&key).query(&mut c).unwrap();
+        assert!((1200..=1234).contains(&ttl), "ttl {ttl}");
+    }
+}
+
+#[tokio::test]
+async fn a_refused_commit_writes_no_ledger_entry() {
+    let mut f = Fixture::new();
+    let prefix = f.with_ledger();
+    seed(&f);
+    // Fenced: another replica holds the lease.
+    f.set_lease("other/x.0");
+    let err = f.commit(5, "me/t.0", "me/t.1").await.unwrap_err();
+    assert!(matches!(err, CommitError::Fenced { .. }), "{err:?}");
+    assert!(f.entries(&prefix).is_empty());
+    // The tail changed under the reader.
+    f.set_lease("me/t.0");
+    let err = f
+        .commit_after(5, "me/t.0", "me/t.1", |c| {
+            let _: Vec<u8> = redis::cmd("RPOP").arg(f.source()).query(c).unwrap();
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CommitError::TailChanged { .. }), "{err:?}");
+    assert!(f.entries(&prefix).is_empty());
+    // Back-pressure: the processing list is full.
+    let mut c = f.server.conn();
+    push_all(&mut c, &f.queues.processing, &[b"e1".to_vec()]);
+    f.max_processing = Some(1);
+    let err = f.commit(4, "me/t.0", "me/t.1").await.unwrap_err();
+    assert!(matches!(err, CommitError::Paused { .. }), "{err:?}");
+    assert!(f.entries(&prefix).is_empty());
+    assert_eq!(llen(&mut c, &f.queues.processing), 1);
+    // Let through, the same commit writes its entries.
+    f.max_processing = None;
+    f.commit(4, "me/t.0", "me/t.1").await.expect("commit");
+    let pushed = llen(&mut c, &f.queues.processing) - 1;
+    assert!(pushed > 0);
+    assert_eq!(f.entries(&prefix).len(), pushed);
+}
+
 /// Two sources, highest priority first: `[u0, bad-u]` and `[e10, e11, bad-b, e12]`.
 fn seed_two(f: &Fixture) -> [Vec<Vec<u8>>; 2] {
     let mut c = f.server.conn();
@@ -557,4 +657,27 @@ async fn a_commit_spanning_two_sources_is_all_or_nothing() {
     let mut c = f.server.conn();
     assert_eq!(llen(&mut c, &f.queues.sources[0]), 0);
     assert_eq!(llen(&mut c, &bulk), 1);
+}
+
+#[tokio::test]
+async fn a_ledger_entry_names_the_sources_its_envelope_drew_on() {
+    let mut f = Fixture::with_sources(2);
+    let prefix = f.with_ledger();
+    seed_two(&f);
+    f.set_lease("me/t.0");
+    f.commit_runs(&[2, 4], "me/t.0", "me/t.1", |_| {})
+        .await
+        .expect("commit");
+    let mut c = f.server.conn();
+    let mut sources = Vec::new();
+    for e in envelopes(&mut c, &f.queues.processing) {
+        let key = format!("{prefix}{}", e["event_id"].as_str().unwrap());
+        let h: std::collections::HashMap<String, String> =
+            redis::cmd("HGETALL").arg(&key).query(&mut c).unwrap();
+        assert_eq!(h["total"], e["payload"]["size"].to_string());
+        sources.push(h["source"].clone());
+    }
+    let (urgent, bulk) = (&f.queues.sources[0], &f.queues.sources[1]);
+    // [u0, e10] spans both lists; [e11, e12] comes from the bulk list alone.
+    assert_eq!(sources, vec![format!("{urgent},{bulk}"), bulk.clone()]);
 }

@@ -11,22 +11,33 @@
 
 mod harness;
 
+mod acl;
 mod bounded_bytes;
 mod chaos;
 mod commit_fencing;
+mod compose_file;
 mod core;
+mod demo_cli;
 mod dlq_cli;
 mod dlq_regressions;
 mod flow_control;
 mod flow_regressions;
+mod health_cli;
 mod http_probes;
 mod json_profile;
+mod ledger;
+mod ledger_crash;
+mod ledger_fencing;
+mod monitoring;
+mod netfaults;
 mod operations;
 mod oversized;
 mod ownership;
 mod priority;
 mod regressions;
 mod reliability;
+mod replica_ack;
+mod sentinel;
 mod settings_cli;
 mod slow_link;
 mod smoke;

@@ -331,3 +331,125 @@ fn status_metrics_and_replay_see_every_source() {
     daemon.terminate_ok();
     assert!(seen, "a source has no queue_length series");
 }
+
+/// Envelopes that leave between an urgent push and the envelope that carries it, at the
+/// default read-ahead (up to 100 envelopes per commit at batch size 10): each commit that
+/// reaches the bulk list carries at most `MAX_LOWER_ENVELOPES` (4), and every commit looks
+/// at the urgent list, so at most the two commits in flight (8 envelopes) go first.
+#[test]
+fn urgent_messages_wait_behind_few_envelopes_at_the_default_read_ahead() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let sources = names.sources(2);
+    let (urgent, bulk) = (&sources[0], &sources[1]);
+    let mut c = server.conn();
+    let backlog = messages(0, 60_000, 0);
+    push_all(&mut c, bulk, &backlog);
+    let env = env_for(&server, &names, &sources, &[("REDIS_BATCH_SIZE", "10")]);
+    let mut daemon = spawn_daemon(&env, &["run"]);
+    assert!(wait_until(Duration::from_secs(20), || {
+        llen(&mut c, &names.processing) >= 50
+    }));
+    let mut pushes = Vec::new();
+    for i in 0..5u64 {
+        std::thread::sleep(random_ms(5, 40));
+        let m = event(1_000_000 + i, 120);
+        let (before, bulk_left): (usize, usize) = redis::pipe()
+            .atomic()
+            .cmd("LPUSH")
+            .arg(urgent)
+            .arg(&m[..])
+            .ignore()
+            .cmd("LLEN")
+            .arg(&names.processing)
+            .cmd("LLEN")
+            .arg(bulk)
+            .query(&mut c)
+            .unwrap();
+        assert!(wait_until(Duration::from_secs(10), || llen(&mut c, urgent) == 0));
+        if bulk_left > 0 {
+            pushes.push((1_000_000 + i, before));
+        }
+    }
+    daemon.terminate_ok();
+    assert!(
+        !pushes.is_empty(),
+        "the bulk list drained before the first push"
+    );
+    let all = envelopes(&mut c, &names.processing);
+    for (seq, before) in pushes {
+        let at = all
+            .iter()
+            .position(|e| {
+                let batch = e["payload"]["batch"].as_array().unwrap();
+                batch.iter().any(|m| m["seq"].as_u64() == Some(seq))
+            })
+            .unwrap();
+        assert!(
+            at <= before + 8,
+            "urgent {seq} left in envelope {at}; {before} had left at its push"
+        );
+    }
+}
+
+fn lrange_calls(c: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap();
+    info.lines()
+        .find(|l| l.starts_with("cmdstat_lrange:"))
+        .and_then(|l| l.split("calls=").nth(1))
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A partial batch on the lower list waits for its deadline, and a younger message lands on
+/// the higher list meanwhile: the batch (which the younger message now leads) still leaves
+/// at the older messages' deadline, and the daemon does not poll Redis in a tight loop
+/// around it (found by a hostile review).
+#[test]
+fn a_lower_partial_batch_leaves_at_its_own_deadline_without_busy_polling() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let sources = names.sources(2);
+    let (urgent, bulk) = (&sources[0], &sources[1]);
+    let mut c = server.conn();
+    let env = env_for(
+        &server,
+        &names,
+        &sources,
+        &[
+            ("REDIS_BATCH_SIZE", "10"),
+            ("REDIS_PROCESSING_TIMEOUT", "2"),
+        ],
+    );
+    let mut daemon = spawn_daemon(&env, &["run"]);
+    assert!(daemon.wait_for_line("lease acquired", Duration::from_secs(10)));
+    let t0 = std::time::Instant::now();
+    push_all(&mut c, bulk, &[event(1, 100), event(2, 100), event(3, 100)]);
+    std::thread::sleep(Duration::from_millis(1000));
+    push_all(&mut c, urgent, &[event(100, 100)]);
+    // Sent once the bulk messages' 2 s are up (with a generous margin for a busy machine),
+    // not at the urgent message's own deadline (t0 + 3 s).
+    let sent = wait_until(Duration::from_secs(5), || {
+        llen(&mut c, &names.processing) == 1
+    });
+    let sent_at = t0.elapsed();
+    assert!(sent);
+    assert!(
+        sent_at < Duration::from_millis(2_800),
+        "the partial batch left {sent_at:?} after its oldest message, past its 2 s deadline"
+    );
+    // Idle now: a blocking wait, not a stream of reads.
+    let before = lrange_calls(&mut c);
+    std::thread::sleep(Duration::from_millis(500));
+    let reads = lrange_calls(&mut c) - before;
+    daemon.terminate_ok();
+    assert!(reads < 20, "{reads} LRANGE in 0.5 s while idle");
+    let seqs: Vec<u64> = envelopes(&mut c, &names.processing)[0]["payload"]["batch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [100, 1, 2, 3], "the urgent message leads its batch");
+}

@@ -160,3 +160,38 @@ fn tail(output: &str) -> String {
     let lines: Vec<&str> = output.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
+
+/// `/readyz` answers 200 on a link with 200 ms added each way (a round trip takes 400 ms),
+/// and keeps answering 200: the probe's 750 ms bound is for one round trip. Opening the
+/// probe's connection costs a round trip of its own (redis-rs' handshake), so a bound that
+/// covers both (800 ms here) failed every probe from a fresh connection, and since a failed
+/// probe drops its connection, readiness never came.
+#[test]
+fn readiness_holds_on_a_slow_link() {
+    let server = RedisServer::start();
+    let proxy = Proxy::to_port(server.port, ONE_WAY);
+    let names = Names::new();
+    let http = free_port();
+    let port = proxy.port_str();
+    let addr = format!("127.0.0.1:{http}");
+    let mut daemon = start_daemon(
+        &server,
+        &names,
+        &[("REDIS_PORT", &port), ("REDIS_HTTP_ADDR", &addr)],
+    );
+    let ready = wait_until(Duration::from_secs(10), || {
+        try_http_get(http, "/readyz").is_some_and(|(status, _)| status == 200)
+    });
+    assert!(
+        ready,
+        "/readyz never answered 200 on a 400 ms round trip within 10 s: {:?}\n{}",
+        try_http_get(http, "/readyz"),
+        tail(&daemon.all_output())
+    );
+    // Every probe of the next three seconds succeeds.
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(http_get(http, "/readyz"), (200, "ready".to_string()));
+    }
+    daemon.terminate_ok();
+}

@@ -332,3 +332,86 @@ fn a_server_that_stops_answering_cannot_hang_status() {
         out.stderr
     );
 }
+
+/// The replica's own heartbeat hash says it holds the lease.
+fn beats_as_holder(server: &RedisServer, names: &Names, consumer: &str) -> bool {
+    let held: Option<String> = redis::cmd("HGET")
+        .arg(names.keys().replica(consumer))
+        .arg("holds_lease")
+        .query(&mut server.conn())
+        .unwrap();
+    held.as_deref() == Some("1")
+}
+
+/// Who `status --json` says holds the lease, by replica, once the lease key names `holder`.
+fn replicas_holding_after_takeover(
+    server: &RedisServer,
+    names: &Names,
+    holder: &str,
+) -> Vec<(String, bool)> {
+    let mut conn = server.conn();
+    assert!(
+        wait_until(Duration::from_secs(15), || lease_holder(&mut conn, names)
+            .as_deref()
+            == Some(holder)),
+        "{holder} never took the lease"
+    );
+    let out = run_cli_within(
+        &daemon_env(server, names),
+        &["status", "--json"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["lease"]["holder"], holder, "{v}");
+    v["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["consumer"].as_str().unwrap().to_string(),
+                r["holds_lease"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The defect seen in the first container run: right after the holder stopped (SIGTERM) or
+/// died (SIGKILL), `status` still listed it `[lease]` beside its successor, because it read
+/// the flag from the dead replica's last heartbeat, which outlives it by three lease TTLs.
+/// Real daemons; the old holder's hash still says `holds_lease` 1 when status runs.
+#[test]
+fn a_stopped_or_killed_holder_is_not_shown_holding_the_lease() {
+    for how in ["TERM", "KILL"] {
+        let server = RedisServer::start();
+        let names = Names::new();
+        let settings =
+            |name: &'static str| [("REDIS_CONSUMER_NAME", name), ("REDIS_LEASE_TTL", "2")];
+        let mut old = start_daemon(&server, &names, &settings("old-holder"));
+        assert!(old.wait_for_line("lease acquired", Duration::from_secs(10)));
+        assert!(wait_until(Duration::from_secs(5), || beats_as_holder(
+            &server,
+            &names,
+            "old-holder"
+        )));
+        let successor = start_daemon(&server, &names, &settings("successor"));
+        assert!(successor.wait_for_line("standing by", Duration::from_secs(10)));
+        if how == "TERM" {
+            old.terminate_ok();
+        } else {
+            old.kill();
+        }
+        let replicas = replicas_holding_after_takeover(&server, &names, "successor");
+        assert!(
+            beats_as_holder(&server, &names, "old-holder"),
+            "{how}: the old holder's stale heartbeat must still be there for this test to mean anything"
+        );
+        let holding: Vec<&str> = replicas
+            .iter()
+            .filter(|(_, holds)| *holds)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(holding, ["successor"], "{how}: {replicas:?}");
+    }
+}

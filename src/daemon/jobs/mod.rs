@@ -1,18 +1,25 @@
 //! The daemon's periodic jobs, run by the [`Scheduler`]:
 //!
 //! - [`probe`] (every second): PING and the three list lengths on a connection of its own,
-//!   bounded well under a second, feeding readiness and the `queue_length` gauges.
+//!   each round trip bounded to 750 ms (opening the connection apart), feeding readiness and
+//!   the `queue_length` gauges.
 //! - [`stats`] (every `REDIS_STATS_INTERVAL`): one `stats` log line with totals, list lengths
 //!   and the rate since the previous line.
 //! - [`heartbeat`] (every third of the lease TTL): this replica's hash and its entry in the
 //!   replica set, read by `batch-processor status`.
 //! - [`allowance`] (scheduled mode only): grants the mover its batches for the next tick.
+//! - [`recovery`] (batch ledger on only): loads the ledger's function library, redelivers the
+//!   batches of dead workers, and mirrors the ledger's totals into the metrics.
+//! - [`sentinel`] (with Sentinel only, every second): asks the sentinels for the primary, so
+//!   every connection leaves a demoted one within a second.
 //!
 //! The mover renews the lease itself; no job here touches it.
 
 mod allowance;
 mod heartbeat;
 mod probe;
+mod recovery;
+mod sentinel;
 mod stats;
 
 use std::time::Duration;
@@ -72,6 +79,13 @@ pub fn daemon_scheduler(ctx: Context) -> Scheduler {
     scheduler.add(probe::Probe::new(&ctx));
     scheduler.add(stats::Stats::new(&ctx));
     scheduler.add(heartbeat::Heartbeat::new(&ctx));
+    if ctx.settings.ledger.enabled {
+        scheduler.add(recovery::Recovery::new(&ctx));
+    }
+    if ctx.settings.redis.sentinel.is_some() {
+        let timeout = ctx.settings.redis.command_timeout;
+        scheduler.add(sentinel::SentinelWatch::new(&ctx.connector, timeout));
+    }
     match (ctx.settings.schedule, ctx.allowance) {
         (Schedule::Every { every, max_batches }, Some(permits)) => {
             scheduler.add(allowance::AllowanceRefill {
@@ -95,7 +109,8 @@ pub fn daemon_scheduler(ctx: Context) -> Scheduler {
 #[derive(Debug)]
 struct OwnConnection {
     connector: Connector,
-    conn: Option<MultiplexedConnection>,
+    /// The connection, and the connector's generation when it was made.
+    conn: Option<(MultiplexedConnection, u64)>,
 }
 
 impl OwnConnection {
@@ -115,6 +130,23 @@ impl OwnConnection {
         self.conn = None;
     }
 
+    /// The connection, opened first if needed. Opening costs a round trip of its own (the
+    /// client's handshake), so a step with a tight bound opens apart from its query.
+    /// With Sentinel, a connection made before the sentinels named another primary is
+    /// dropped first.
+    async fn open(&mut self) -> Result<&mut MultiplexedConnection, JobsError> {
+        let generation = self.connector.generation();
+        let conn = match self.conn.take() {
+            Some((conn, made)) if made == generation => conn,
+            _ => self
+                .connector
+                .command_connection()
+                .await
+                .map_err(|source| JobsError::Connect(self.connector.failure(CONNECT, source)))?,
+        };
+        Ok(&mut self.conn.insert((conn, generation)).0)
+    }
+
     /// Run `pipe` (the step `what`, sending `commands`), opening the connection first if
     /// needed.
     async fn query<T: redis::FromRedisValue>(
@@ -123,19 +155,7 @@ impl OwnConnection {
         commands: &'static str,
         pipe: &redis::Pipeline,
     ) -> Result<T, JobsError> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => {
-                let conn = self
-                    .connector
-                    .command_connection()
-                    .await
-                    .map_err(|source| {
-                        JobsError::Connect(self.connector.failure(CONNECT, source))
-                    })?;
-                self.conn.insert(conn)
-            }
-        };
+        let conn = self.open().await?;
         match pipe.query_async(conn).await {
             Ok(v) => Ok(v),
             Err(source) => {
@@ -180,6 +200,15 @@ mod tests {
     fn continuous_mode_has_no_allowance_refill() {
         let s = daemon_scheduler(context(&[]));
         assert_eq!(s.job_names(), vec!["probe", "stats", "heartbeat"]);
+    }
+
+    #[test]
+    fn the_ledger_adds_its_recovery_job() {
+        let s = daemon_scheduler(context(&[("REDIS_BATCH_LEDGER", "true")]));
+        assert_eq!(
+            s.job_names(),
+            vec!["probe", "stats", "heartbeat", "ledger_recovery"]
+        );
     }
 
     #[test]

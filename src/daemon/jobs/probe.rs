@@ -13,8 +13,11 @@ use crate::telemetry::metrics::Metrics;
 /// Redis going away or coming back within two seconds.
 pub const PROBE_PERIOD: Duration = Duration::from_secs(1);
 
-/// Longest one probe may take (connecting included), whatever the command timeout is, so a
-/// probe never runs into the next one and never hangs on a silent server.
+/// Longest one round trip of a probe may take, whatever the command timeout is, so a probe
+/// never hangs on a silent server. Opening a fresh connection (one round trip for the
+/// client's handshake) gets the same bound again, apart: a bound shared by both would fail
+/// every probe from a fresh connection on a link slower than half of it, and since a failed
+/// probe starts afresh, readiness would never come back on such a link.
 pub const PROBE_TIMEOUT_CAP: Duration = Duration::from_millis(750);
 
 /// Readiness probe and list-length gauges.
@@ -24,21 +27,30 @@ pub(super) struct Probe {
     queues: Queues,
     metrics: Metrics,
     health: Health,
+    /// Bound of the query: the command timeout, capped.
     bound: Duration,
+    /// Bound of opening the connection: the connect timeout, capped.
+    open_bound: Duration,
 }
 
 impl Probe {
     pub(super) fn new(ctx: &Context) -> Self {
+        let redis = &ctx.settings.redis;
         Probe {
             conn: OwnConnection::new(&ctx.connector),
             queues: ctx.settings.queues.clone(),
             metrics: ctx.metrics.clone(),
             health: ctx.health.clone(),
-            bound: ctx.settings.redis.command_timeout.min(PROBE_TIMEOUT_CAP),
+            bound: redis.command_timeout.min(PROBE_TIMEOUT_CAP),
+            open_bound: redis.connect_timeout.min(PROBE_TIMEOUT_CAP),
         }
     }
 
     async fn probe(&mut self) -> Result<(), JobsError> {
+        let open_bound = self.open_bound;
+        let opened =
+            tokio::time::timeout(open_bound, async { self.conn.open().await.map(|_| ()) }).await;
+        self.in_time(opened, open_bound)?;
         let mut pipe = redis::pipe();
         pipe.cmd("PING").ignore();
         for list in self.lists() {
@@ -47,18 +59,7 @@ impl Probe {
         let bound = self.bound;
         let outcome =
             tokio::time::timeout(bound, self.conn.query("probe", "PING, LLEN", &pipe)).await;
-        let lengths: Vec<i64> = match outcome {
-            Ok(result) => result?,
-            Err(_) => {
-                // The connection may still get the late reply; start afresh next time.
-                self.conn.reset();
-                return Err(JobsError::Timeout {
-                    what: "probe",
-                    addr: self.conn.addr(),
-                    timeout: bound,
-                });
-            }
-        };
+        let lengths: Vec<i64> = self.in_time(outcome, bound)?;
         let roles = self.queues.sources.iter().map(|_| "source");
         let roles = roles.chain(["processing", "dead_letter"]);
         for ((role, list), len) in roles.zip(self.lists()).zip(lengths) {
@@ -72,6 +73,23 @@ impl Probe {
     fn lists(&self) -> impl Iterator<Item = &String> {
         let q = &self.queues;
         q.sources.iter().chain([&q.processing, &q.dead_letter])
+    }
+
+    /// The result of a step that had `bound` to finish; past it, the connection is dropped
+    /// (it may still get the late reply) so the next probe starts afresh.
+    fn in_time<T>(
+        &mut self,
+        outcome: Result<Result<T, JobsError>, tokio::time::error::Elapsed>,
+        bound: Duration,
+    ) -> Result<T, JobsError> {
+        outcome.unwrap_or_else(|_| {
+            self.conn.reset();
+            Err(JobsError::Timeout {
+                what: "probe",
+                addr: self.conn.addr(),
+                timeout: bound,
+            })
+        })
     }
 }
 
@@ -107,5 +125,8 @@ mod tests {
         assert_eq!(probe.period(), PROBE_PERIOD);
         assert_eq!(probe.bound, Duration::from_millis(200));
         assert_eq!(Probe::new(&context(&[])).bound, PROBE_TIMEOUT_CAP);
+        let probe = Probe::new(&context(&[("REDIS_CONNECT_TIMEOUT", "0.3")]));
+        assert_eq!(probe.open_bound, Duration::from_millis(300));
+        assert_eq!(probe.bound, PROBE_TIMEOUT_CAP);
     }
 }

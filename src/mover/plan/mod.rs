@@ -133,6 +133,10 @@ pub struct Limits {
     pub batch_size: usize,
     /// Most envelopes in one commit.
     pub max_envelopes: usize,
+    /// Most envelopes in one commit that hold messages from below the first source list
+    /// ([`MAX_LOWER_ENVELOPES`] in the daemon): with two commits in flight, a message that
+    /// lands on a higher list waits behind at most twice this many envelopes.
+    pub max_lower_envelopes: usize,
     /// Send the trailing partial batch too if its first message was seen at or before this
     /// instant (now minus the batch timeout): its deadline has passed.
     pub flush_seen_by: Option<Instant>,
@@ -175,6 +179,18 @@ impl Envelope {
                 .iter()
                 .filter_map(|&i| pending.get(i).and_then(|p| p.value())),
         )
+    }
+
+    /// The sources its messages came from: their indices, in priority order.
+    pub fn sources(&self, pending: &Runs<'_>) -> Vec<usize> {
+        let mut sources: Vec<usize> = self
+            .members
+            .iter()
+            .filter_map(|&i| pending.locate(i).map(|(k, _)| k))
+            .collect();
+        // Members are in sequence order, so their sources never decrease.
+        sources.dedup();
+        sources
     }
 
     /// Bytes the envelope will take, roughly (for buffer sizing).
@@ -226,6 +242,12 @@ impl Plan {
     }
 }
 
+/// Most envelopes per commit that hold messages from below the first source list. The
+/// daemon keeps two commits in flight, built before it could see a message that lands on a
+/// higher list meanwhile; keeping lower-list commits this small means such a message waits
+/// behind at most eight envelopes, not two whole read-aheads.
+pub const MAX_LOWER_ENVELOPES: usize = 4;
+
 /// What an envelope adds to its messages' bytes, at most (the fixed fields and the commas).
 pub const ENVELOPE_OVERHEAD: usize = 512;
 
@@ -266,9 +288,20 @@ pub fn plan(pending: &Runs<'_>, limits: Limits, queues: &Queues, timestamp: &str
     let mut batch_bytes = 0usize;
     let mut plan_bytes = 0usize;
     let mut covered = 0usize;
+    // Messages of the first source come first; from here on they are from lower ones.
+    let first_len = pending.run(0).len();
+    // Envelopes planned before the first one holding a lower source's message.
+    let mut lower_from: Option<usize> = None;
+    let at_cap = |plan: &Plan, lower_from: Option<usize>| {
+        plan.envelopes.len() >= limits.max_envelopes
+            || lower_from.is_some_and(|f| plan.envelopes.len() - f >= limits.max_lower_envelopes)
+    };
     for (i, p) in pending.iter().enumerate() {
         if wraps(p, &limits) {
-            let full = plan.envelopes.len() == limits.max_envelopes
+            if i >= first_len && lower_from.is_none() {
+                lower_from = Some(plan.envelopes.len());
+            }
+            let full = at_cap(&plan, lower_from)
                 || (!plan.envelopes.is_empty() && plan_bytes >= limits.max_commit_bytes);
             if full {
                 break;
@@ -281,9 +314,7 @@ pub fn plan(pending: &Runs<'_>, limits: Limits, queues: &Queues, timestamp: &str
                 plan_bytes += batch_bytes;
                 batch.clear();
                 batch_bytes = 0;
-                if plan.envelopes.len() == limits.max_envelopes
-                    || plan_bytes >= limits.max_commit_bytes
-                {
+                if at_cap(&plan, lower_from) || plan_bytes >= limits.max_commit_bytes {
                     break;
                 }
             }
@@ -309,12 +340,19 @@ pub fn plan(pending: &Runs<'_>, limits: Limits, queues: &Queues, timestamp: &str
             covered = i + 1;
         }
     }
-    let expired = |first: usize| {
+    // The batch's clock is its oldest member's, which with several sources need not be the
+    // first in sequence order (a higher source's message may be younger).
+    let expired = |batch: &[usize]| {
+        let oldest = batch
+            .iter()
+            .filter_map(|&i| pending.get(i))
+            .map(|p| p.seen)
+            .min();
         limits
             .flush_seen_by
-            .is_some_and(|by| pending.get(first).is_some_and(|p| p.seen <= by))
+            .is_some_and(|by| oldest.is_some_and(|seen| seen <= by))
     };
-    if !batch.is_empty() && expired(batch[0]) && plan.envelopes.len() < limits.max_envelopes {
+    if !batch.is_empty() && expired(&batch) && !at_cap(&plan, lower_from) {
         plan.envelopes.push(build(pending, &batch));
         covered = batch[batch.len() - 1] + 1;
         plan_bytes += batch_bytes;
@@ -340,8 +378,13 @@ fn build(pending: &Runs<'_>, batch: &[usize]) -> Envelope {
         event_id: Uuid::new_v4(),
         members: batch.to_vec(),
         size: batch.len(),
-        // Invariant: a batch holds indices of messages in `pending`.
-        oldest_seen: pending.get(batch[0]).map_or_else(Instant::now, |p| p.seen),
+        // With several sources the oldest member need not come first.
+        oldest_seen: batch
+            .iter()
+            .filter_map(|&i| pending.get(i))
+            .map(|p| p.seen)
+            .min()
+            .unwrap_or_else(Instant::now),
     }
 }
 

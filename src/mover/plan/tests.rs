@@ -39,6 +39,7 @@ fn sizes(p: &Plan) -> Vec<usize> {
 const FULL_ONLY: Limits = Limits {
     batch_size: 2,
     max_envelopes: 10,
+    max_lower_envelopes: usize::MAX,
     flush_seen_by: None,
     max_envelope_bytes: MAX_ENVELOPE_BYTES,
     max_commit_bytes: MAX_COMMIT_BYTES,
@@ -95,6 +96,7 @@ fn byte_caps_split_envelopes_and_commits() {
     let caps = |commit| Limits {
         batch_size: 10,
         max_envelopes: 10,
+        max_lower_envelopes: usize::MAX,
         flush_seen_by: Some(Instant::now()),
         max_envelope_bytes: 15,
         max_commit_bytes: commit,
@@ -300,4 +302,25 @@ fn dead_letters_name_their_own_source_and_by_reference_ones_their_place() {
     assert_eq!(p.trims, vec![1, 1]);
     let moved: Vec<(usize, usize)> = p.by_reference.iter().map(|b| (b.source, b.index)).collect();
     assert_eq!(moved, [(0, 0), (1, 0)]);
+}
+
+#[test]
+fn commits_that_reach_a_lower_source_carry_few_envelopes() {
+    let now = Instant::now();
+    let urgent = peeked_run(&["1", "2", "3"], now);
+    let bulk: Vec<Peeked> = (10..40)
+        .map(|i| Peeked::new(i.to_string().into_bytes(), PROFILE, now))
+        .collect();
+    let limits = Limits {
+        max_lower_envelopes: 2,
+        ..FULL_ONLY
+    };
+    let runs = Runs::new(vec![&urgent, &bulk]);
+    let p = plan(&runs, limits, &two_sources(), "ts");
+    // [1, 2] holds the first source only; [3, 10] and [11, 12] reach the lower one: cap.
+    assert_eq!(sizes(&p), vec![2, 2, 2]);
+    assert_eq!(p.trims, vec![3, 3]);
+    // A single source is never capped this way.
+    let p = plan(&Runs::one(&bulk), limits, &queues(), "ts");
+    assert_eq!(p.envelopes.len(), 10);
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use redis::{ConnectionAddr, Value};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -21,12 +21,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 /// Connect within the target's connect timeout.
 pub(super) async fn open(target: &StreamTarget) -> Result<Box<dyn Io>, RawError> {
     let after = target.connect_timeout;
-    match tokio::time::timeout(
-        after,
-        connect(&target.addr, target.tls_root_cert.as_deref()),
-    )
-    .await
-    {
+    match tokio::time::timeout(after, connect(target)).await {
         Ok(io) => io,
         Err(_) => Err(RawError::Timeout {
             what: "connect",
@@ -35,12 +30,12 @@ pub(super) async fn open(target: &StreamTarget) -> Result<Box<dyn Io>, RawError>
     }
 }
 
-async fn connect(addr: &ConnectionAddr, root_cert: Option<&[u8]>) -> Result<Box<dyn Io>, RawError> {
+async fn connect(target: &StreamTarget) -> Result<Box<dyn Io>, RawError> {
     let io_error = |source| RawError::Io {
         what: "connect",
         source,
     };
-    match addr {
+    match &target.addr {
         ConnectionAddr::Tcp(host, port) => {
             let tcp = tcp(host, *port).await?;
             Ok(Box::new(tcp))
@@ -51,7 +46,7 @@ async fn connect(addr: &ConnectionAddr, root_cert: Option<&[u8]>) -> Result<Box<
             insecure: false,
             ..
         } => {
-            let config = client_config(root_cert)?;
+            let config = client_config(target)?;
             let name = ServerName::try_from(host.clone())
                 .map_err(|e| RawError::Config(format!("TLS server name {host:?}: {e}")))?;
             let tcp = tcp(host, *port).await?;
@@ -80,10 +75,12 @@ async fn tcp(host: &str, port: u16) -> Result<TcpStream, RawError> {
     Ok(tcp)
 }
 
-/// The TLS client configuration: the configured CA, or the web's roots without one.
-fn client_config(root_cert: Option<&[u8]>) -> Result<rustls::ClientConfig, RawError> {
+/// The TLS client configuration: the configured CA, or the web's roots without one; and the
+/// client certificate when one is configured.
+fn client_config(target: &StreamTarget) -> Result<rustls::ClientConfig, RawError> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| RawError::Config(format!("{what}: {e}"));
     let mut roots = rustls::RootCertStore::empty();
-    match root_cert {
+    match target.tls_root_cert.as_deref() {
         Some(pem) => {
             for cert in CertificateDer::pem_slice_iter(pem) {
                 let cert = cert.map_err(|e| RawError::Config(format!("CA certificate: {e}")))?;
@@ -94,9 +91,19 @@ fn client_config(root_cert: Option<&[u8]>) -> Result<rustls::ClientConfig, RawEr
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
-    Ok(rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    match &target.tls_client_cert {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad("client certificate", &e))?;
+            let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| bad("client key", &e))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| bad("client certificate", &e))
+        }
+    }
 }
 
 /// `AUTH` (with the user name when there is one) and `SELECT`, each checked.

@@ -7,6 +7,7 @@
 //! consistent snapshot, then one more round trip fetches the replica hashes. Every call is
 //! bounded by the connect and command timeouts, so status never hangs.
 
+mod ledger;
 mod render;
 
 pub use render::render_text;
@@ -114,10 +115,10 @@ pub struct Replica {
     pub heartbeat_at: Option<String>,
     /// Milliseconds since its last heartbeat, by this machine's clock.
     pub heartbeat_age_ms: Option<i64>,
-    /// Whether it held the lease at its last heartbeat.
+    /// Whether it holds the lease now, by the lease key (not by its last heartbeat).
     pub holds_lease: bool,
     /// Whether back-pressure paused it at its last heartbeat (the processing list is at its
-    /// length limit).
+    /// length limit); only ever true for the holder.
     pub paused: bool,
     /// Messages this process sent inside envelopes.
     pub messages: u64,
@@ -149,6 +150,9 @@ pub struct Status {
     pub replicas: Vec<Replica>,
     /// Sum of the live replicas' rates, messages per second.
     pub rate_per_s: f64,
+    /// The batch ledger's section, with `REDIS_BATCH_LEDGER` on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<crate::tools::batch::LedgerStatus>,
 }
 
 /// Read the state from Redis and render it as text, or as one JSON document with `json`.
@@ -169,17 +173,9 @@ pub async fn read(settings: &Settings) -> Result<Status, StatusError> {
     let q = &settings.queues;
     let snapshot = read_snapshot(&mut conn, &connector, q, &keys).await?;
     let hashes = read_replicas(&mut conn, &connector, &keys, &snapshot.members).await?;
+    let ledger = ledger::read(&mut conn, &connector, settings).await?;
 
     let now_ms = now_ms();
-    let replicas: Vec<Replica> = snapshot
-        .members
-        .iter()
-        .zip(hashes)
-        // A member whose hash expired stopped heartbeating: it is not alive.
-        .filter(|(_, h)| !h.is_empty())
-        .map(|((name, score), h)| replica_from_hash(name, *score, &h, now_ms))
-        .collect();
-    let rate_per_s = replicas.iter().map(|r| r.rate_per_s).sum();
     let stats = &snapshot.stats;
     let last_ms = stats
         .get("last_envelope_at_ms")
@@ -202,6 +198,17 @@ pub async fn read(settings: &Settings) -> Result<Status, StatusError> {
         })
         .collect();
     let lease = sources.first().and_then(|s| s.lease.clone());
+    // The holder is who the first source's lease names: every commit checks that one.
+    let holder = lease.as_ref().map(|l| l.holder.as_str());
+    let replicas: Vec<Replica> = snapshot
+        .members
+        .iter()
+        .zip(hashes)
+        // A member whose hash expired stopped heartbeating: it is not alive.
+        .filter(|(_, h)| !h.is_empty())
+        .map(|((name, score), h)| replica_from_hash(name, *score, &h, now_ms, holder))
+        .collect();
+    let rate_per_s = replicas.iter().map(|r| r.rate_per_s).sum();
 
     Ok(Status {
         redis: connector.addr(),
@@ -220,6 +227,7 @@ pub async fn read(settings: &Settings) -> Result<Status, StatusError> {
         lease,
         replicas,
         rate_per_s,
+        ledger,
     })
 }
 
@@ -322,8 +330,23 @@ async fn read_replicas(
         })
 }
 
-fn replica_from_hash(name: &str, score: f64, h: &HashMap<String, String>, now_ms: i64) -> Replica {
+/// One replica from its heartbeat hash. Whether it holds the lease comes from the lease key
+/// (`holder`, read in the same snapshot), not from the hash: the hash's `holds_lease` is as
+/// old as the last beat and outlives a dead replica by up to three lease TTLs, so a replica
+/// killed or stopped while holding would still be shown holding beside its successor.
+fn replica_from_hash(
+    name: &str,
+    score: f64,
+    h: &HashMap<String, String>,
+    now_ms: i64,
+    holder: Option<&str>,
+) -> Replica {
     let text = |k: &str| h.get(k).cloned().unwrap_or_default();
+    let consumer = h
+        .get("consumer")
+        .cloned()
+        .unwrap_or_else(|| name.to_string());
+    let holds_lease = holder == Some(consumer.as_str());
     // The hash's own field is the reference; the set's score is the same instant.
     let heartbeat_ms = h
         .get("heartbeat_at_ms")
@@ -334,21 +357,19 @@ fn replica_from_hash(name: &str, score: f64, h: &HashMap<String, String>, now_ms
             score.is_finite().then_some(score as i64)
         });
     Replica {
-        consumer: h
-            .get("consumer")
-            .cloned()
-            .unwrap_or_else(|| name.to_string()),
         host: text("host"),
         pid: h.get("pid").and_then(|v| v.trim().parse().ok()),
         started_at: text("started_at"),
         heartbeat_at: heartbeat_ms.and_then(rfc3339_ms),
         heartbeat_age_ms: heartbeat_ms.map(|t| now_ms - t),
-        holds_lease: h.get("holds_lease").is_some_and(|v| v == "1"),
-        paused: h.get("paused").is_some_and(|v| v == "1"),
+        holds_lease,
+        // Only the holder pauses; a flag left by a replica that lost the lease is stale.
+        paused: holds_lease && h.get("paused").is_some_and(|v| v == "1"),
         messages: parse_u64(h.get("messages")),
         batches: parse_u64(h.get("batches")),
         dead_letters: parse_u64(h.get("dead_letters")),
         rate_per_s: parse_f64(h.get("rate")),
+        consumer,
     }
 }
 
@@ -398,7 +419,7 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let r = replica_from_hash("c1", 999.0, &h, 3000);
+        let r = replica_from_hash("c1", 999.0, &h, 3000, Some("c1"));
         assert_eq!(r.pid, Some(42));
         assert_eq!(r.heartbeat_age_ms, Some(2000));
         assert_eq!(
@@ -409,10 +430,25 @@ mod tests {
         assert_eq!((r.messages, r.batches), (7, 0));
         assert_eq!(r.rate_per_s, 2.5);
         let nan: HashMap<String, String> = [("rate".to_string(), "NaN".to_string())].into();
-        assert_eq!(replica_from_hash("c2", 5.0, &nan, 10).rate_per_s, 0.0);
+        assert_eq!(replica_from_hash("c2", 5.0, &nan, 10, None).rate_per_s, 0.0);
         assert_eq!(
-            replica_from_hash("c2", 5.0, &nan, 10).heartbeat_age_ms,
+            replica_from_hash("c2", 5.0, &nan, 10, None).heartbeat_age_ms,
             Some(5)
         );
+    }
+
+    #[test]
+    fn the_lease_key_not_the_last_heartbeat_says_who_holds_the_lease() {
+        // A replica that held the lease (and was paused) at its last beat, then died.
+        let h: HashMap<String, String> = [("holds_lease", "1"), ("paused", "1")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for holder in [None, Some("successor")] {
+            let r = replica_from_hash("dead", 1.0, &h, 2, holder);
+            assert!(!r.holds_lease && !r.paused, "holder {holder:?}: {r:?}");
+        }
+        let r = replica_from_hash("dead", 1.0, &h, 2, Some("dead"));
+        assert!(r.holds_lease && r.paused);
     }
 }

@@ -108,5 +108,8 @@ pub fn render_text(s: &Status) -> String {
             r.rate_per_s
         );
     }
+    if let Some(ledger) = &s.ledger {
+        let _ = write!(out, "\n{}", crate::tools::batch::status_section(ledger));
+    }
     out
 }

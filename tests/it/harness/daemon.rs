@@ -28,8 +28,13 @@ pub(crate) struct Daemon {
 
 /// The environment a test daemon gets: queues, a fast lease, no HTTP unless asked.
 pub(crate) fn daemon_env(server: &RedisServer, names: &Names) -> Vec<(String, String)> {
+    daemon_env_at(server.port, names)
+}
+
+/// [`daemon_env`] for a Redis on `127.0.0.1:port`.
+pub(crate) fn daemon_env_at(port: u16, names: &Names) -> Vec<(String, String)> {
     [
-        ("REDIS_PORT", server.port.to_string()),
+        ("REDIS_PORT", port.to_string()),
         ("REDIS_RAW_DATA_QUEUE", names.source.clone()),
         ("REDIS_PROCESSING_QUEUE", names.processing.clone()),
         ("REDIS_DEAD_LETTER_QUEUE", names.dead_letter.clone()),
@@ -79,7 +84,15 @@ pub(crate) fn binary_command(env: &[(String, String)], args: &[&str]) -> Command
 
 /// Run the binary with exactly `env` (plus PATH) and `args`, capturing output.
 pub(crate) fn spawn_daemon(env: &[(String, String)], args: &[&str]) -> Daemon {
-    let mut child = binary_command(env, args)
+    spawn_command(binary_command(env, args))
+}
+
+/// Start `cmd` (the binary, maybe wrapped), capturing its stdout and stderr line by line.
+pub(crate) fn spawn_command(mut cmd: Command) -> Daemon {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn batch-processor");
     let lines = Arc::new(Mutex::new(Vec::new()));

@@ -15,7 +15,8 @@
 //! - a cut ([`Proxy::cut`]): every current connection is closed abruptly, with a reset to both
 //!   peers; new connections are served as usual.
 //!
-//! The proxy runs on a thread of its own with a current-thread tokio runtime; dropping the
+//! The proxy runs on a thread of its own with a current-thread tokio runtime (moved into a
+//! test's network namespace with [`Proxy::start_in`]); dropping the
 //! [`Proxy`] stops it and closes every connection.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -29,6 +30,8 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+
+use super::{enter, Netns};
 
 /// Largest chunk read at once.
 const CHUNK: usize = 64 * 1024;
@@ -60,11 +63,17 @@ pub(crate) struct Proxy {
 impl Proxy {
     /// A proxy to `target` adding `delay` in each direction.
     pub(crate) fn start(target: SocketAddr, delay: Duration) -> Self {
-        let listener = StdListener::bind("127.0.0.1:0").expect("bind proxy port");
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
-        let port = listener.local_addr().expect("proxy address").port();
+        Self::spawn(target, delay, None)
+    }
+
+    /// A proxy inside the network namespace `ns`: it listens on the namespace's loopback
+    /// and connects to `target` there.
+    pub(crate) fn start_in(ns: &Netns, target: SocketAddr, delay: Duration) -> Self {
+        Self::spawn(target, delay, Some(ns.file()))
+    }
+
+    /// The proxy's thread enters `netns` (when given) before it opens any socket.
+    fn spawn(target: SocketAddr, delay: Duration, netns: Option<std::fs::File>) -> Self {
         let control = Arc::new(watch::Sender::new(Control {
             up: delay,
             down: delay,
@@ -72,9 +81,19 @@ impl Proxy {
         }));
         let open = Arc::new(AtomicUsize::new(0));
         let (ctl, count) = (control.clone(), open.clone());
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
-            .name(format!("proxy-{port}"))
+            .name("proxy".into())
             .spawn(move || {
+                if let Some(ns) = &netns {
+                    enter(ns);
+                }
+                let listener = StdListener::bind("127.0.0.1:0").expect("bind proxy port");
+                listener
+                    .set_nonblocking(true)
+                    .expect("nonblocking listener");
+                let port = listener.local_addr().expect("proxy address").port();
+                port_tx.send(port).expect("proxy port");
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -83,6 +102,7 @@ impl Proxy {
                 // Dropping the runtime drops every connection task and its sockets.
             })
             .expect("spawn proxy thread");
+        let port = port_rx.recv().expect("the proxy thread binds its port");
         Proxy {
             port,
             control,

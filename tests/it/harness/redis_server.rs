@@ -11,6 +11,8 @@ pub(crate) struct RedisServer {
     pub port: u16,
     pub dir: tempfile::TempDir,
     extra_args: Vec<String>,
+    /// For a TLS-only server: the directory of the certificates [`super::make_certs`] made.
+    tls: Option<std::path::PathBuf>,
     child: Option<Child>,
 }
 
@@ -60,6 +62,21 @@ impl RedisServer {
             port: free_port(),
             dir,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            tls: None,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// A TLS-only server (`port` is its TLS port) with the certificates in `certs`, which
+    /// requires client certificates and replicates over TLS; plus `args`.
+    pub(crate) fn start_tls_with(certs: &std::path::Path, args: &[&str]) -> Self {
+        let mut server = RedisServer {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            tls: Some(certs.to_owned()),
             child: None,
         };
         server.spawn();
@@ -67,9 +84,20 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .arg("--port")
-            .arg(self.port.to_string())
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.arg("--port").arg(self.port.to_string()),
+            Some(certs) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(certs.join("server.pem"))
+                .arg("--tls-key-file")
+                .arg(certs.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(certs.join("ca.pem"))
+                .args(["--tls-replication", "yes"]),
+        };
+        let child = command
             .arg("--bind")
             .arg("127.0.0.1")
             .arg("--dir")
@@ -86,7 +114,12 @@ impl RedisServer {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            let listening = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+            if listening && self.tls.is_some() {
+                // No persistence, so nothing to load: listening is ready.
+                return;
+            }
+            if listening {
                 // Accepting connections; with AOF it may still be loading, so ask.
                 if let Ok(mut c) = redis::Client::open(self.url()).and_then(|c| c.get_connection())
                 {

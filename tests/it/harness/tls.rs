@@ -19,7 +19,8 @@ fn openssl(dir: &Path, args: &str) {
     assert!(status.success(), "openssl {args} failed");
 }
 
-/// A CA, and a server certificate for 127.0.0.1 signed by it.
+/// A CA, a server certificate for 127.0.0.1 and a client certificate (`client.pem`,
+/// `client.key`), both signed by it.
 pub(crate) fn make_certs(dir: &Path) {
     openssl(
         dir,
@@ -33,6 +34,16 @@ pub(crate) fn make_certs(dir: &Path) {
     openssl(
         dir,
         "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext.cnf",
+    );
+    openssl(
+        dir,
+        "req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=batch-processor",
+    );
+    // An extension makes it an X.509 v3 certificate, the only version webpki accepts.
+    std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
+    openssl(
+        dir,
+        "x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 -extfile client.cnf",
     );
 }
 
@@ -51,6 +62,13 @@ impl Drop for TlsRedis {
 
 /// Start a TLS-only server with the certificates [`make_certs`] left in `dir`.
 pub(crate) fn start_tls_redis(dir: &Path) -> TlsRedis {
+    start_tls_redis_with(dir, false)
+}
+
+/// Like [`start_tls_redis`]; with `client_certs` the server requires a client certificate
+/// signed by the CA (`--tls-auth-clients yes`).
+pub(crate) fn start_tls_redis_with(dir: &Path, client_certs: bool) -> TlsRedis {
+    let auth_clients = if client_certs { "yes" } else { "no" };
     let port = free_port();
     let child = Command::new("redis-server")
         .args([
@@ -71,7 +89,12 @@ pub(crate) fn start_tls_redis(dir: &Path) -> TlsRedis {
             "--tls-key-file",
             "server.key",
         ])
-        .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+        .args([
+            "--tls-ca-cert-file",
+            "ca.pem",
+            "--tls-auth-clients",
+            auth_clients,
+        ])
         .arg("--dir")
         .arg(dir)
         .current_dir(dir)
@@ -88,4 +111,22 @@ pub(crate) fn start_tls_redis(dir: &Path) -> TlsRedis {
         "TLS redis-server did not start"
     );
     TlsRedis { child, port }
+}
+
+/// A synchronous admin connection to the TLS server on `port`, presenting the client
+/// certificate [`make_certs`] left in `dir`.
+pub(crate) fn connect_tls(dir: &Path, port: u16) -> redis::Connection {
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let client = redis::Client::build_with_tls(
+        format!("rediss://127.0.0.1:{port}/"),
+        redis::TlsCertificates {
+            client_tls: Some(redis::ClientTlsConfig {
+                client_cert: read("client.pem"),
+                client_key: read("client.key"),
+            }),
+            root_cert: Some(read("ca.pem")),
+        },
+    )
+    .unwrap();
+    client.get_connection().unwrap()
 }
