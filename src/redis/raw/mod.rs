@@ -14,6 +14,7 @@
 //! the connection's timeout; the parse state lives in the caller's [`resp::ItemsReply`] and
 //! in this read buffer, so a read dropped while it waits (shutdown) loses nothing.
 
+mod item;
 pub mod resp;
 mod stream;
 

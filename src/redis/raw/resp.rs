@@ -6,17 +6,11 @@
 //! copy, and an element longer than the keep limit is skipped as it streams past, keeping only
 //! its length and its first and last [`END_BYTES`] (what the commit's tail fingerprint needs).
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use redis::Value;
 
-/// Bytes kept from each end of a skipped element (see `fingerprint` in the commit).
-pub const END_BYTES: usize = 1024;
-
-/// Elements this long or shorter are always kept whole: a skipped element costs about as much.
-const ALWAYS_KEPT: usize = 2 * END_BYTES;
-
-/// Memory a skipped element holds: its two ends and some bookkeeping.
-pub const SKIPPED_COST: usize = ALWAYS_KEPT + 64;
+use super::item::ALWAYS_KEPT;
+pub use super::item::{Item, Skipped, END_BYTES, SKIPPED_COST};
 
 /// Nesting allowed in a small reply (an `EXEC` reply holds the script's reply, one level down).
 const MAX_DEPTH: usize = 16;
@@ -115,51 +109,6 @@ fn server_error(line: &[u8]) -> Result<Value, Malformed> {
     match redis::parse_redis_value(line) {
         Ok(v @ Value::ServerError(_)) => Ok(v),
         _ => Err(malformed("bad error reply")),
-    }
-}
-
-/// An element of an `LRANGE` reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Item {
-    /// The whole element, sliced out of the read buffer.
-    Whole(Bytes),
-    /// An element longer than the keep limit: skipped as it streamed past.
-    Skipped(Skipped),
-}
-
-/// What is kept of a skipped element.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skipped {
-    /// Its length in bytes.
-    pub len: usize,
-    /// Its first [`END_BYTES`] bytes.
-    pub head: Vec<u8>,
-    /// Its last [`END_BYTES`] bytes.
-    pub tail: Vec<u8>,
-}
-
-impl Skipped {
-    fn new(len: usize) -> Self {
-        Skipped {
-            len,
-            head: Vec::with_capacity(END_BYTES),
-            tail: Vec::with_capacity(END_BYTES),
-        }
-    }
-
-    /// `chunk` streamed past.
-    fn saw(&mut self, chunk: &[u8]) {
-        let room = END_BYTES - self.head.len();
-        self.head.extend_from_slice(&chunk[..room.min(chunk.len())]);
-        if chunk.len() >= END_BYTES {
-            self.tail.clear();
-            self.tail
-                .extend_from_slice(&chunk[chunk.len() - END_BYTES..]);
-        } else {
-            let over = (self.tail.len() + chunk.len()).saturating_sub(END_BYTES);
-            self.tail.drain(..over);
-            self.tail.extend_from_slice(chunk);
-        }
     }
 }
 
@@ -270,53 +219,13 @@ impl ItemsReply {
         buf: &mut BytesMut,
         budget: &mut usize,
     ) -> Result<Option<Step>, Malformed> {
-        let next = match state {
-            State::Header => {
-                let Some((head, n)) = line(buf) else {
-                    return self.wait(State::Header);
-                };
-                if head.first() != Some(&b'*') {
-                    // Not an array: parse the whole value as a small reply.
-                    let Some((value, used)) = parse_value(buf)? else {
-                        return self.wait(State::Header);
-                    };
-                    buf.advance(used);
-                    return Ok(Some(Step::Finished(Items::Other(value))));
-                }
-                let count = length(&head[1..])?;
-                buf.advance(n);
-                match count {
-                    None => return Ok(Some(Step::Finished(Items::Other(Value::Nil)))),
-                    Some(left) => {
-                        self.items.reserve(left.min(64 * 1024));
-                        State::Element { left }
-                    }
-                }
-            }
-            State::Element { left: 0 } => {
-                let items = Items::Read {
-                    items: std::mem::take(&mut self.items),
-                    truncated: self.truncated,
-                };
-                return Ok(Some(Step::Finished(items)));
-            }
-            State::Element { left } => {
-                let Some((head, n)) = line(buf) else {
-                    return self.wait(State::Element { left });
-                };
-                if head.first() != Some(&b'$') {
-                    return Err(malformed("LRANGE element is not a bulk string"));
-                }
-                let len = length(&head[1..])?.ok_or_else(|| malformed("null LRANGE element"))?;
-                buf.advance(n);
-                let body = self.body_for(len, budget);
-                State::Body {
-                    left: left - 1,
-                    len,
-                    done: 0,
-                    body,
-                }
-            }
+        match state {
+            State::Header => self.header(buf),
+            State::Element { left: 0 } => Ok(Some(Step::Finished(Items::Read {
+                items: std::mem::take(&mut self.items),
+                truncated: self.truncated,
+            }))),
+            State::Element { left } => self.element(left, buf, budget),
             State::Body {
                 left,
                 len,
@@ -324,32 +233,7 @@ impl ItemsReply {
                 body: Body::Keep,
             } => {
                 if buf.len() < len {
-                    return self.wait(State::Body {
-                        left,
-                        len,
-                        done,
-                        body: Body::Keep,
-                    });
-                }
-                let item = buf.split_to(len).freeze();
-                State::End {
-                    left,
-                    item: Some(Item::Whole(item)),
-                }
-            }
-            State::Body {
-                left,
-                len,
-                done,
-                mut body,
-            } => {
-                let take = (len - done).min(buf.len());
-                if let Body::Skip(skipped) = &mut body {
-                    skipped.saw(&buf[..take]);
-                }
-                buf.advance(take);
-                let done = done + take;
-                if done < len {
+                    let body = Body::Keep;
                     return self.wait(State::Body {
                         left,
                         len,
@@ -357,12 +241,15 @@ impl ItemsReply {
                         body,
                     });
                 }
-                let item = match body {
-                    Body::Skip(skipped) => Some(Item::Skipped(skipped)),
-                    Body::Keep | Body::Drop => None,
-                };
-                State::End { left, item }
+                let item = Some(Item::Whole(buf.split_to(len).freeze()));
+                Ok(Some(Step::Go(State::End { left, item })))
             }
+            State::Body {
+                left,
+                len,
+                done,
+                body,
+            } => self.stream_past(left, len, done, body, buf),
             State::End { left, item } => {
                 if buf.len() < 2 {
                     return self.wait(State::End { left, item });
@@ -372,10 +259,88 @@ impl ItemsReply {
                 }
                 buf.advance(2);
                 self.items.extend(item);
-                State::Element { left }
+                Ok(Some(Step::Go(State::Element { left })))
             }
+        }
+    }
+
+    /// The reply's header: an array's count, or (not an array) the whole reply.
+    fn header(&mut self, buf: &mut BytesMut) -> Result<Option<Step>, Malformed> {
+        let Some((head, n)) = line(buf) else {
+            return self.wait(State::Header);
         };
-        Ok(Some(Step::Go(next)))
+        if head.first() != Some(&b'*') {
+            // Not an array: parse the whole value as a small reply.
+            let Some((value, used)) = parse_value(buf)? else {
+                return self.wait(State::Header);
+            };
+            buf.advance(used);
+            return Ok(Some(Step::Finished(Items::Other(value))));
+        }
+        let count = length(&head[1..])?;
+        buf.advance(n);
+        Ok(Some(match count {
+            None => Step::Finished(Items::Other(Value::Nil)),
+            Some(left) => {
+                self.items.reserve(left.min(64 * 1024));
+                Step::Go(State::Element { left })
+            }
+        }))
+    }
+
+    /// An element's header: its length decides how its body is received.
+    fn element(
+        &mut self,
+        left: usize,
+        buf: &mut BytesMut,
+        budget: &mut usize,
+    ) -> Result<Option<Step>, Malformed> {
+        let Some((head, n)) = line(buf) else {
+            return self.wait(State::Element { left });
+        };
+        if head.first() != Some(&b'$') {
+            return Err(malformed("LRANGE element is not a bulk string"));
+        }
+        let len = length(&head[1..])?.ok_or_else(|| malformed("null LRANGE element"))?;
+        buf.advance(n);
+        let body = self.body_for(len, budget);
+        Ok(Some(Step::Go(State::Body {
+            left: left - 1,
+            len,
+            done: 0,
+            body,
+        })))
+    }
+
+    /// The body of an element that is not kept: consumed as it arrives, keeping its ends
+    /// when it is skipped.
+    fn stream_past(
+        &mut self,
+        left: usize,
+        len: usize,
+        done: usize,
+        mut body: Body,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Step>, Malformed> {
+        let take = (len - done).min(buf.len());
+        if let Body::Skip(skipped) = &mut body {
+            skipped.saw(&buf[..take]);
+        }
+        buf.advance(take);
+        let done = done + take;
+        if done < len {
+            return self.wait(State::Body {
+                left,
+                len,
+                done,
+                body,
+            });
+        }
+        let item = match body {
+            Body::Skip(skipped) => Some(Item::Skipped(skipped)),
+            Body::Keep | Body::Drop => None,
+        };
+        Ok(Some(Step::Go(State::End { left, item })))
     }
 
     /// How an element of `len` bytes is received: kept while the budget lasts, skipped when

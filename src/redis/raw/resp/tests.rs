@@ -1,7 +1,7 @@
 //! The reply parser against redis-rs's own: generated replies, every split of them across
 //! reads, and arbitrary bytes.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use redis::Value;
 
