@@ -108,20 +108,25 @@ pub enum BatchAction {
         #[arg(long)]
         json: bool,
     },
-    /// Report a claimed batch's progress, as a transformer does (fenced by --delivery). The
-    /// counts are totals so far under that delivery, so running it twice changes nothing.
+    /// Report items of a claimed batch done, as a transformer does (fenced by --delivery).
+    /// The counts are added to the batch's; to retry an ack whose outcome is unknown, run it
+    /// again with the ack id it printed (--ack-id), which counts once.
     Ack {
         /// The batch's event_id.
         id: String,
         /// The delivery number the claim returned.
         #[arg(long)]
         delivery: u64,
-        /// Items completed so far (a total, not an increment).
+        /// Items newly completed (added to the batch's count).
         #[arg(long, default_value_t = 0)]
         completed: u64,
-        /// Items failed so far (a total, not an increment).
+        /// Items newly failed (added to the batch's count).
         #[arg(long, default_value_t = 0)]
         failed: u64,
+        /// The ack's id; a new UUID when not given. Pass the id of an earlier run to retry
+        /// it: an id is applied once per batch.
+        #[arg(long, value_name = "ID")]
+        ack_id: Option<String>,
     },
 }
 
@@ -281,12 +286,15 @@ async fn batch(action: BatchAction, settings: &Settings) -> ExitCode {
             delivery,
             completed,
             failed,
+            ack_id,
         } => {
+            let ack_id = ack_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
             let args = AckArgs {
                 id: &id,
                 delivery,
                 completed,
                 failed,
+                ack_id: &ack_id,
             };
             report(batch::ack(settings, args).await)
         }

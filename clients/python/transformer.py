@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+import uuid
 
 import redis
 
@@ -51,10 +52,11 @@ def main() -> int:
             time.sleep(a.work_seconds)
         total = len(batch.items)
         failed = total // a.fail_every if a.fail_every else 0
-        report = (total - failed, failed)
+        # One id for this logical ack, reused by every retry below: it counts once.
+        ack_id = str(uuid.uuid4())
         while True:
             try:
-                result = worker.ack(batch, completed=report[0], failed=report[1])
+                result = batch.ack(completed=total - failed, failed=failed, ack_id=ack_id)
                 print(json.dumps({"event": "acked", "id": batch.event_id,
                                   "status": result.status}), flush=True)
             except StaleDelivery as e:
@@ -62,8 +64,7 @@ def main() -> int:
                 print(json.dumps({"event": "stale", "id": batch.event_id, "error": str(e)}),
                       flush=True)
             except redis.ConnectionError:
-                # The batch now holds the totals; acking again sends them, counted once.
-                report = (0, 0)
+                # Maybe applied, maybe not: the same ack id again is applied at most once.
                 time.sleep(0.2)
                 continue
             break

@@ -24,7 +24,8 @@ pub enum DemoRole {
         #[arg(long, value_name = "N", default_value_t = 50)]
         bad_every: u64,
     },
-    /// Take envelopes off the processing list (RPOP) and log one summary line each.
+    /// Take envelopes off the processing list and log one summary line each: RPOP, or with
+    /// REDIS_BATCH_LEDGER=true claim and ack them through the ledger's protocol.
     Consume {
         /// Stop after this many envelopes (default: until SIGTERM or SIGINT).
         #[arg(long)]

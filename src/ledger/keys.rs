@@ -25,6 +25,12 @@ impl LedgerKeys {
         format!("{}{event_id}", self.prefix)
     }
 
+    /// Hash of the ack ids applied to one batch (with their answers); it expires with the
+    /// batch's hash.
+    pub fn acks(&self, event_id: &str) -> String {
+        format!("{}{event_id}:acks", self.prefix)
+    }
+
     /// The list of envelopes `worker` holds.
     pub fn inflight(&self, worker: &str) -> String {
         format!("{}inflight:{worker}", self.prefix)
@@ -59,6 +65,7 @@ mod tests {
     fn names_follow_the_prefix() {
         let k = LedgerKeys::new("batch:state:");
         assert_eq!(k.batch("abc"), "batch:state:abc");
+        assert_eq!(k.acks("abc"), "batch:state:abc:acks");
         assert_eq!(k.inflight("w1"), "batch:state:inflight:w1");
         assert_eq!(k.workers(), "batch:state:workers");
         assert_eq!(k.claims(), "batch:state:claims");

@@ -30,15 +30,15 @@ pub enum LedgerError {
         #[source]
         source: RedisError,
     },
-    /// The function refused: the batch is unknown, the delivery stale, the totals too high
-    /// or going down, a protocol key of the wrong type, or an argument malformed. Every
-    /// function checks before its first write, so nothing changed.
+    /// The function refused: the batch is unknown, the delivery stale, the counts would pass
+    /// the total, a protocol key of the wrong type, or an argument malformed (an ack id
+    /// reused for another ack). Every function checks before its first write, so nothing
+    /// changed.
     #[error("{function} refused: {code} {detail}")]
     Refused {
         /// The function.
         function: &'static str,
-        /// `BATCH_UNKNOWN`, `BATCH_STALE`, `BATCH_OVER`, `BATCH_BEHIND`, `BATCH_WRONGTYPE`
-        /// or `BATCH_ARGS`.
+        /// `BATCH_UNKNOWN`, `BATCH_STALE`, `BATCH_OVER`, `BATCH_WRONGTYPE` or `BATCH_ARGS`.
         code: String,
         /// What it said.
         detail: String,
@@ -73,9 +73,9 @@ pub struct Ack {
     /// `processing` until every item is reported, then `completed` or
     /// `completed_with_failures`.
     pub status: Status,
-    /// Items completed so far.
+    /// Items completed so far under this delivery (all reporters' acks added up).
     pub completed: u64,
-    /// Items failed so far.
+    /// Items failed so far under this delivery.
     pub failed: u64,
     /// Items in the batch.
     pub total: u64,
@@ -167,25 +167,40 @@ pub async fn heartbeat<C: ConnectionLike + Send>(
     fcall(conn, "batch_heartbeat", &cmd).await
 }
 
-/// Report batch `event_id`'s progress under `delivery`: `completed` and `failed` are the
-/// totals so far, not increments, so a retry after a lost reply changes nothing (and a
-/// total that goes down is refused with `BATCH_BEHIND`).
+/// One ack: items newly finished under a delivery, under an id that makes it safe to retry.
+#[derive(Debug, Clone, Copy)]
+pub struct AckReport<'a> {
+    /// The batch.
+    pub event_id: &'a str,
+    /// The delivery number the claim returned (the fencing token).
+    pub delivery: u64,
+    /// Items newly completed: an increment, so reports from several clients add up.
+    pub completed: u64,
+    /// Items newly failed (an increment).
+    pub failed: u64,
+    /// Chosen by the caller (a UUID), new per ack and the same on its retries: the function
+    /// applies an id once per batch and answers a repeat with the answer it gave then.
+    pub ack_id: &'a str,
+}
+
+/// Add `report`'s items to its batch's counts, once per ack id, so an ack retried after a
+/// lost reply (with the same id) counts once.
 pub async fn ack<C: ConnectionLike + Send>(
     conn: &mut C,
     keys: &LedgerKeys,
-    event_id: &str,
-    delivery: u64,
-    completed: u64,
-    failed: u64,
+    report: &AckReport<'_>,
 ) -> Result<Ack, LedgerError> {
     let mut cmd = redis::cmd("FCALL");
     cmd.arg("batch_ack")
-        .arg(0)
+        .arg(2)
+        .arg(keys.batch(report.event_id))
+        .arg(keys.acks(report.event_id))
         .arg(keys.prefix())
-        .arg(event_id)
-        .arg(delivery)
-        .arg(completed)
-        .arg(failed);
+        .arg(report.event_id)
+        .arg(report.delivery)
+        .arg(report.completed)
+        .arg(report.failed)
+        .arg(report.ack_id);
     let (status, completed, failed, total): (String, u64, u64, u64) =
         fcall(conn, "batch_ack", &cmd).await?;
     Ok(Ack {

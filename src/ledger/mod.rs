@@ -19,4 +19,6 @@ pub mod library;
 
 pub use entry::{Entry, Status};
 pub use keys::LedgerKeys;
-pub use library::{Ack, Claim, LedgerError, RecoverArgs, Recovered, LIBRARY, LIBRARY_NAME};
+pub use library::{
+    Ack, AckReport, Claim, LedgerError, RecoverArgs, Recovered, LIBRARY, LIBRARY_NAME,
+};

@@ -217,7 +217,7 @@ impl Mover {
         Limits {
             batch_size,
             max_envelopes,
-            max_lower_envelopes: plan::MAX_LOWER_ENVELOPES,
+            max_lower_envelopes: plan::max_lower_envelopes(batch_size),
             // A partial batch whose first message was seen this long ago has reached its
             // deadline. (`None` when the clock started less than a timeout ago: then
             // nothing is that old.)

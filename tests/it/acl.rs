@@ -194,3 +194,84 @@ fn a_user_missing_one_permission_gets_an_error_naming_it() {
     assert!(out.stderr.contains("'zrange'"), "{}", out.stderr);
     assert!(!out.stderr.contains(OPS_PW), "{}", out.stderr);
 }
+
+const TRANSFORMER_PW: &str = "transformer-acl-pw-59";
+
+/// With the batch ledger: the documented daemon user plus its ledger rule moves messages and
+/// writes ledger entries, and the documented transformer user claims and acks them with
+/// `demo consume`; Redis refuses nothing either does.
+#[test]
+fn the_documented_ledger_rules_run_the_daemon_and_a_transformer() {
+    let (server, mut admin) = server();
+    let names = Names::new();
+    let state_prefix = format!("{}:state:", names.key_prefix);
+    let fill = |rules: Vec<String>| -> Vec<String> {
+        rules
+            .into_iter()
+            .map(|r| r.replace("<state_prefix>", &state_prefix))
+            .collect()
+    };
+    let (daemon_user, daemon_rules) = documented_rule("daemon", &names, DAEMON_PW);
+    let (ledger_user, ledger_rules) = documented_rule("daemon-ledger", &names, DAEMON_PW);
+    assert_eq!(
+        ledger_user, daemon_user,
+        "the ledger rule extends the daemon's user"
+    );
+    let (worker_user, worker_rules) = documented_rule("transformer", &names, TRANSFORMER_PW);
+    apply(&mut admin, &daemon_user, &daemon_rules);
+    apply(&mut admin, &daemon_user, &fill(ledger_rules));
+    apply(&mut admin, &worker_user, &fill(worker_rules));
+    let w = workload(50, 10, 100);
+    push_all(&mut admin, &names.source, &w.messages);
+    let ledger = [
+        ("REDIS_BATCH_SIZE", "10"),
+        ("REDIS_PROCESSING_TIMEOUT", "0.2"),
+        ("REDIS_MAX_MESSAGE_BYTES", WORKLOAD_MAX_BYTES),
+        ("REDIS_BATCH_LEDGER", "true"),
+        ("REDIS_BATCH_STATE_PREFIX", state_prefix.as_str()),
+    ];
+    let daemon_env = as_user(&server, &names, &daemon_user, DAEMON_PW, &ledger);
+    let mut d = spawn_daemon(&daemon_env, &[]);
+    assert!(
+        wait_drained(&mut admin, &names, Duration::from_secs(10)),
+        "the daemon did not drain the source under its ACL user:\n{}",
+        d.all_output()
+    );
+    let envelopes = llen(&mut admin, &names.processing);
+    assert_eq!(envelopes, 5);
+    let worker_env = as_user(&server, &names, &worker_user, TRANSFORMER_PW, &ledger);
+    let out = start_cli(&worker_env, &["demo", "consume", "--count", "5"])
+        .finish(Duration::from_secs(20));
+    assert_eq!(out.code, Some(0), "demo consume: {}", out.stderr);
+    d.terminate_ok();
+    let completed: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{state_prefix}*"))
+        .query::<Vec<String>>(&mut admin)
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.len() == state_prefix.len() + 36)
+        .filter(|k| {
+            let status: Option<String> = redis::cmd("HGET")
+                .arg(k)
+                .arg("status")
+                .query(&mut admin)
+                .unwrap();
+            status.as_deref() == Some("completed")
+        })
+        .collect();
+    assert_eq!(
+        completed.len(),
+        5,
+        "every batch claimed and acked to the end"
+    );
+    let refused: Vec<String> = problem_lines(&d)
+        .into_iter()
+        .filter(|l| l.contains("\"error_kind\""))
+        .collect();
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
+    assert_eq!(
+        denials(&mut admin, &[&daemon_user, &worker_user]),
+        Vec::<(String, String)>::new(),
+        "Redis refused something the documented users did"
+    );
+}

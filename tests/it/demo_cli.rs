@@ -80,3 +80,89 @@ fn both_demos_stop_cleanly_on_sigterm() {
     // The producer's default rate is 5/s: a few events arrived, none were lost to the stop.
     assert!(llen(&mut server.conn(), &names.source) >= 1);
 }
+
+/// With the ledger on, `demo consume` claims each envelope and acks all its messages:
+/// nothing is left in flight, every entry is `completed` after one delivery, its ack id
+/// recorded; and it still stops promptly on SIGTERM while it waits.
+#[test]
+fn with_the_ledger_on_the_consumer_claims_and_acks_every_envelope() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let mut env = env_with(&server, &names, &[("REDIS_BATCH_SIZE", "10")]);
+    env.extend(ledger_env(&names, "60"));
+    let mut conn = server.conn();
+    let messages: Vec<Vec<u8>> = (0..30).map(|i| event(i, 100)).collect();
+    push_all(&mut conn, &names.source, &messages);
+    let mut daemon = spawn_daemon(&env, &["run"]);
+    assert!(wait_until(Duration::from_secs(15), || llen(
+        &mut conn,
+        &names.processing
+    ) == 3));
+    daemon.terminate_ok();
+    let ids: Vec<String> = read_all(&mut conn, &names.processing)
+        .iter()
+        .map(|e| {
+            batch_processor::envelope::event_id_of(e)
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+
+    let out = start_cli(&env, &["demo", "consume", "--count", "3"]).finish(Duration::from_secs(20));
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let with = |m: &str| lines.iter().filter(|v| v["message"] == m).count();
+    assert_eq!(
+        (with("envelope received"), with("batch acked")),
+        (3, 3),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(llen(&mut conn, &names.processing), 0);
+    let prefix = ledger_prefix(&names);
+    let inflight: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}inflight:*"))
+        .query(&mut conn)
+        .unwrap();
+    assert!(inflight.is_empty(), "left in flight: {inflight:?}");
+    for id in &ids {
+        let entry = ledger_entry(&mut conn, &names, id);
+        assert_eq!(
+            (
+                entry["status"].as_str(),
+                entry["completed"].as_str(),
+                entry["total"].as_str(),
+                entry["deliveries"].as_str(),
+            ),
+            ("completed", "10", "10", "1"),
+            "{id}"
+        );
+        assert!(entry["worker"].starts_with("demo-"), "{entry:?}");
+        let acks: u64 = redis::cmd("HLEN")
+            .arg(format!("{prefix}{id}:acks"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(acks, 1);
+    }
+    let items: u64 = redis::cmd("HGET")
+        .arg(format!("{prefix}totals"))
+        .arg("items_completed")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(items, 30);
+
+    let mut demo = spawn_daemon(&env, &["demo", "consume"]);
+    assert!(
+        demo.wait_for_line("demo consumer started", Duration::from_secs(10)),
+        "{}",
+        demo.all_output()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, took) = demo.terminate();
+    assert_eq!(code, Some(0), "{}", demo.all_output());
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}

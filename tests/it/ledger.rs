@@ -1,13 +1,13 @@
 //! The batch ledger with the daemon: every envelope has its entry and no entry exists without
 //! its envelope, even when the daemon is SIGKILLed during sends; acks from several clients
-//! carrying running totals end at the true totals; over-reporting and stale deliveries are
+//! add up exactly, and a retried ack counts once; over-reporting and stale deliveries are
 //! refused; entries expire; the daemon
 //! loads the function library and loads it again when Redis loses it; the operator views.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use batch_processor::ledger::{library, LedgerKeys};
+use batch_processor::ledger::{library, AckReport, LedgerKeys};
 
 use crate::harness::*;
 
@@ -99,7 +99,7 @@ fn every_envelope_has_its_entry_and_no_entry_lacks_its_envelope_through_daemon_k
 }
 
 #[tokio::test]
-async fn concurrent_and_repeated_acks_end_at_the_true_totals_and_refusals_change_nothing() {
+async fn concurrent_acks_add_up_exactly_retries_count_once_and_refusals_change_nothing() {
     let server = RedisServer::start();
     let names = Names::new();
     let mut conn = server.conn();
@@ -119,28 +119,39 @@ async fn concurrent_and_repeated_acks_end_at_the_true_totals_and_refusals_change
         .unwrap()
         .unwrap();
     assert_eq!(claim.delivery, 1);
-    // Four clients each send the running totals 1..=40, as retries and reordered replies
-    // would: each ack lands, repeats (no change), or is behind (refused); none counts twice.
+    // Four clients each ack ten items, one at a time, and send every ack twice (a retry
+    // after a lost reply, under the same id): the acks add up to exactly 40, each answer
+    // counts one more item, and each retry gets its ack's own answer.
     let mut tasks = Vec::new();
-    for _ in 0..4 {
+    for client_no in 0..4 {
         let (client, keys, id) = (client.clone(), keys.clone(), claim.event_id.clone());
         let delivery = claim.delivery;
         tasks.push(tokio::spawn(async move {
             let mut c = client.get_multiplexed_async_connection().await.unwrap();
-            for so_far in 1..=40 {
-                match library::ack(&mut c, &keys, &id, delivery, so_far, 0).await {
-                    Ok(_) => {}
-                    Err(e) => assert!(
-                        matches!(e.refusal(), Some("BATCH_BEHIND" | "BATCH_STALE")),
-                        "{e}"
-                    ),
-                }
+            let mut answers = Vec::new();
+            for n in 0..10 {
+                let ack_id = format!("client-{client_no}-ack-{n}");
+                let report = AckReport {
+                    event_id: &id,
+                    delivery,
+                    completed: 1,
+                    failed: 0,
+                    ack_id: &ack_id,
+                };
+                let first = library::ack(&mut c, &keys, &report).await.unwrap();
+                let retried = library::ack(&mut c, &keys, &report).await.unwrap();
+                assert_eq!(first, retried);
+                answers.push(first.completed);
             }
+            answers
         }));
     }
+    let mut answers = Vec::new();
     for t in tasks {
-        t.await.unwrap();
+        answers.extend(t.await.unwrap());
     }
+    answers.sort_unstable();
+    assert_eq!(answers, (1..=40).collect::<Vec<u64>>());
     let h = ledger_entry(&mut conn, &names, &claim.event_id);
     assert_eq!(
         (h["completed"].as_str(), h["status"].as_str()),
@@ -262,16 +273,26 @@ async fn status_and_batch_list_show_batches_in_flight_and_finished() {
         .await
         .unwrap()
         .unwrap();
-    library::ack(&mut c, &keys, &done.event_id, done.delivery, 3, 1)
-        .await
-        .unwrap();
+    let report = AckReport {
+        event_id: &done.event_id,
+        delivery: done.delivery,
+        completed: 3,
+        failed: 1,
+        ack_id: "done-1",
+    };
+    library::ack(&mut c, &keys, &report).await.unwrap();
     let busy = library::claim(&mut c, &keys, &names.processing, "w-busy")
         .await
         .unwrap()
         .unwrap();
-    library::ack(&mut c, &keys, &busy.event_id, busy.delivery, 2, 0)
-        .await
-        .unwrap();
+    let report = AckReport {
+        event_id: &busy.event_id,
+        delivery: busy.delivery,
+        completed: 2,
+        failed: 0,
+        ack_id: "busy-1",
+    };
+    library::ack(&mut c, &keys, &report).await.unwrap();
 
     let status = run_cli(&env, &["status"]);
     assert_eq!(status.code, Some(0), "{}", status.stderr);

@@ -2,14 +2,14 @@
 //! delivery numbers never repeat (after `dlq replay`, or when an entry is made anew), an
 //! entry never expires while its batch is in flight and an in-flight envelope without an
 //! entry is requeued, a function that meets a key of the wrong type changes nothing, an ack
-//! retried after a lost reply counts once, and one list for processing and dead letters is
-//! refused with the ledger on.
+//! retried after a lost reply (under its ack id) counts once, and one list for processing
+//! and dead letters is refused with the ledger on.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use batch_processor::ledger::library::{self, RecoverArgs};
-use batch_processor::ledger::{Claim, LedgerKeys};
+use batch_processor::ledger::{Ack, AckReport, Claim, LedgerError, LedgerKeys};
 use redis::aio::MultiplexedConnection;
 
 use crate::harness::*;
@@ -73,6 +73,37 @@ impl Fixture {
             .unwrap()
     }
 
+    /// An ack of `completed` and `failed` more items under a new ack id.
+    async fn ack(
+        &self,
+        c: &mut MultiplexedConnection,
+        delivery: u64,
+        completed: u64,
+        failed: u64,
+    ) -> Result<Ack, LedgerError> {
+        let ack_id = uuid::Uuid::new_v4().to_string();
+        self.ack_as(c, delivery, completed, failed, &ack_id).await
+    }
+
+    /// The same under `ack_id`.
+    async fn ack_as(
+        &self,
+        c: &mut MultiplexedConnection,
+        delivery: u64,
+        completed: u64,
+        failed: u64,
+        ack_id: &str,
+    ) -> Result<Ack, LedgerError> {
+        let report = AckReport {
+            event_id: &self.id,
+            delivery,
+            completed,
+            failed,
+            ack_id,
+        };
+        library::ack(c, &self.keys, &report).await
+    }
+
     fn recover_args(&self, max: u32, timeout: Duration) -> RecoverArgs<'_> {
         RecoverArgs {
             processing: &self.names.processing,
@@ -89,14 +120,18 @@ impl Fixture {
     }
 
     fn ttl(&self) -> i64 {
+        self.ttl_of(&self.keys.batch(&self.id))
+    }
+
+    fn ttl_of(&self, key: &str) -> i64 {
         redis::cmd("TTL")
-            .arg(self.keys.batch(&self.id))
+            .arg(key)
             .query(&mut self.server.conn())
             .unwrap()
     }
 }
 
-fn refusal<T: std::fmt::Debug>(r: Result<T, batch_processor::ledger::LedgerError>) -> String {
+fn refusal<T: std::fmt::Debug>(r: Result<T, LedgerError>) -> String {
     r.unwrap_err()
         .refusal()
         .unwrap_or("not a refusal")
@@ -128,16 +163,14 @@ async fn delivery_numbers_never_repeat_after_a_dlq_replay() {
     // Replay gives the batch REDIS_MAX_DELIVERIES more deliveries.
     assert_eq!(f.entry()["deliveries"], "1");
     let before = f.entry();
-    let stale = library::ack(&mut c, &f.keys, &f.id, a.delivery, 3, 0).await;
+    let stale = f.ack(&mut c, a.delivery, 3, 0).await;
     assert_eq!(refusal(stale), "BATCH_STALE");
     assert_eq!(f.entry(), before, "a refused ack changed the entry");
     assert_eq!(
         read_all(&mut conn, &f.keys.inflight("B")),
         vec![f.envelope.clone()]
     );
-    let done = library::ack(&mut c, &f.keys, &f.id, b.delivery, 3, 0)
-        .await
-        .unwrap();
+    let done = f.ack(&mut c, b.delivery, 3, 0).await.unwrap();
     assert_eq!(done.status.as_str(), "completed");
 }
 
@@ -166,15 +199,15 @@ async fn delivery_numbers_never_repeat_when_an_entry_is_made_anew() {
         a.delivery
     );
     assert_eq!(f.entry()["total"], "3");
-    let stale = library::ack(&mut c, &f.keys, &f.id, a.delivery, 3, 0).await;
+    let stale = f.ack(&mut c, a.delivery, 3, 0).await;
     assert_eq!(refusal(stale), "BATCH_STALE");
     assert_eq!(llen(&mut conn, &f.keys.inflight("B")), 1);
-    let done = library::ack(&mut c, &f.keys, &f.id, b.delivery, 3, 0).await;
+    let done = f.ack(&mut c, b.delivery, 3, 0).await;
     assert_eq!(done.unwrap().status.as_str(), "completed");
 }
 
-/// The entry has no expiry while processing, so a healthy worker's ack after longer than
-/// the TTL lands; finishing re-arms the expiry.
+/// The entry and its ack ids have no expiry while processing, so a healthy worker's ack
+/// after longer than the TTL lands; finishing re-arms the expiry of both.
 #[tokio::test]
 async fn an_entry_never_expires_while_its_batch_is_in_flight() {
     let f = Fixture::new(3, &[("REDIS_BATCH_STATE_TTL", "1")]);
@@ -183,16 +216,22 @@ async fn an_entry_never_expires_while_its_batch_is_in_flight() {
     assert!(f.ttl() > 0);
     let a = f.claim(&mut c, "A").await;
     assert_eq!(f.ttl(), -1, "an entry in flight must not expire");
+    f.ack(&mut c, a.delivery, 1, 0).await.unwrap();
+    let acks = f.keys.acks(&f.id);
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(library::heartbeat(&mut c, &f.keys, "A").await.unwrap(), 1);
     }
-    let done = library::ack(&mut c, &f.keys, &f.id, a.delivery, 3, 0)
-        .await
-        .unwrap();
+    assert_eq!(f.ttl_of(&acks), -1, "ack ids in flight must not expire");
+    let done = f.ack(&mut c, a.delivery, 2, 0).await.unwrap();
     assert_eq!(done.status.as_str(), "completed");
     assert_eq!(llen(&mut conn, &f.keys.inflight("A")), 0);
     assert!((0..=1).contains(&f.ttl()), "ttl {}", f.ttl());
+    assert!(
+        (0..=1).contains(&f.ttl_of(&acks)),
+        "ttl {}",
+        f.ttl_of(&acks)
+    );
 }
 
 /// An in-flight envelope whose entry is gone (deleted, evicted, or expired under an earlier
@@ -208,7 +247,7 @@ async fn an_in_flight_envelope_without_an_entry_is_requeued_while_its_worker_liv
         .arg(f.keys.batch(&f.id))
         .query::<()>(&mut conn)
         .unwrap();
-    let lost = library::ack(&mut c, &f.keys, &f.id, a.delivery, 3, 0).await;
+    let lost = f.ack(&mut c, a.delivery, 3, 0).await;
     assert_eq!(refusal(lost), "BATCH_UNKNOWN");
     assert_eq!(library::heartbeat(&mut c, &f.keys, "A").await.unwrap(), 1);
     let r = library::recover(
@@ -229,7 +268,7 @@ async fn an_in_flight_envelope_without_an_entry_is_requeued_while_its_worker_liv
         (entry["status"].as_str(), entry["total"].as_str()),
         ("queued", "3")
     );
-    let late = library::ack(&mut c, &f.keys, &f.id, a.delivery, 3, 0).await;
+    let late = f.ack(&mut c, a.delivery, 3, 0).await;
     assert_eq!(refusal(late), "BATCH_STALE");
     // A live worker's own batches are left alone.
     let b = f.claim(&mut c, "B").await;
@@ -241,7 +280,7 @@ async fn an_in_flight_envelope_without_an_entry_is_requeued_while_its_worker_liv
     .await
     .unwrap();
     assert_eq!(r.requeued, 0);
-    let done = library::ack(&mut c, &f.keys, &f.id, b.delivery, 3, 0).await;
+    let done = f.ack(&mut c, b.delivery, 3, 0).await;
     assert_eq!(done.unwrap().status.as_str(), "completed");
 }
 
@@ -307,14 +346,15 @@ async fn claim_and_ack_meeting_a_wrong_type_key_change_nothing() {
     let a = f.claim(&mut c, "A").await;
     set(&mut conn, &f.keys.finished());
     let entry = f.entry();
-    let ack = library::ack(&mut c, &f.keys, &f.id, a.delivery, 3, 0).await;
+    let ack = f.ack(&mut c, a.delivery, 3, 0).await;
     assert_eq!(refusal(ack), "BATCH_WRONGTYPE");
     assert_eq!(f.entry(), entry);
     assert_eq!(llen(&mut conn, &f.keys.inflight("A")), 1);
 }
 
-/// Acks carry totals so far: the same ack sent again after a lost reply changes nothing, a
-/// total that goes down is refused, and the final ack repeated gets the same answer.
+/// An ack carries an id: the same ack retried after a lost reply (the same id) counts once
+/// and gets the same answer, also after it finished the batch; an id reused for another ack
+/// is refused; over-reporting is refused; `batch ack --ack-id` retries the same way.
 #[tokio::test]
 async fn an_ack_retried_after_a_lost_reply_counts_once() {
     let f = Fixture::new(3, &[]);
@@ -322,13 +362,20 @@ async fn an_ack_retried_after_a_lost_reply_counts_once() {
     let mut conn = f.server.conn();
     let a = f.claim(&mut c, "A").await;
     for _ in 0..2 {
-        let first = library::ack(&mut c, &f.keys, &f.id, a.delivery, 1, 0)
-            .await
-            .unwrap();
+        let first = f.ack_as(&mut c, a.delivery, 1, 0, "ack-1").await.unwrap();
         assert_eq!((first.status.as_str(), first.completed), ("processing", 1));
     }
-    let behind = library::ack(&mut c, &f.keys, &f.id, a.delivery, 0, 0).await;
-    assert_eq!(refusal(behind), "BATCH_BEHIND");
+    let reused = f.ack_as(&mut c, a.delivery, 2, 0, "ack-1").await;
+    assert_eq!(refusal(reused), "BATCH_ARGS");
+    let over = f.ack(&mut c, a.delivery, 2, 1).await;
+    assert_eq!(refusal(over), "BATCH_OVER");
+    assert_eq!(
+        (
+            f.entry()["completed"].as_str(),
+            f.entry()["failed"].as_str()
+        ),
+        ("1", "0")
+    );
     let delivery = a.delivery.to_string();
     let ack = |args: &[&str]| {
         let mut all = vec![
@@ -342,18 +389,49 @@ async fn an_ack_retried_after_a_lost_reply_counts_once() {
         run_cli(&f.env, &all)
     };
     for _ in 0..2 {
-        let last = ack(&["--completed", "2", "--failed", "1"]);
+        let last = ack(&["--completed", "1", "--failed", "1", "--ack-id", "ack-2"]);
         assert_eq!(last.code, Some(0), "{}", last.stderr);
-        assert!(last
-            .stdout
-            .contains("completed_with_failures (2 completed, 1 failed of 3)"));
+        assert!(
+            last.stdout
+                .contains("completed_with_failures (2 completed, 1 failed of 3; ack id ack-2)"),
+            "{}",
+            last.stdout
+        );
     }
+    // The first ack retried late still gets its own answer and adds nothing; a new ack
+    // after the finish is stale.
+    let late = f.ack_as(&mut c, a.delivery, 1, 0, "ack-1").await.unwrap();
+    assert_eq!((late.status.as_str(), late.completed), ("processing", 1));
+    let after = ack(&["--completed", "1"]);
+    assert_eq!(after.code, Some(1));
+    assert!(after.stderr.contains("BATCH_STALE"), "{}", after.stderr);
     let totals: HashMap<String, u64> = redis::cmd("HGETALL")
         .arg(f.keys.totals())
         .query(&mut conn)
         .unwrap();
     assert_eq!((totals["items_completed"], totals["items_failed"]), (2, 1));
     assert_eq!(totals["completed_with_failures"], 1);
+}
+
+/// An ack-id key of the wrong type is refused before any write, like every protocol key.
+#[tokio::test]
+async fn an_ack_meeting_a_wrong_type_ack_id_key_changes_nothing() {
+    let f = Fixture::new(3, &[]);
+    let mut c = f.conn().await;
+    let mut conn = f.server.conn();
+    let a = f.claim(&mut c, "A").await;
+    redis::cmd("SET")
+        .arg(f.keys.acks(&f.id))
+        .arg("oops")
+        .query::<()>(&mut conn)
+        .unwrap();
+    let entry = f.entry();
+    assert_eq!(
+        refusal(f.ack(&mut c, a.delivery, 3, 0).await),
+        "BATCH_WRONGTYPE"
+    );
+    assert_eq!(f.entry(), entry);
+    assert_eq!(llen(&mut conn, &f.keys.inflight("A")), 1);
 }
 
 /// With the ledger on, recovery would put a dead batch back in line if the dead-letter list

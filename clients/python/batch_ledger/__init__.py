@@ -17,16 +17,16 @@ job gives it to another worker.
             continue
         with worker.heartbeating():              # heartbeats while the block runs
             results = [transform(item) for item in batch.items]
-        worker.ack(batch, completed=sum(results), failed=len(results) - sum(results))
+        batch.ack(completed=sum(results), failed=len(results) - sum(results))
 
-Acks may come item by item; the batch keeps the totals and each ack sends them, so an ack
-retried after a lost reply counts once.
+Acks add to the batch's counts, so they may come item by item and from several threads or
+processes. Each carries an ack id (a new UUID per ack, the same on its retries) that the
+ledger applies once, so an ack retried after a lost reply counts once.
 """
 
 from .client import (
     AckResult,
     Batch,
-    BehindReport,
     LedgerRefused,
     OverReported,
     StaleDelivery,
@@ -38,7 +38,6 @@ from .client import (
 __all__ = [
     "AckResult",
     "Batch",
-    "BehindReport",
     "LedgerRefused",
     "OverReported",
     "StaleDelivery",

@@ -9,6 +9,7 @@ import secrets
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator, List, Optional
 
@@ -40,13 +41,6 @@ class OverReported(LedgerRefused):
     code = "BATCH_OVER"
 
 
-class BehindReport(LedgerRefused):
-    """A reported total went down: the ledger already holds a later report (a second
-    reporter for one delivery, which the running totals do not allow)."""
-
-    code = "BATCH_BEHIND"
-
-
 class WrongKeyType(LedgerRefused):
     """A key of the protocol holds another Redis type (a key clash, an operator's mistake)."""
 
@@ -55,22 +49,30 @@ class WrongKeyType(LedgerRefused):
 
 _REFUSALS = {
     cls.code: cls
-    for cls in (UnknownBatch, StaleDelivery, OverReported, BehindReport, WrongKeyType, LedgerRefused)
+    for cls in (UnknownBatch, StaleDelivery, OverReported, WrongKeyType, LedgerRefused)
 }
 
 
 @dataclass
 class Batch:
-    """A claimed envelope. ``completed`` and ``failed`` are the totals reported so far under
-    this delivery: acks send totals, so a retried ack counts once."""
+    """A claimed envelope. ``completed`` and ``failed`` are the batch's counts under this
+    delivery as the latest answer to an ack showed them (all reporters' acks added up)."""
 
     envelope: bytes
     event_id: str
     delivery: int
     completed: int = 0
     failed: int = 0
+    _worker: Optional["Worker"] = field(default=None, repr=False, compare=False)
     _parsed: Optional[dict] = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def ack(self, completed: int = 0, failed: int = 0,
+            ack_id: Optional[str] = None) -> "AckResult":
+        """Add ``completed`` and ``failed`` items done; see :meth:`Worker.ack`."""
+        if self._worker is None:
+            raise RuntimeError("this Batch was not claimed through a Worker; use Worker.ack")
+        return self._worker.ack(self, completed=completed, failed=failed, ack_id=ack_id)
 
     @property
     def payload(self) -> dict:
@@ -107,7 +109,7 @@ class Worker:
     of it. ``library`` (the Lua source of the function library), when given, is loaded if
     Redis lost it; otherwise the client waits up to ``library_wait`` seconds for the daemon to
     load it again. ``ack_retries`` is how often an ack is sent again after a connection error
-    (safe: acks carry totals).
+    (safe: the retry carries the same ack id, which the ledger applies once).
     """
 
     def __init__(
@@ -158,7 +160,8 @@ class Worker:
                 if isinstance(event_id, bytes):
                     event_id = event_id.decode()
                 self._held.add(event_id)
-                return Batch(envelope=envelope, event_id=event_id, delivery=int(delivery))
+                return Batch(envelope=envelope, event_id=event_id, delivery=int(delivery),
+                             _worker=self)
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
@@ -173,29 +176,30 @@ class Worker:
         while it is working on one means it was presumed dead and the batch was redelivered."""
         return int(self._fcall("batch_heartbeat", 0, self.prefix, self.name))
 
-    def ack(self, batch: Batch, completed: int = 0, failed: int = 0) -> AckResult:
-        """Report ``completed`` and ``failed`` more items done. The batch keeps the totals
-        and the ack sends them, so a retry after a lost reply counts once (connection errors
-        are retried ``ack_retries`` times). When completed + failed reaches the total the
-        batch is finished and leaves the in-flight list. Several threads may ack one batch.
-        Raises a :class:`LedgerRefused` subclass when refused (stale delivery, over-reporting,
-        unknown batch); a refused report is not added to the batch's totals."""
-        with batch._lock:
-            done_so_far, failed_so_far = batch.completed + completed, batch.failed + failed
-            try:
-                status, done, bad, total = self._send_ack(batch, done_so_far, failed_so_far)
-            except StaleDelivery:
-                self._held.discard(batch.event_id)
-                raise
-            except LedgerRefused:
-                raise
-            except redis.RedisError:
-                # It may have landed: keep the totals, the next ack carries them either way.
-                batch.completed, batch.failed = done_so_far, failed_so_far
-                raise
-            batch.completed, batch.failed = done_so_far, failed_so_far
+    def ack(self, batch: Batch, completed: int = 0, failed: int = 0,
+            ack_id: Optional[str] = None) -> AckResult:
+        """Add ``completed`` and ``failed`` more items done to the batch's counts. Acks add
+        up, so they may come item by item, from several threads or processes.
+
+        Each ack carries an id (a new UUID unless ``ack_id`` is given) that the ledger
+        applies once per batch: connection errors are retried ``ack_retries`` times under
+        the same id, so an ack whose reply was lost counts once. To retry further yourself,
+        pass your own ``ack_id`` and call again with the same one. When completed + failed
+        reaches the total the batch is finished and leaves the in-flight list. Raises a
+        :class:`LedgerRefused` subclass when refused (stale delivery, over-reporting,
+        unknown batch); nothing was added then."""
+        ack_id = ack_id or str(uuid.uuid4())
+        try:
+            status, done, bad, total = self._send_ack(batch, completed, failed, ack_id)
+        except StaleDelivery:
+            self._held.discard(batch.event_id)
+            raise
         if isinstance(status, bytes):
             status = status.decode()
+        with batch._lock:
+            # Answers to concurrent acks may arrive in any order; counts only grow.
+            batch.completed = max(batch.completed, int(done))
+            batch.failed = max(batch.failed, int(bad))
         if status != "processing":
             self._held.discard(batch.event_id)
         return AckResult(status=status, completed=int(done), failed=int(bad), total=int(total))
@@ -226,11 +230,13 @@ class Worker:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _send_ack(self, batch: Batch, completed: int, failed: int) -> Any:
+    def _send_ack(self, batch: Batch, completed: int, failed: int, ack_id: str) -> Any:
+        entry = self.prefix + batch.event_id
         for attempt in range(self.ack_retries + 1):
             try:
                 return self._fcall(
-                    "batch_ack", 0, self.prefix, batch.event_id, batch.delivery, completed, failed)
+                    "batch_ack", 2, entry, entry + ":acks", self.prefix, batch.event_id,
+                    batch.delivery, completed, failed, ack_id)
             except (redis.ConnectionError, redis.TimeoutError):
                 if attempt == self.ack_retries:
                     raise
@@ -240,7 +246,7 @@ class Worker:
         """The oldest envelope in this worker's in-flight list that this object did not hand
         out, that the ledger still shows claimed by this worker, and that this object claimed
         (its instance token) or, with ``resume``, an earlier process under this name. The
-        entry's counts are the totals reported so far under that delivery."""
+        entry's counts are the items acked so far under that delivery."""
         inflight = f"{self.prefix}inflight:{self.name}"
         for envelope in reversed(self.redis.lrange(inflight, 0, -1)):
             event_id = envelope[13:49].decode("ascii", "replace")
@@ -253,7 +259,7 @@ class Worker:
             if status == b"processing" and worker == self.name.encode() and mine and delivery:
                 self._held.add(event_id)
                 return Batch(envelope=envelope, event_id=event_id, delivery=int(delivery),
-                             completed=int(done or 0), failed=int(bad or 0))
+                             completed=int(done or 0), failed=int(bad or 0), _worker=self)
         return None
 
     def _fcall(self, function: str, numkeys: int, *args: Any) -> Any:

@@ -1,6 +1,7 @@
 """The reference client against a real redis-server and the real function library."""
 
 import json
+import multiprocessing
 import threading
 import time
 import uuid
@@ -9,7 +10,7 @@ import pytest
 
 import redis
 
-from batch_ledger import BehindReport, OverReported, StaleDelivery, UnknownBatch, Worker
+from batch_ledger import Batch, LedgerRefused, OverReported, StaleDelivery, UnknownBatch, Worker
 
 PREFIX = "batch:state:"
 QUEUE = "processing_queue"
@@ -81,11 +82,11 @@ def test_over_reporting_and_stale_deliveries_are_refused(server):
     with pytest.raises(UnknownBatch):
         w.ack(type(batch)(envelope=b"", event_id="nope", delivery=1), completed=1)
     # Nothing changed: the right delivery still completes.
-    assert w.ack(batch, completed=2).status == "completed"
-    # The final report again (its reply lost) gets the same answer; any other is stale.
-    assert w.ack(batch).status == "completed"
+    assert batch.ack(completed=2, ack_id="final").status == "completed"
+    # The final ack again (its reply lost) gets the same answer; any other is stale.
+    assert batch.ack(completed=2, ack_id="final").status == "completed"
     with pytest.raises(StaleDelivery):
-        w.ack(batch, failed=1)
+        batch.ack(failed=1)
 
 
 def test_a_dead_workers_batch_is_redelivered_and_its_late_ack_refused(server):
@@ -116,7 +117,7 @@ def test_concurrent_acks_add_up_exactly(server):
     def report():
         try:
             for _ in range(100):
-                w.ack(batch, completed=1)
+                batch.ack(completed=1)
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 
@@ -128,6 +129,43 @@ def test_concurrent_acks_add_up_exactly(server):
     assert errors == []
     entry = server.hgetall(PREFIX + event_id)
     assert entry[b"completed"] == b"400" and entry[b"status"] == b"completed"
+    assert (batch.completed, batch.failed) == (400, 0)
+
+
+def ack_from_another_process(port, event_id, delivery, client_no, acks):
+    """One reporting process: its own connection and Worker, ``acks`` acks of one item,
+    every third one failed; each ack sent twice under one id (a retry), counted once."""
+    r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10)
+    w = Worker(r, name=f"reporter-{client_no}")
+    batch = Batch(envelope=b"", event_id=event_id, delivery=delivery, _worker=w)
+    for n in range(acks):
+        failed = 1 if n % 3 == 0 else 0
+        ack_id = f"client-{client_no}-ack-{n}"
+        first = batch.ack(completed=1 - failed, failed=failed, ack_id=ack_id)
+        again = batch.ack(completed=1 - failed, failed=failed, ack_id=ack_id)
+        if first != again:
+            raise SystemExit(f"a retry got another answer: {first} then {again}")
+
+
+def test_acks_from_several_processes_add_up_exactly(server):
+    event_id = push_envelope(server, list(range(120)))
+    batch = Worker(server, name="w1").claim(timeout=1)
+    port = server.connection_pool.connection_kwargs["port"]
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=ack_from_another_process,
+                         args=(port, event_id, batch.delivery, n, 30)) for n in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    entry = server.hgetall(PREFIX + event_id)
+    # 30 acks per process, 10 of them failed: 80 completed and 40 failed of 120.
+    assert (entry[b"completed"], entry[b"failed"]) == (b"80", b"40")
+    assert entry[b"status"] == b"completed_with_failures"
+    assert server.hget(PREFIX + "totals", "items_completed") == b"80"
+    assert server.hget(PREFIX + "totals", "items_failed") == b"40"
+    assert server.llen(PREFIX + "inflight:w1") == 0
 
 
 def test_the_heartbeat_thread_keeps_a_long_claim_alive(server):
@@ -204,33 +242,39 @@ def test_an_ack_retried_after_a_lost_reply_counts_once(server):
     event_id = push_envelope(server, [1, 2, 3])
     w = Worker(DropsFirstAckReply(server), name="w1")
     batch = w.claim(timeout=1)
-    assert w.ack(batch, completed=1).completed == 1   # sent twice, counted once
-    assert w.ack(batch, completed=2).status == "completed"
+    assert batch.ack(completed=1).completed == 1   # sent twice, counted once
+    assert batch.ack(completed=2).status == "completed"
     entry = server.hgetall(PREFIX + event_id)
     assert (entry[b"completed"], entry[b"status"]) == (b"3", b"completed")
     assert server.hget(PREFIX + "totals", "items_completed") == b"3"
 
 
-def test_acks_carry_totals_that_never_go_down(server):
+def test_raw_acks_add_and_an_ack_id_is_applied_once(server):
     event_id = push_envelope(server, [1, 2, 3])
     batch = Worker(server, name="w1").claim(timeout=1)
+    entry = PREFIX + event_id
 
-    def ack(done, failed=0):
+    def ack(done, failed, ack_id, keys=(entry, entry + ":acks")):
         return server.execute_command(
-            "FCALL", "batch_ack", 0, PREFIX, event_id, batch.delivery, done, failed)
+            "FCALL", "batch_ack", len(keys), *keys, PREFIX, event_id, batch.delivery, done,
+            failed, ack_id)
 
-    assert ack(2)[0] == b"processing"
-    assert ack(2)[1:] == [2, 0, 3]            # the same report again: no change
-    with pytest.raises(redis.ResponseError, match="BATCH_BEHIND"):
-        ack(1)
-    assert ack(2, 1)[0] == b"completed_with_failures"
-    assert ack(2, 1)[0] == b"completed_with_failures"   # the final report again
+    assert ack(1, 0, "a") == [b"processing", 1, 0, 3]
+    assert ack(1, 0, "a") == [b"processing", 1, 0, 3]      # a retry: no change
+    assert ack(1, 0, "b") == [b"processing", 2, 0, 3]      # another ack adds
+    with pytest.raises(redis.ResponseError, match="BATCH_ARGS"):
+        ack(0, 1, "a")                                     # an id reused for another ack
+    with pytest.raises(redis.ResponseError, match="BATCH_ARGS"):
+        ack(0, 1, "")                                      # no id
+    with pytest.raises(redis.ResponseError, match="BATCH_ARGS"):
+        ack(0, 1, "c", keys=())                            # keys not declared
+    with pytest.raises(redis.ResponseError, match="BATCH_OVER"):
+        ack(1, 1, "c")
+    assert ack(0, 1, "c") == [b"completed_with_failures", 2, 1, 3]
+    assert ack(0, 1, "c") == [b"completed_with_failures", 2, 1, 3]   # the final ack again
+    assert ack(1, 0, "a") == [b"processing", 1, 0, 3]      # an old ack again: its own answer
     with pytest.raises(redis.ResponseError, match="BATCH_STALE"):
-        ack(3)
+        ack(0, 0, "d")
     assert server.hget(PREFIX + "totals", "items_completed") == b"2"
-    w = Worker(server, name="w2")
-    push_envelope(server, [1, 2])
-    other = w.claim(timeout=1)
-    w.ack(other, completed=1)
-    with pytest.raises(BehindReport):
-        w._fcall("batch_ack", 0, PREFIX, other.event_id, other.delivery, 0, 0)
+    assert server.hget(PREFIX + "totals", "items_failed") == b"1"
+    assert 0 < server.ttl(entry + ":acks") <= 86400

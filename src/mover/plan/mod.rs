@@ -134,7 +134,7 @@ pub struct Limits {
     /// Most envelopes in one commit.
     pub max_envelopes: usize,
     /// Most envelopes in one commit that hold messages from below the first source list
-    /// ([`MAX_LOWER_ENVELOPES`] in the daemon): with two commits in flight, a message that
+    /// ([`max_lower_envelopes`] in the daemon): with two commits in flight, a message that
     /// lands on a higher list waits behind at most twice this many envelopes.
     pub max_lower_envelopes: usize,
     /// Send the trailing partial batch too if its first message was seen at or before this
@@ -242,11 +242,18 @@ impl Plan {
     }
 }
 
-/// Most envelopes per commit that hold messages from below the first source list. The
-/// daemon keeps two commits in flight, built before it could see a message that lands on a
-/// higher list meanwhile; keeping lower-list commits this small means such a message waits
-/// behind at most eight envelopes, not two whole read-aheads.
-pub const MAX_LOWER_ENVELOPES: usize = 4;
+/// Messages per commit, about, that a commit taking from below the first source list carries.
+/// The daemon keeps two commits in flight, built before it could see a message that lands on
+/// a higher list meanwhile; keeping lower-list commits this small means such a message waits
+/// behind about 512 messages' worth of envelopes, not two whole read-aheads, while a commit
+/// still carries enough that its fixed cost stays small (see the benchmark).
+pub const MAX_LOWER_MESSAGES: usize = 256;
+
+/// Most envelopes per commit that hold messages from below the first source list: about
+/// [`MAX_LOWER_MESSAGES`] worth, and at least two.
+pub fn max_lower_envelopes(batch_size: usize) -> usize {
+    MAX_LOWER_MESSAGES.div_ceil(batch_size.max(1)).max(2)
+}
 
 /// What an envelope adds to its messages' bytes, at most (the fixed fields and the commas).
 pub const ENVELOPE_OVERHEAD: usize = 512;

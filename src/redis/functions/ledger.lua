@@ -4,11 +4,14 @@
 -- REDIS_BATCH_LEDGER is on) and by `batch-processor ledger install`; called with FCALL.
 --
 -- Every function takes the ledger prefix P (REDIS_BATCH_STATE_PREFIX, default
--- "batch:state:") as ARGV[1] and derives the protocol's keys from it:
+-- "batch:state:") as ARGV[1] and derives the protocol's keys from it (batch_ack also
+-- declares its batch's two keys in KEYS, checked against the derived names):
 --   P<event_id>        hash: one batch (status, total, completed, failed, deliveries,
 --                      created_at, source, ttl; delivery once claimed; worker, instance and
 --                      claimed_at while claimed; finished_at once finished). Times are ms
 --                      since the epoch (Redis TIME). No expiry while processing.
+--   P<event_id>:acks   hash: the ack ids applied to that batch, with their answers; expires
+--                      with the entry (no expiry while processing)
 --   P inflight:<worker> list: the envelopes a worker holds, byte for byte (newest at the head)
 --   P workers          sorted set: worker -> its last claim or heartbeat (ms)
 --   P claims           sorted set: event_id -> claimed_at (ms), every batch being processed
@@ -31,6 +34,7 @@
 local ID_PREFIX = '{"event_id":"'
 local FINISHED_KEEP = 1000
 local DEFAULT_TTL = 86400
+local MAX_ACK_ID = 128
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -64,6 +68,10 @@ local function need(value, name)
   return value
 end
 
+-- A batch's applied ack ids: ack id -> "<delivery> <completed> <failed>" as asked, then
+-- "<status> <completed> <failed> <total>" as answered. It lives and expires with the entry.
+local function acks_key(p, id) return p .. id .. ':acks' end
+
 local FINISHED = {completed = true, completed_with_failures = true, dead = true}
 -- The protocol's keys under P that several functions write, with their types.
 local PROTOCOL_KEYS = {{'workers', 'zset'}, {'claims', 'zset'}, {'finished', 'list'},
@@ -81,9 +89,15 @@ local function check_protocol_keys(p)
   for _, k in ipairs(PROTOCOL_KEYS) do check_type(p .. k[1], k[2]) end
 end
 
+-- Expire the entry and its ack ids together, `ttl` seconds from now.
+local function arm(p, id, ttl)
+  redis.call('EXPIRE', p .. id, int(ttl))
+  redis.call('EXPIRE', acks_key(p, id), int(ttl))
+end
+
 local function finish(p, id, key, status, now, ttl)
   redis.call('HSET', key, 'status', status, 'finished_at', int(now))
-  redis.call('EXPIRE', key, int(ttl))
+  arm(p, id, ttl)
   redis.call('ZREM', p .. 'claims', id)
   redis.call('LPUSH', p .. 'finished', id)
   redis.call('LTRIM', p .. 'finished', 0, FINISHED_KEEP - 1)
@@ -108,7 +122,8 @@ end
 -- even for a batch replayed from the dead-letter list or whose entry expired and was made
 -- anew. `deliveries` counts claims for REDIS_MAX_DELIVERIES; it starts again from 1 for a
 -- batch that finished before (replayed from the dead-letter list) or had no entry.
--- The entry does not expire while processing (PERSIST); finishing or requeueing re-arms it.
+-- The entry and its ack ids do not expire while processing (PERSIST); finishing or
+-- requeueing re-arms them.
 -- Does not block: wait with BLMOVE <queue> <queue> RIGHT RIGHT <timeout>, which moves
 -- nothing, and call again.
 local function claim(keys, args)
@@ -140,6 +155,7 @@ local function claim(keys, args)
     'claimed_at', int(now), 'deliveries', int(deliveries + 1), 'delivery', int(delivery),
     'completed', '0', 'failed', '0')
   redis.call('PERSIST', key)
+  redis.call('PERSIST', acks_key(p, id))
   redis.call('ZADD', p .. 'claims', int(now), id)
   redis.call('HINCRBY', p .. 'totals', 'claimed', 1)
   return {envelope, id, delivery}
@@ -159,63 +175,90 @@ end
 
 local function refuse(code, text) return redis.error_reply(code .. ' ' .. text) end
 
--- batch_ack: report a delivery's progress as running totals, so a retried ack (its reply
--- lost) changes nothing.
--- No KEYS.  ARGV[1] P, ARGV[2] event_id, ARGV[3] the delivery number from the claim,
--- ARGV[4] items completed so far, ARGV[5] items failed so far (under this delivery).
--- Returns {status, completed, failed, total}. When completed + failed reaches the total the
--- status becomes "completed" (or "completed_with_failures") with finished_at, and the
--- envelope leaves the worker's in-flight list. The same report again returns the same
--- answer, also after it finished the batch.
+-- The answer an applied ack id got, if `request` is the ack it was applied to.
+local function replay(seen, request, ack_id)
+  local f = {}
+  for word in string.gmatch(seen, '%S+') do f[#f + 1] = word end
+  if f[1] .. ' ' .. f[2] .. ' ' .. f[3] ~= request then
+    return refuse('BATCH_ARGS', 'ack id ' .. ack_id .. ' was applied to another ack (delivery, ' ..
+      'completed, failed: ' .. f[1] .. ', ' .. f[2] .. ', ' .. f[3] .. '); use a new id per ack')
+  end
+  return {f[4], tonumber(f[5]), tonumber(f[6]), tonumber(f[7])}
+end
+
+-- batch_ack: add a delivery's newly finished items to the batch's counts, once per ack id.
+-- KEYS[1] the entry P<event_id>, KEYS[2] its ack ids P<event_id>:acks (declared so a
+-- caller and Redis Cluster see the batch's keys; they must be the names derived from P).
+-- ARGV[1] P, ARGV[2] event_id, ARGV[3] the delivery number from the claim, ARGV[4] items
+-- newly completed, ARGV[5] items newly failed (increments, so several reporters add up),
+-- ARGV[6] the ack id: chosen by the caller (a UUID), new for each ack and the same when that
+-- ack is retried, at most 128 bytes.
+-- Returns {status, completed, failed, total}: the counts after this ack. When completed +
+-- failed reaches the total the status becomes "completed" (or "completed_with_failures")
+-- with finished_at, and the envelope leaves the worker's in-flight list. An ack id already
+-- applied to this batch returns the answer it got then and adds nothing (whatever happened
+-- to the batch since); an ack adding nothing is answered without being recorded.
 -- Errors (nothing changes): "BATCH_UNKNOWN" no entry; "BATCH_STALE" the batch is not being
 -- processed under this delivery (it was redelivered, finished, or never claimed);
--- "BATCH_OVER" the totals would pass the batch's total; "BATCH_BEHIND" a total went down
--- (an older report, or a second reporter); "BATCH_ARGS" a malformed argument;
--- "BATCH_WRONGTYPE" a protocol key holds another type.
+-- "BATCH_OVER" the counts would pass the batch's total; "BATCH_ARGS" a malformed argument,
+-- or an ack id reused for a different ack; "BATCH_WRONGTYPE" a protocol key holds another
+-- type.
 local function ack(keys, args)
   local p, id = need(args[1], 'prefix'), need(args[2], 'event_id')
   local delivery = whole(args[3], 'delivery')
-  local done, failed = whole(args[4], 'completed'), whole(args[5], 'failed')
-  local key = p .. id
+  local add_done, add_failed = whole(args[4], 'completed'), whole(args[5], 'failed')
+  local ack_id = need(args[6], 'ack_id')
+  if #ack_id > MAX_ACK_ID then
+    error({err = 'BATCH_ARGS ack_id must be at most ' .. MAX_ACK_ID .. ' bytes'})
+  end
+  local key, acks = p .. id, acks_key(p, id)
+  if keys[1] ~= key or keys[2] ~= acks then
+    error({err = 'BATCH_ARGS the keys must be ' .. key .. ' and ' .. acks})
+  end
   check_type(key, 'hash')
+  check_type(acks, 'hash')
   check_protocol_keys(p)
+  local request = int(delivery) .. ' ' .. int(add_done) .. ' ' .. int(add_failed)
+  local seen = redis.call('HGET', acks, ack_id)
+  if seen then return replay(seen, request, ack_id) end
   local h = redis.call('HMGET', key, 'status', 'delivery', 'total', 'completed', 'failed',
     'worker', 'ttl')
   if not h[1] then return refuse('BATCH_UNKNOWN', 'no ledger entry for batch ' .. id) end
-  local total, was_done, was_failed = tonumber(h[3]) or 0, tonumber(h[4]) or 0, tonumber(h[5]) or 0
-  local same = done == was_done and failed == was_failed
-  local finished_ok = h[1] == 'completed' or h[1] == 'completed_with_failures'
-  if finished_ok and tonumber(h[2]) == delivery and same then
-    return {h[1], done, failed, total}
-  end
   if h[1] ~= 'processing' or tonumber(h[2]) ~= delivery then
     return refuse('BATCH_STALE', 'delivery ' .. int(delivery) .. ' of batch ' .. id ..
       ' is not current (status ' .. h[1] .. ', delivery ' .. tostring(h[2]) .. ')')
   end
+  local total, was_done, was_failed = tonumber(h[3]) or 0, tonumber(h[4]) or 0, tonumber(h[5]) or 0
+  local done, failed = was_done + add_done, was_failed + add_failed
   if done + failed > total then
     return refuse('BATCH_OVER', 'batch ' .. id .. ' has ' .. int(total) .. ' items; completed ' ..
-      int(done) .. ' + failed ' .. int(failed) .. ' would pass it')
-  end
-  if done < was_done or failed < was_failed then
-    return refuse('BATCH_BEHIND', 'batch ' .. id .. ' already has completed ' .. int(was_done) ..
-      ', failed ' .. int(was_failed) .. '; acks carry totals so far, which never go down')
+      int(was_done) .. ' + failed ' .. int(was_failed) .. ' so far, adding ' .. int(add_done) ..
+      ' + ' .. int(add_failed) .. ' would pass it')
   end
   local inflight = p .. 'inflight:' .. (h[6] or '')
   check_type(inflight, 'list')
-  if same and done + failed < total then return {'processing', done, failed, total} end
+  if done + failed < total and add_done + add_failed == 0 then
+    return {'processing', done, failed, total}
+  end
   -- Checked: nothing below can fail.
   redis.call('HSET', key, 'completed', int(done), 'failed', int(failed))
-  redis.call('HINCRBY', p .. 'totals', 'items_completed', int(done - was_done))
-  redis.call('HINCRBY', p .. 'totals', 'items_failed', int(failed - was_failed))
-  if done + failed < total then return {'processing', done, failed, total} end
-  local status = failed == 0 and 'completed' or 'completed_with_failures'
-  for _, item in ipairs(redis.call('LRANGE', inflight, 0, -1)) do
-    if event_id(item) == id then
-      redis.call('LREM', inflight, 1, item)
-      break
+  redis.call('HINCRBY', p .. 'totals', 'items_completed', int(add_done))
+  redis.call('HINCRBY', p .. 'totals', 'items_failed', int(add_failed))
+  local status = 'processing'
+  if done + failed >= total then
+    status = failed == 0 and 'completed' or 'completed_with_failures'
+    for _, item in ipairs(redis.call('LRANGE', inflight, 0, -1)) do
+      if event_id(item) == id then
+        redis.call('LREM', inflight, 1, item)
+        break
+      end
     end
   end
-  finish(p, id, key, status, now_ms(), tonumber(h[7]) or DEFAULT_TTL)
+  redis.call('HSET', acks, ack_id, request .. ' ' .. status .. ' ' .. int(done) .. ' ' ..
+    int(failed) .. ' ' .. int(total))
+  if status ~= 'processing' then
+    finish(p, id, key, status, now_ms(), tonumber(h[7]) or DEFAULT_TTL)
+  end
   return {status, done, failed, total}
 end
 
@@ -233,7 +276,7 @@ local function requeue(p, queue, envelope, id)
     else
       new_entry(key, envelope, now_ms(), 1)
     end
-    redis.call('EXPIRE', key, int(ttl))
+    arm(p, id, ttl)
   end
   redis.call('HINCRBY', p .. 'totals', 'redelivered', 1)
 end

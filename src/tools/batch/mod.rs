@@ -13,7 +13,7 @@ use redis::aio::MultiplexedConnection;
 pub use render::status_section;
 pub use view::{read_status, LedgerStatus, WorkerClaims};
 
-use crate::ledger::{library, Entry, LedgerError, LedgerKeys, Status};
+use crate::ledger::{library, AckReport, Entry, LedgerError, LedgerKeys, Status};
 use crate::redis::connection::{self, Connector};
 use crate::redis::RedisFailure;
 use crate::settings::Settings;
@@ -33,6 +33,17 @@ pub enum BatchError {
     /// A ledger function failed or refused.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// `batch ack` sent its ack and got no answer: it may or may not have been applied.
+    #[error("ack {ack_id} of batch {id} may or may not have been applied ({source}); run it again with --ack-id {ack_id} to retry it, which counts once")]
+    AckUnknown {
+        /// The batch.
+        id: String,
+        /// The ack's id, for the retry.
+        ack_id: String,
+        /// Why no answer came.
+        #[source]
+        source: LedgerError,
+    },
     /// No entry for that id (never written, or expired).
     #[error("no ledger entry for batch {0} (unknown id, or its entry expired)")]
     NotFound(String),
@@ -154,27 +165,38 @@ pub struct AckArgs<'a> {
     pub id: &'a str,
     /// The delivery number the claim returned.
     pub delivery: u64,
-    /// Items completed so far under this delivery.
+    /// Items newly completed.
     pub completed: u64,
-    /// Items failed so far under this delivery.
+    /// Items newly failed.
     pub failed: u64,
+    /// The ack's id (the same on a retry).
+    pub ack_id: &'a str,
 }
 
-/// `batch ack`: the transformer's ack from the command line.
+/// `batch ack`: the transformer's ack from the command line. The answer names the ack id, so
+/// an operator whose run ended without an answer can retry it exactly once.
 pub async fn ack(settings: &Settings, args: AckArgs<'_>) -> Result<String, BatchError> {
     let mut s = Session::open(settings).await?;
-    let a = library::ack(
-        &mut s.conn,
-        &s.keys,
-        args.id,
-        args.delivery,
-        args.completed,
-        args.failed,
-    )
-    .await?;
+    let report = AckReport {
+        event_id: args.id,
+        delivery: args.delivery,
+        completed: args.completed,
+        failed: args.failed,
+        ack_id: args.ack_id,
+    };
+    let a = match library::ack(&mut s.conn, &s.keys, &report).await {
+        Err(source @ LedgerError::Redis { .. }) => {
+            return Err(BatchError::AckUnknown {
+                id: args.id.to_owned(),
+                ack_id: args.ack_id.to_owned(),
+                source,
+            })
+        }
+        other => other?,
+    };
     Ok(format!(
-        "batch {}: {} ({} completed, {} failed of {})",
-        args.id, a.status, a.completed, a.failed, a.total
+        "batch {}: {} ({} completed, {} failed of {}; ack id {})",
+        args.id, a.status, a.completed, a.failed, a.total, args.ack_id
     ))
 }
 

@@ -1,5 +1,7 @@
-//! The demo transformer: takes envelopes off the processing list, oldest first (RPOP, as the
-//! real transformer does), and logs one summary line per envelope.
+//! The demo transformer: takes envelopes off the processing list, oldest first, and logs one
+//! summary line per envelope. With the batch ledger on it claims and acks them through the
+//! protocol ([`super::claiming`]); otherwise it RPOPs, as a transformer without the ledger
+//! does.
 //!
 //! It waits with `BLMOVE list list RIGHT RIGHT`, which blocks until the list is non-empty and
 //! moves nothing, and only then RPOPs. Shutdown races the wait, never the pop, so stopping
@@ -47,12 +49,16 @@ struct PayloadHead {
     size: u64,
 }
 
-/// Take envelopes until `opts.count` is reached or `shutdown` fires.
+/// Take envelopes until `opts.count` is reached or `shutdown` fires: claimed and acked with
+/// the ledger on, popped otherwise.
 pub async fn run(
     settings: &Settings,
     opts: ConsumeOptions,
     shutdown: CancellationToken,
 ) -> Result<Consumed, DemoError> {
+    if settings.ledger.enabled {
+        return super::claiming::run(settings, opts, shutdown).await;
+    }
     let queue = &settings.queues.processing;
     let block = settings.redis.block_timeout;
     let mut conn = Reconnecting::new(Connector::new(&settings.redis)?, Some(block));
@@ -111,7 +117,7 @@ pub async fn run(
 }
 
 /// Log one envelope's summary line; returns how many messages it carried.
-fn log_envelope(raw: &[u8], queue: &str) -> u64 {
+pub(super) fn log_envelope(raw: &[u8], queue: &str) -> u64 {
     match serde_json::from_slice::<EnvelopeHead>(raw) {
         Ok(head) => {
             tracing::info!(

@@ -3,12 +3,14 @@
 //!
 //! - [`produce`]: LPUSHes realistic scraper events (about 500 bytes, an occasional malformed
 //!   one) onto the source list at a steady rate.
-//! - [`consume`]: takes envelopes off the processing list and logs one summary line each.
+//! - [`consume`]: takes envelopes off the processing list and logs one summary line each;
+//!   with the batch ledger on, `claiming` claims and acks them through the protocol instead.
 //!
 //! Both read the daemon's settings (connection and list names), log to stdout like the
 //! daemon, keep retrying while Redis is away (a compose stack starts them before Redis
 //! answers), and stop promptly on SIGTERM or SIGINT.
 
+mod claiming;
 pub mod consume;
 pub mod produce;
 
