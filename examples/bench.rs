@@ -14,6 +14,9 @@
 //!    millisecond. Throughput is the messages moved between the first poll that sees the
 //!    source shrink and the first poll that sees it empty, divided by that time. Every
 //!    message is then checked to be in an envelope (sum of `payload.size`).
+//!    CPU per message: the daemon's from `/proc/PID/task/*/schedstat`, Redis's from `INFO cpu`, and the
+//!    reference: Redis's CPU per message for the ceiling's own commands (`INFO cpu` around
+//!    each redis-benchmark run). Dividing by the reference cancels the machine's speed out.
 //! 3. **Peak memory**: the daemon's `VmHWM` right after the drain.
 //! 4. **Latency**: a producer pushes events stamped with their push time at a steady fraction
 //!    of the measured throughput; a consumer `BRPOP`s envelopes and records arrival minus
@@ -177,6 +180,43 @@ impl Row {
     fn ratio(&self) -> Option<f64> {
         Some(self.throughput()? / self.ceiling.as_ref()?.best)
     }
+
+    /// The daemon's CPU µs per message, median over the tries.
+    fn daemon_us(&self) -> Option<f64> {
+        median(
+            &self
+                .drains
+                .iter()
+                .map(|d| d.daemon_us_per_msg)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// Redis's CPU µs per message during the drains, median over the tries.
+    fn redis_us(&self) -> Option<f64> {
+        median(
+            &self
+                .drains
+                .iter()
+                .map(|d| d.redis_us_per_msg)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// Redis's CPU µs per message for the minimal work (see [`Ceiling::reference`]).
+    fn reference_us(&self) -> Option<f64> {
+        self.ceiling.as_ref()?.reference()
+    }
+
+    /// The daemon's CPU per message over the reference.
+    fn daemon_cpu_ratio(&self) -> Option<f64> {
+        Some(self.daemon_us()? / self.reference_us()?)
+    }
+
+    /// Redis's CPU per message during the drain over the reference.
+    fn redis_cpu_ratio(&self) -> Option<f64> {
+        Some(self.redis_us()? / self.reference_us()?)
+    }
 }
 
 fn run(args: &Args) -> Result<bool> {
@@ -248,13 +288,15 @@ fn run(args: &Args) -> Result<bool> {
                 }
             };
             eprintln!(
-                "bench: B={batch}: drain try {}/{tries}: {messages} in {:.3} s: {:.0} msg/s, peak RSS {:.1} MB, CPU busy: redis {:.0}%, daemon {:.0}%",
+                "bench: B={batch}: drain try {}/{tries}: {messages} in {:.3} s: {:.0} msg/s, peak RSS {:.1} MB, CPU busy: redis {:.0}%, daemon {:.0}%; CPU µs/msg: redis {:.3}, daemon {:.3}",
                 t + 1,
                 drained.seconds,
                 drained.throughput,
                 drained.rss_mb,
                 drained.redis_cpu * 100.0,
                 drained.daemon_cpu * 100.0,
+                drained.redis_us_per_msg,
+                drained.daemon_us_per_msg,
             );
             row.drains.push(drained);
             daemon = Some(d);
@@ -540,6 +582,28 @@ struct Ceiling {
     /// (LMPOP ops/s, LPUSH ops/s, combined msg/s) per try.
     tries: Vec<(f64, f64, f64)>,
     envelope_bytes: usize,
+    /// Redis's CPU microseconds per message for one `LMPOP ... COUNT B` plus one envelope
+    /// `LPUSH` per batch (from `INFO cpu` around each redis-benchmark run), per try.
+    reference_us: Vec<f64>,
+}
+
+impl Ceiling {
+    /// The reference: the median of the tries' Redis CPU per message.
+    fn reference(&self) -> Option<f64> {
+        median(&self.reference_us)
+    }
+}
+
+/// The median of `v` (the mean of the middle two for an even count); `None` when empty.
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
 }
 
 fn ceiling(
@@ -553,17 +617,20 @@ fn ceiling(
     let ops = ((args.ceiling_messages / batch / group).max(1)) * group;
     let envelope_bytes = envelope_size(batch, args.size);
     let mut tries = Vec::new();
+    let mut reference_us = Vec::new();
     for t in 0..args.ceiling_tries.max(1) {
         flushall(conn)?;
         let prefill = (ops + group) * batch;
         fill(conn, CEILING_LIST, prefill, args.size, None)?;
         let count = batch.to_string();
+        let cpu_before = redis_cpu_info(conn)?;
         let lmpop = redis_benchmark(
             args,
             server,
             ops,
             &["LMPOP", "1", CEILING_LIST, "RIGHT", "COUNT", &count],
         )?;
+        let lmpop_cpu = redis_cpu_info(conn)? - cpu_before;
         let left = llen(conn, CEILING_LIST)?;
         if left == 0 || prefill - left < ops * batch {
             return Err(format!(
@@ -575,18 +642,23 @@ fn ceiling(
         }
         flushall(conn)?;
         let data = envelope_bytes.to_string();
+        let cpu_before = redis_cpu_info(conn)?;
         let lpush = redis_benchmark(args, server, ops, &["-t", "lpush", "-d", &data])?;
+        let lpush_cpu = redis_cpu_info(conn)? - cpu_before;
         let pushed = llen(conn, BENCHMARK_LPUSH_KEY)?;
         if pushed < ops {
             return Err(format!("ceiling: redis-benchmark LPUSH made {pushed} of {ops}").into());
         }
         let combined = batch as f64 / (1.0 / lmpop + 1.0 / lpush);
+        // Both runs made `ops` batches' worth: one LMPOP and one LPUSH per batch.
+        let us = (lmpop_cpu + lpush_cpu) * 1e6 / (ops * batch) as f64;
         eprintln!(
-            "bench: B={batch}: ceiling try {}/{}: LMPOP {lmpop:.0} ops/s, LPUSH {envelope_bytes} B {lpush:.0} ops/s => {combined:.0} msg/s",
+            "bench: B={batch}: ceiling try {}/{}: LMPOP {lmpop:.0} ops/s, LPUSH {envelope_bytes} B {lpush:.0} ops/s => {combined:.0} msg/s; Redis CPU {us:.3} µs/msg",
             t + 1,
             args.ceiling_tries.max(1)
         );
         tries.push((lmpop, lpush, combined));
+        reference_us.push(us);
     }
     flushall(conn)?;
     let best = tries.iter().map(|t| t.2).fold(f64::MIN, f64::max);
@@ -596,6 +668,7 @@ fn ceiling(
         worst,
         tries,
         envelope_bytes,
+        reference_us,
     })
 }
 
@@ -764,6 +837,11 @@ struct Drained {
     /// the wall time from the daemon's start to the end of the drain.
     redis_cpu: f64,
     daemon_cpu: f64,
+    /// CPU microseconds per message moved: the daemon's (from `/proc/PID/task/*/schedstat`,
+    /// its whole life, start-up included) and Redis's (from `INFO cpu`, from the daemon's start to the
+    /// end of the drain; the bench's own `LLEN` polls are in it, about 1% at B=100).
+    daemon_us_per_msg: f64,
+    redis_us_per_msg: f64,
 }
 
 fn drain(
@@ -777,6 +855,7 @@ fn drain(
     let stall = Duration::from_secs_f64(args.stall_seconds);
     let began = Instant::now();
     let redis_cpu_before = cpu_seconds(server.child.id())?;
+    let redis_info_before = redis_cpu_info(conn)?;
     let mut first: Option<(Instant, usize)> = None;
     let mut last_len = n;
     let mut last_change = Instant::now();
@@ -806,7 +885,10 @@ fn drain(
     let rss_mb = daemon.peak_rss_mb()?;
     let wall = began.elapsed().as_secs_f64();
     let redis_cpu = (cpu_seconds(server.child.id())? - redis_cpu_before) / wall;
-    let daemon_cpu = cpu_seconds(daemon.child.id())? / wall;
+    let daemon_cpu_seconds =
+        run_seconds(daemon.child.id()).or_else(|_| cpu_seconds(daemon.child.id()))?;
+    let daemon_cpu = daemon_cpu_seconds / wall;
+    let redis_info_seconds = redis_cpu_info(conn)? - redis_info_before;
     let (start, moved_before) = first.ok_or("the source was never seen shrinking")?;
     let seconds = (end - start).as_secs_f64();
     let throughput = if seconds > 0.0 {
@@ -831,7 +913,41 @@ fn drain(
         rss_mb,
         redis_cpu,
         daemon_cpu,
+        daemon_us_per_msg: daemon_cpu_seconds * 1e6 / n as f64,
+        redis_us_per_msg: redis_info_seconds * 1e6 / n as f64,
     })
+}
+
+/// Redis's own CPU seconds so far (`used_cpu_sys` + `used_cpu_user` of `INFO cpu`): what a
+/// remote Redis would report too.
+fn redis_cpu_info(conn: &mut redis::Connection) -> Result<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query(conn)?;
+    let field = |name: &str| -> Option<f64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    match (field("used_cpu_sys"), field("used_cpu_user")) {
+        (Some(sys), Some(user)) => Ok(sys + user),
+        _ => Err(format!("no used_cpu_sys/used_cpu_user in INFO cpu: {info:?}").into()),
+    }
+}
+
+/// CPU seconds used so far by the threads of process `pid`, in nanoseconds from
+/// `/proc/PID/task/*/schedstat` (`/proc/PID/stat` counts in clock ticks of 10 ms: too coarse
+/// for a drain of a few tenths of a second). Threads that already ended are not counted; the
+/// daemon's runtime threads live as long as it does.
+fn run_seconds(pid: u32) -> Result<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(task?.path().join("schedstat"))?;
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse::<u64>().ok())
+            .ok_or("odd schedstat")?;
+    }
+    Ok(ns as f64 / 1e9)
 }
 
 /// User plus system CPU seconds used so far by process `pid` (all its threads).
@@ -1146,8 +1262,8 @@ fn table(rows: &[Row], memory: bool) -> String {
         }
         return out;
     }
-    out += "| batch size | throughput msg/s (spread) | ceiling msg/s (spread) | ratio | p50 ms | p99 ms | peak RSS MB | partial batch late ms (max) |\n";
-    out += "|-----------:|--------------------------:|-----------------------:|------:|-------:|-------:|------------:|----------------------------:|\n";
+    out += "| batch size | throughput msg/s (spread) | ceiling msg/s (spread) | ratio | daemon CPU µs/msg | Redis CPU µs/msg | reference µs/msg | daemon/ref | Redis/ref | p50 ms | p99 ms | peak RSS MB | partial batch late ms (max) |\n";
+    out += "|-----------:|--------------------------:|-----------------------:|------:|------------------:|-----------------:|-----------------:|-----------:|----------:|-------:|-------:|------------:|----------------------------:|\n";
     for r in rows {
         let throughput = match (r.throughput(), r.throughput_worst()) {
             (Some(best), Some(worst)) => format!("{best:.0} ({worst:.0}–{best:.0})"),
@@ -1158,11 +1274,16 @@ fn table(rows: &[Row], memory: bool) -> String {
             |c| format!("{:.0} ({:.0}–{:.0})", c.best, c.worst, c.best),
         );
         out += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.batch,
             throughput,
             ceiling,
             fmt_opt(r.ratio(), 2),
+            fmt_opt(r.daemon_us(), 3),
+            fmt_opt(r.redis_us(), 3),
+            fmt_opt(r.reference_us(), 3),
+            fmt_opt(r.daemon_cpu_ratio(), 2),
+            fmt_opt(r.redis_cpu_ratio(), 2),
             fmt_opt(r.latency.as_ref().map(|l| l.p50_ms), 1),
             fmt_opt(r.latency.as_ref().map(|l| l.p99_ms), 1),
             fmt_opt(r.rss_mb(), 1),
@@ -1193,6 +1314,20 @@ fn verdicts(args: &Args, rows: &[Row]) -> Vec<(String, bool)> {
                 format!("B={}: throughput/ceiling {ratio:.2} >= {target}", r.batch),
                 ratio >= target,
             ));
+        }
+        if r.batch == 100 {
+            if let Some(ratio) = r.daemon_cpu_ratio() {
+                v.push((
+                    format!("B=100: daemon CPU per message {ratio:.2} of the reference <= 0.6"),
+                    ratio <= 0.6,
+                ));
+            }
+            if let Some(ratio) = r.redis_cpu_ratio() {
+                v.push((
+                    format!("B=100: Redis CPU per message {ratio:.2} of the reference <= 1.0"),
+                    ratio <= 1.0,
+                ));
+            }
         }
         if let Some(d) = &r.deadline {
             let late = d.max();
@@ -1229,7 +1364,15 @@ fn to_json(
                     "peak_rss_mb": d.rss_mb,
                     "redis_cpu_busy": d.redis_cpu,
                     "daemon_cpu_busy": d.daemon_cpu,
+                    "daemon_cpu_us_per_msg": d.daemon_us_per_msg,
+                    "redis_cpu_us_per_msg": d.redis_us_per_msg,
                 })).collect::<Vec<_>>(),
+                "daemon_cpu_us_per_msg": r.daemon_us(),
+                "redis_cpu_us_per_msg": r.redis_us(),
+                "reference_redis_cpu_us_per_msg": r.reference_us(),
+                "reference_tries_us_per_msg": r.ceiling.as_ref().map(|c| c.reference_us.clone()),
+                "daemon_cpu_over_reference": r.daemon_cpu_ratio(),
+                "redis_cpu_over_reference": r.redis_cpu_ratio(),
                 "ceiling_msgs_per_s": r.ceiling.as_ref().map(|c| c.best),
                 "ceiling_worst_msgs_per_s": r.ceiling.as_ref().map(|c| c.worst),
                 "ceiling_envelope_bytes": r.ceiling.as_ref().map(|c| c.envelope_bytes),

@@ -215,7 +215,11 @@ pub fn main() -> ExitCode {
     for warning in &warnings {
         tracing::warn!(message = %warning);
     }
+    // One worker: the daemon's work is one mover loop plus light periodic jobs, and a single
+    // worker spares the wake-ups and cache traffic between threads (about a tenth of the
+    // daemon's CPU per message; docs/benchmark.md). Blocking calls still get their own pool.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {

@@ -11,10 +11,11 @@
 //! The lease value moves one step with each commit (see [`crate::mover::lease`]), so when several
 //! requests are in flight, a commit whose predecessor failed is refused too.
 
-use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
 
-use crate::mover::plan::{Envelope, Peeked, Plan, Runs};
+use super::packing;
+use super::pipeline::ReadReply;
+use crate::mover::plan::{Peeked, Plan, Runs};
 use crate::mover::replica_ack;
 use crate::redis::keys::Keys;
 use crate::redis::ErrorKind;
@@ -84,8 +85,8 @@ pub enum CommitError {
 /// What a request brought back.
 #[derive(Debug, Default)]
 pub struct Reply {
-    /// The items of each read, oldest first.
-    pub reads: Vec<Vec<Vec<u8>>>,
+    /// What each read returned.
+    pub reads: Vec<ReadReply>,
     /// With `REDIS_MIN_REPLICAS_ACK`, after a commit: how many replicas acknowledged it.
     pub replicas: Option<i64>,
 }
@@ -104,7 +105,8 @@ pub struct Read {
 /// One round trip, packed and ready: an optional commit, then an optional read.
 #[derive(Debug)]
 pub struct Request {
-    pipe: redis::Pipeline,
+    /// The commands, packed for the wire.
+    packed: Vec<u8>,
     envelopes: usize,
     dead_letters: usize,
     committing: bool,
@@ -115,6 +117,8 @@ pub struct Request {
     /// For a read without a commit: the lease key and the value it must find there (see
     /// [`Request::new`]).
     lease_check: Option<(String, String)>,
+    /// Replies before the reads'.
+    small_replies: usize,
 }
 
 /// What to commit: the plan and the lease values it moves between.
@@ -144,12 +148,12 @@ impl Request {
     /// Pack `commit` (skipped when its plan is empty) followed by `reads`.
     pub fn new(keys: &Keys, queues: &Queues, commit: Commit<'_>, reads: &[Read]) -> Self {
         let plan = commit.plan;
+        // Everything after the envelopes is packed first, so the request's buffer is
+        // allocated once, at its final size, and the envelopes are written straight into it.
         let mut pipe = redis::pipe();
-        pipe.ignore_errors();
         let committing = !plan.is_empty();
         if committing {
-            pipe.cmd("MULTI");
-            push_commands(&mut pipe, queues, &commit);
+            push_dead_letters(&mut pipe, queues, plan);
             commit_script(&mut pipe, keys, queues, &commit);
             if let Some(ledger) = commit.ledger.filter(|_| !plan.envelopes.is_empty()) {
                 super::ledger::append(&mut pipe, ledger, &keys.lease(), queues, &commit);
@@ -167,42 +171,62 @@ impl Request {
             pipe.cmd("GET").arg(keys.lease());
             (keys.lease(), commit.lease_before.to_owned())
         });
+        // One reply per command before the reads, plus the hand-packed MULTI and envelopes.
+        let small_replies = pipe.len()
+            + usize::from(committing)
+            + usize::from(committing && !plan.envelopes.is_empty());
         for r in reads {
             pipe.cmd("LRANGE")
                 .arg(source_name(queues, r.source))
                 .arg(-tail_index(r.skip + r.count))
                 .arg(-tail_index(r.skip) - 1);
         }
+        let rest = pipe.get_packed_pipeline();
+        let mut packed = Vec::new();
+        if committing {
+            packed.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
+            if !plan.envelopes.is_empty() {
+                let (processing, envelopes) = (&queues.processing, &plan.envelopes);
+                let envelopes = packing::Envelopes::new(envelopes, commit.pending, &plan.timestamp);
+                packed.reserve(envelopes.lpush_len(processing) + rest.len());
+                envelopes.lpush(&mut packed, processing);
+            }
+        }
+        packed.extend_from_slice(&rest);
         Request {
-            pipe,
+            packed,
             envelopes: plan.envelopes.len(),
             dead_letters: plan.dead_letters.len(),
             committing,
             waiting: ack.is_some(),
             reads: reads.iter().map(|r| r.source).collect(),
             lease_check,
+            small_replies,
         }
     }
 
-    /// Send the request and check the replies. Returns the items of each read, oldest first,
-    /// and what `WAIT` said.
-    ///
-    /// The request is handed to the connection on the first poll, so requests created and
-    /// polled one after another reach Redis in that order.
-    pub async fn send(
-        self,
-        mut conn: MultiplexedConnection,
+    /// The request as bytes for the wire.
+    pub fn packed(&self) -> &[u8] {
+        &self.packed
+    }
+
+    /// Replies before the reads' (`MULTI`, each queued command, `EXEC`, or the lease `GET`).
+    pub fn small_replies(&self) -> usize {
+        self.small_replies
+    }
+
+    /// The source of each read, in order.
+    pub fn read_sources(&self) -> &[usize] {
+        &self.reads
+    }
+
+    /// Check the replies before the reads': the lease check of a plain read, or the commit's
+    /// verdict and what `WAIT` said (how many replicas acknowledged it).
+    pub fn check(
+        &self,
+        mut replies: Vec<Value>,
         queues: &Queues,
-    ) -> Result<Reply, CommitError> {
-        let mut replies: Vec<Value> =
-            self.pipe
-                .query_async(&mut conn)
-                .await
-                .map_err(|source| CommitError::Redis {
-                    source_queue: queues.sources_label(),
-                    source,
-                })?;
-        let read_replies = replies.split_off(replies.len().saturating_sub(self.reads.len()));
+    ) -> Result<Option<i64>, CommitError> {
         if let Some((lease_key, expected)) = &self.lease_check {
             match replies.pop() {
                 Some(Value::BulkString(found)) if found == expected.as_bytes() => {}
@@ -224,34 +248,7 @@ impl Request {
                 .ok_or_else(|| CommitError::Protocol("missing EXEC reply".into()))?;
             check_exec(exec, self.envelopes, self.dead_letters, queues)?;
         }
-        if read_replies.len() != self.reads.len() {
-            return Err(CommitError::Protocol("missing LRANGE reply".into()));
-        }
-        let reads = read_replies
-            .into_iter()
-            .zip(&self.reads)
-            .map(|(reply, &source)| read_items(reply, source_name(queues, source)))
-            .collect::<Result<_, _>>()?;
-        Ok(Reply { reads, replicas })
-    }
-}
-
-/// The items of one LRANGE reply, oldest first.
-fn read_items(reply: Value, source: &str) -> Result<Vec<Vec<u8>>, CommitError> {
-    match reply {
-        Value::Array(items) => {
-            let mut out = Vec::with_capacity(items.len());
-            // LRANGE lists head to tail; the tail is the oldest.
-            for item in items.into_iter().rev() {
-                match item {
-                    Value::BulkString(b) => out.push(b),
-                    other => return Err(CommitError::Protocol(format!("LRANGE item {other:?}"))),
-                }
-            }
-            Ok(out)
-        }
-        Value::ServerError(e) => Err(refused("LRANGE", source.to_owned(), &e)),
-        other => Err(CommitError::Protocol(format!("LRANGE reply {other:?}"))),
+        Ok(replicas)
     }
 }
 
@@ -260,19 +257,8 @@ fn source_name(queues: &Queues, k: usize) -> &str {
     queues.sources.get(k).map_or("", String::as_str)
 }
 
-/// The LPUSHes of the envelopes (written straight into the command) and the dead letters.
-fn push_commands(pipe: &mut redis::Pipeline, queues: &Queues, commit: &Commit<'_>) {
-    let plan = commit.plan;
-    if !plan.envelopes.is_empty() {
-        let lpush = pipe.cmd("LPUSH").arg(&queues.processing);
-        for e in &plan.envelopes {
-            lpush.arg(EnvelopeArg {
-                envelope: e,
-                pending: commit.pending,
-                timestamp: &plan.timestamp,
-            });
-        }
-    }
+/// The LPUSH of the dead letters (the envelopes' is packed by hand: see [`packing`]).
+fn push_dead_letters(pipe: &mut redis::Pipeline, queues: &Queues, plan: &Plan) {
     if !plan.dead_letters.is_empty() {
         let lpush = pipe.cmd("LPUSH").arg(&queues.dead_letter);
         for d in &plan.dead_letters {
@@ -309,7 +295,7 @@ fn commit_script(pipe: &mut redis::Pipeline, keys: &Keys, queues: &Queues, commi
         .arg(commit.now_ms)
         .arg(commit.max_processing.unwrap_or(0))
         .arg(sources);
-    let fingerprint = |p: Option<&Peeked>| p.map_or_else(String::new, |p| fingerprint(p.bytes()));
+    let fingerprint = |p: Option<&Peeked>| p.map_or_else(String::new, Peeked::fingerprint);
     for k in 0..sources {
         let trim = plan.trims.get(k).copied().unwrap_or(0);
         let run = commit.pending.run(k);
@@ -385,22 +371,6 @@ fn check_exec(
     }
 }
 
-/// An envelope written straight into the command's buffer.
-struct EnvelopeArg<'a> {
-    envelope: &'a Envelope,
-    pending: &'a Runs<'a>,
-    timestamp: &'a str,
-}
-
-impl redis::ToRedisArgs for EnvelopeArg<'_> {
-    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
-        out.reserve_space_for_args([self.envelope.len_hint(self.pending)]);
-        let mut arg = out.writer_for_next_arg();
-        // The writer appends to a Vec and cannot fail.
-        let _ = self.envelope.write(self.pending, self.timestamp, &mut arg);
-    }
-}
-
 /// The acquisition part of a lease value `<consumer>/<token>.<seq>`: everything up to and
 /// including the last `.` (consumer names hold no `/`, tokens are hex).
 pub fn token_prefix(lease_value: &str) -> &str {
@@ -413,14 +383,22 @@ pub fn token_prefix(lease_value: &str) -> &str {
 /// `<length>:<sha1 hex>` of the item, or of its first and last 1024 bytes when it is longer
 /// than 2048 bytes (see `commit.lua`).
 pub fn fingerprint(item: &[u8]) -> String {
-    let mut sha = sha1_smol::Sha1::new();
     if item.len() > 2048 {
-        sha.update(&item[..1024]);
-        sha.update(&item[item.len() - 1024..]);
+        fingerprint_of_ends(item.len(), &item[..1024], &item[item.len() - 1024..])
     } else {
+        let mut sha = sha1_smol::Sha1::new();
         sha.update(item);
+        format!("{}:{}", item.len(), sha.digest())
     }
-    format!("{}:{}", item.len(), sha.digest())
+}
+
+/// [`fingerprint`] of an item longer than 2048 bytes, from its length and its first and last
+/// 1024 bytes (all that is kept of a message skipped as it streamed past).
+pub fn fingerprint_of_ends(len: usize, head: &[u8], tail: &[u8]) -> String {
+    let mut sha = sha1_smol::Sha1::new();
+    sha.update(head);
+    sha.update(tail);
+    format!("{len}:{}", sha.digest())
 }
 
 /// An LRANGE index counted from the tail. A list cannot hold more than `i64::MAX` items.
@@ -429,7 +407,7 @@ fn tail_index(n: usize) -> i64 {
 }
 
 /// A command of the request was refused with the server error `e`.
-fn refused(command: &'static str, key: String, e: &redis::ServerError) -> CommitError {
+pub(super) fn refused(command: &'static str, key: String, e: &redis::ServerError) -> CommitError {
     let detail = match (e.code(), e.details()) {
         (code, Some(d)) => format!("{code} {d}"),
         (code, None) => code.to_string(),

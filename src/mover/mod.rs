@@ -12,7 +12,8 @@
 //! source's tail is held and which part requests in flight cover; which sources the next plan
 //! may take from), [`plan`] (which messages the next commit takes),
 //! [`commit`] (the one atomic transaction, plus the next read), [`pipeline`] (requests in
-//! flight), `idle` (waiting when there is nothing to do), [`backoff`], [`allowance`]
+//! flight, on the mover's own request connection), [`inflight`] (the bound on message bytes
+//! held), `idle` (waiting when there is nothing to do), [`backoff`], [`allowance`]
 //! (scheduled mode's batches per tick), [`rate`] (the output rate limit) and `replica_ack`
 //! (`REDIS_MIN_REPLICAS_ACK`'s `WAIT` after each commit). The [`keeper`] task renews the lease beside the
 //! loop, on a connection of its own.
@@ -23,9 +24,11 @@ pub mod backoff;
 mod balancing;
 pub mod commit;
 mod idle;
+pub mod inflight;
 pub mod keeper;
 pub mod lease;
 mod ledger;
+mod packing;
 pub mod pipeline;
 pub mod plan;
 pub mod rate;
@@ -47,6 +50,7 @@ use self::back_pressure::BackPressure;
 use self::backoff::Backoff;
 use self::commit::CommitError;
 use self::idle::Idle;
+use self::inflight::Inflight;
 use self::keeper::KeeperConfig;
 use self::lease::Lease;
 use self::pipeline::Pipeline;
@@ -57,6 +61,7 @@ use self::tails::Tails;
 use self::value_limit::ValueLimit;
 use crate::daemon::context::Context;
 use crate::redis::connection;
+use crate::redis::raw::RawConnection;
 use crate::redis::{ErrorKind, RedisFailure};
 use crate::telemetry::events::{self, EnvelopeLog};
 
@@ -131,6 +136,8 @@ pub struct Mover {
     claim: Option<crate::scale::balance::Claim>,
     /// Standing by because the share is full (logged once per episode).
     waiting_for_share: bool,
+    /// `REDIS_MAX_INFLIGHT_BYTES`.
+    inflight: Inflight,
     /// The connector's generation when this session connected (see
     /// [`connection::Connector::generation`]).
     generation: u64,
@@ -163,6 +170,10 @@ impl Mover {
             .max_processing_len
             .map(|limit| BackPressure::new(limit.get()));
         let sources = settings.queues.sources.len();
+        let inflight = Inflight::new(
+            settings.batch.max_inflight_bytes,
+            inflight::largest_held(settings.batch.message.max_bytes),
+        );
         let rate = settings
             .flow
             .rate
@@ -183,6 +194,7 @@ impl Mover {
             balance: None,
             claim: None,
             waiting_for_share: false,
+            inflight,
             generation: 0,
             ack_watch: AckWatch::default(),
         }
@@ -219,6 +231,10 @@ impl Mover {
         };
         let mut conn = conn.map_err(|source| self.connect_error(source))?;
         self.generation = self.ctx.connector.generation();
+        let Some(raw) = until(shutdown, self.request_connection()).await else {
+            return Ok(());
+        };
+        let mut raw = raw.map_err(|source| self.connect_error(source))?;
         let prepared = until(shutdown, async {
             self.value_limit.read(&mut conn).await;
             self.lease.prepare(&mut conn).await;
@@ -227,7 +243,7 @@ impl Mover {
             return Ok(());
         }
         loop {
-            match self.turn(&mut conn, shutdown).await? {
+            match self.turn(&mut conn, &mut raw, shutdown).await? {
                 Outcome::Stop => {
                     self.release(&mut conn).await;
                     return Ok(());
@@ -239,6 +255,13 @@ impl Mover {
                 Outcome::Continue => {}
             }
         }
+    }
+
+    /// The connection requests go on (see [`crate::redis::raw`]).
+    async fn request_connection(&self) -> Result<RawConnection, RedisError> {
+        let target = self.ctx.connector.stream_target().await?;
+        let timeout = self.ctx.connector.commit_timeout();
+        Ok(RawConnection::connect(&target, timeout).await?)
     }
 
     /// Drop every copy and every request in flight, and forget the lease: the next

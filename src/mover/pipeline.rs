@@ -1,29 +1,39 @@
 //! Requests in flight: up to [`PIPELINE_DEPTH`] round trips at once, answered in the order
 //! they were sent.
 //!
-//! Each request is polled once as it is queued, which hands it to the connection: requests
-//! reach Redis in the order they were made, which the tail window's positions rely on. Redis
-//! checks that order too: a commit must find the lease value its predecessor leaves, and a
-//! plain read checks the same value with a GET.
+//! Each request is written whole to the mover's request connection as it is queued, so
+//! requests reach Redis in the order they were made, which the tail window's positions rely
+//! on. Redis checks that order too: a commit must find the lease value its predecessor leaves,
+//! and a plain read checks the same value with a GET. Replies are read in the same order, the
+//! oldest request's first; the progress of a reply lives in its slot, so a wait dropped at
+//! shutdown loses nothing.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
 
-use super::commit::{self, CommitError};
+use redis::{RedisError, Value};
+
+use super::commit::{self, CommitError, Request};
 use super::plan::Plan;
 use super::window::TailRead;
+use crate::redis::raw::{Item, Items, ItemsReply, Keep, RawConnection};
+use crate::settings::Queues;
 
 /// Requests in flight at once. Two keep Redis busy while the mover builds the next one.
 pub const PIPELINE_DEPTH: usize = 2;
 
-/// What a request brought back (the items each of its reads returned, oldest first, and
-/// what `WAIT` said), or why it failed.
-pub type Answer = Result<commit::Reply, CommitError>;
+/// What one read of a request returned.
+#[derive(Debug, Default)]
+pub struct ReadReply {
+    /// The items, oldest first.
+    pub items: Vec<Item>,
+    /// Fewer items than asked came back because the read's byte grant ran out, not because
+    /// the source did.
+    pub cut_short: bool,
+}
 
-/// A request's reply, still to come.
-pub type ReplyFuture = Pin<Box<dyn Future<Output = Answer> + Send>>;
+/// What a request brought back (what each of its reads returned, and what `WAIT` said), or
+/// why it failed.
+pub type Answer = Result<commit::Reply, CommitError>;
 
 /// What a request does, for the mover to apply once it is answered.
 #[derive(Debug)]
@@ -34,31 +44,32 @@ pub struct Sent {
     pub reads: Vec<(usize, TailRead)>,
     /// Bytes of the largest value it carries (an envelope or a dead-letter record).
     pub largest_value: usize,
+    /// Bytes its reads may keep (see [`super::inflight`]).
+    pub read_grant: usize,
 }
 
-enum Reply {
-    /// The first poll already produced the answer.
-    Ready(Answer),
-    Waiting(ReplyFuture),
+/// A request's replies, as far as they came in.
+#[derive(Debug)]
+struct Progress {
+    values: Vec<Value>,
+    reads: Vec<ReadReply>,
+    current: Option<ItemsReply>,
+    grant_left: usize,
 }
 
+#[derive(Debug)]
 struct Slot {
-    reply: Reply,
+    request: Request,
     sent: Sent,
+    progress: Progress,
+    /// Writing it failed: its answer, without reading.
+    failed: Option<CommitError>,
 }
 
 /// The queue of requests in flight, oldest first.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Pipeline {
     slots: VecDeque<Slot>,
-}
-
-impl std::fmt::Debug for Pipeline {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.slots.iter().map(|s| &s.sent))
-            .finish()
-    }
 }
 
 impl Pipeline {
@@ -72,36 +83,160 @@ impl Pipeline {
         self.slots.is_empty()
     }
 
-    /// Queue a request and poll it once, so the connection sends it before any later one.
-    /// The caller builds `reply` inside `tokio::task::unconstrained`: tokio's cooperative
-    /// budget must not turn this first poll into a no-op.
-    pub async fn push(&mut self, mut reply: ReplyFuture, sent: Sent) {
-        let first = std::future::poll_fn(|cx| Poll::Ready(reply.as_mut().poll(cx))).await;
-        let reply = match first {
-            Poll::Ready(answer) => Reply::Ready(answer),
-            Poll::Pending => Reply::Waiting(reply),
+    /// Bytes granted to the reads of the requests in flight.
+    pub fn reserved_bytes(&self) -> usize {
+        self.slots.iter().map(|s| s.sent.read_grant).sum()
+    }
+
+    /// Write `request` to `conn` and queue it. A failed write becomes the request's answer.
+    pub async fn push(
+        &mut self,
+        conn: &mut RawConnection,
+        request: Request,
+        sent: Sent,
+        queues: &Queues,
+    ) {
+        let failed = conn
+            .send(request.packed())
+            .await
+            .err()
+            .map(|e| redis_error(queues, e.into()));
+        let progress = Progress {
+            values: Vec::with_capacity(request.small_replies()),
+            reads: Vec::with_capacity(sent.reads.len()),
+            current: None,
+            grant_left: sent.read_grant,
         };
-        self.slots.push_back(Slot { reply, sent });
+        self.slots.push_back(Slot {
+            request,
+            sent,
+            progress,
+            failed,
+        });
     }
 
     /// The oldest request and its answer, once it has one; `None` when nothing is in flight.
-    /// Cancel-safe: dropped while waiting, the request stays queued.
-    pub async fn next(&mut self) -> Option<(Sent, Answer)> {
+    /// Waits at most the connection's timeout. Cancel-safe: dropped while waiting, the
+    /// request stays queued with what came in of its replies.
+    pub async fn next(
+        &mut self,
+        conn: &mut RawConnection,
+        keep: Keep,
+        queues: &Queues,
+    ) -> Option<(Sent, Answer)> {
         let slot = self.slots.front_mut()?;
-        if let Reply::Waiting(future) = &mut slot.reply {
-            slot.reply = Reply::Ready(future.await);
-        }
-        let Slot { reply, sent } = self.slots.pop_front()?;
-        match reply {
-            Reply::Ready(answer) => Some((sent, answer)),
-            // Resolved just above.
-            Reply::Waiting(_) => None,
-        }
+        let read = match slot.failed.take() {
+            Some(e) => Err(e),
+            None => {
+                let after = conn.timeout();
+                match tokio::time::timeout(after, read_replies(slot, conn, keep, queues)).await {
+                    Ok(read) => read,
+                    Err(_) => Err(redis_error(
+                        queues,
+                        RedisError::from(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no reply within {after:?}"),
+                        )),
+                    )),
+                }
+            }
+        };
+        let Slot {
+            request,
+            sent,
+            progress,
+            ..
+        } = self.slots.pop_front()?;
+        let answer = read.and_then(|()| {
+            let replicas = request.check(progress.values, queues)?;
+            Ok(commit::Reply {
+                reads: progress.reads,
+                replicas,
+            })
+        });
+        Some((sent, answer))
     }
 
     /// Forget every request in flight. Their commits may still run in Redis; the lease
     /// chain then refuses any that follow a lost one, and the mover re-reads the tail.
     pub fn clear(&mut self) {
         self.slots.clear();
+    }
+}
+
+/// Read the rest of `slot`'s replies: the small ones, then one `LRANGE` reply per read.
+async fn read_replies(
+    slot: &mut Slot,
+    conn: &mut RawConnection,
+    keep: Keep,
+    queues: &Queues,
+) -> Result<(), CommitError> {
+    let broken = |e: crate::redis::raw::RawError| redis_error(queues, e.into());
+    let progress = &mut slot.progress;
+    while progress.values.len() < slot.request.small_replies() {
+        progress.values.push(conn.value().await.map_err(broken)?);
+    }
+    let sources = slot.request.read_sources();
+    while progress.reads.len() < sources.len() {
+        let reply = progress
+            .current
+            .get_or_insert_with(|| ItemsReply::new(keep));
+        let items = conn
+            .items(reply, &mut progress.grant_left)
+            .await
+            .map_err(broken)?;
+        progress.current = None;
+        let source = sources.get(progress.reads.len()).copied().unwrap_or(0);
+        progress.reads.push(read_reply(items, source, queues)?);
+    }
+    Ok(())
+}
+
+/// The items of one `LRANGE` reply, oldest first.
+fn read_reply(items: Items, source: usize, queues: &Queues) -> Result<ReadReply, CommitError> {
+    match items {
+        Items::Read {
+            mut items,
+            truncated,
+        } => {
+            // LRANGE lists head to tail; the tail is the oldest.
+            items.reverse();
+            Ok(ReadReply {
+                items,
+                cut_short: truncated,
+            })
+        }
+        Items::Other(Value::ServerError(e)) => {
+            let key = queues.sources.get(source).cloned().unwrap_or_default();
+            Err(super::commit::refused("LRANGE", key, &e))
+        }
+        Items::Other(other) => Err(CommitError::Protocol(format!("LRANGE reply {other:?}"))),
+    }
+}
+
+fn redis_error(queues: &Queues, source: RedisError) -> CommitError {
+    CommitError::Redis {
+        source_queue: queues.sources_label(),
+        source,
+    }
+}
+
+impl Request {
+    /// Send this request alone on `conn` and wait for its answer, keeping every item whole
+    /// (for tools and tests; the mover pipelines its requests).
+    pub async fn send(self, conn: &mut RawConnection, queues: &Queues) -> Answer {
+        let mut pipeline = Pipeline::default();
+        let sent = Sent {
+            plan: Plan::default(),
+            reads: Vec::new(),
+            largest_value: 0,
+            read_grant: usize::MAX,
+        };
+        pipeline.push(conn, self, sent, queues).await;
+        let keep = Keep { up_to: usize::MAX };
+        match pipeline.next(conn, keep, queues).await {
+            Some((_, answer)) => answer,
+            None => Err(CommitError::Protocol("no answer".into())),
+        }
     }
 }

@@ -9,10 +9,11 @@ use tokio_util::sync::CancellationToken;
 use super::back_pressure::{BackPressure, Change};
 use super::commit::{self, CommitError};
 use super::lease::{Acquired, Standing};
-use super::pipeline::{Answer, ReplyFuture, Sent};
+use super::pipeline::{Answer, ReadReply, Sent};
 use super::plan::{self, Limits, Peeked};
 use super::{sleep, until, Mover, MoverError, Outcome};
 use crate::envelope::format_timestamp;
+use crate::redis::raw::{Keep, RawConnection};
 use crate::redis::ErrorKind;
 use crate::settings::Schedule;
 use crate::telemetry::events;
@@ -23,6 +24,7 @@ impl Mover {
     pub(super) async fn turn(
         &mut self,
         conn: &mut MultiplexedConnection,
+        raw: &mut RawConnection,
         shutdown: &CancellationToken,
     ) -> Result<Outcome, MoverError> {
         if shutdown.is_cancelled() {
@@ -52,7 +54,7 @@ impl Mover {
                 return Ok(Outcome::Continue);
             }
         }
-        self.step(conn, shutdown).await
+        self.step(conn, raw, shutdown).await
     }
 
     /// Whether the lease lives long enough for a commit built now to run under it. Renewals
@@ -137,6 +139,7 @@ impl Mover {
     async fn step(
         &mut self,
         conn: &MultiplexedConnection,
+        raw: &mut RawConnection,
         shutdown: &CancellationToken,
     ) -> Result<Outcome, MoverError> {
         if self.pipeline.is_empty() {
@@ -146,12 +149,16 @@ impl Mover {
             }
         }
         let may_commit = self.may_commit();
-        while may_commit && self.pipeline.has_room() && self.send_next(conn).await {}
+        while may_commit && self.pipeline.has_room() && self.send_next(raw).await {}
         if self.pipeline.is_empty() {
             self.log.roll(Instant::now());
             return self.wait(shutdown).await;
         }
-        let Some(next) = until(shutdown, self.pipeline.next()).await else {
+        let keep = Keep {
+            up_to: super::inflight::largest_held(self.ctx.settings.batch.message.max_bytes),
+        };
+        let queues = &self.ctx.settings.queues;
+        let Some(next) = until(shutdown, self.pipeline.next(raw, keep, queues)).await else {
             return Ok(Outcome::Stop);
         };
         let Some((sent, answer)) = next else {
@@ -232,17 +239,27 @@ impl Mover {
     }
 
     /// Plan and send the next request, if there is anything to commit or to read.
-    async fn send_next(&mut self, conn: &MultiplexedConnection) -> bool {
+    async fn send_next(&mut self, raw: &mut RawConnection) -> bool {
         let settings = Arc::clone(&self.ctx.settings);
-        let prefetch = settings.batch.prefetch;
         let now = Instant::now();
         let limits = self.limits(now);
         let timestamp = format_timestamp(chrono::Utc::now());
         let runs = self.tails.runs();
         let plan = plan::plan(&runs, limits, &settings.queues, &timestamp);
         let largest_value = plan.largest_value(&runs);
-        let Some(reads) = self.tails.next_reads(&plan.trims, 2 * prefetch) else {
+        // Read ahead as far as the bound on bytes in flight allows.
+        let grant = self.inflight.grant(
+            self.tails.held_bytes(),
+            self.pipeline.reserved_bytes(),
+            2 * settings.batch.prefetch,
+        );
+        let read_ahead = grant.map_or(0, |g| g.items);
+        let Some(reads) = self.tails.next_reads(&plan.trims, read_ahead) else {
             return false;
+        };
+        let read_grant = match (&reads[..], grant) {
+            ([], _) | (_, None) => 0,
+            (_, Some(g)) => g.bytes,
         };
         let (lease_before, lease_after) = if plan.is_empty() {
             let value = self.lease.value().unwrap_or_default();
@@ -282,19 +299,14 @@ impl Mover {
             back_pressure.sent(plan.envelopes.len());
         }
         self.tails.reserve(&plan.trims, &reads);
-        let conn = conn.clone();
-        let reply: ReplyFuture = Box::pin(tokio::task::unconstrained(async move {
-            request.send(conn, &settings.queues).await
-        }));
+        let sent = Sent {
+            plan,
+            reads,
+            largest_value,
+            read_grant,
+        };
         self.pipeline
-            .push(
-                reply,
-                Sent {
-                    plan,
-                    reads,
-                    largest_value,
-                },
-            )
+            .push(raw, request, sent, &settings.queues)
             .await;
         true
     }
@@ -370,7 +382,7 @@ impl Mover {
     }
 
     /// A request succeeded: drop what it committed, keep what it read.
-    fn completed(&mut self, sent: Sent, reads: Vec<Vec<Vec<u8>>>) -> Outcome {
+    fn completed(&mut self, sent: Sent, reads: Vec<ReadReply>) -> Outcome {
         let settings = &self.ctx.settings;
         let now = Instant::now();
         let plan = sent.plan;
@@ -386,11 +398,19 @@ impl Mover {
                 .dead_letters_written(metrics, classes, source, dead_letter, now);
         }
         let profile = settings.batch.message;
-        for ((source, read), items) in sent.reads.into_iter().zip(reads) {
-            let peeked = items
+        for ((source, read), reply) in sent.reads.into_iter().zip(reads) {
+            let peeked: Vec<Peeked> = reply
+                .items
                 .into_iter()
-                .map(|bytes| Peeked::new(bytes, profile, now));
-            if self.tails.read_returned(source, read, peeked) > 0 {
+                .map(|item| Peeked::from_item(item, profile, now))
+                .collect();
+            let bytes = peeked.iter().map(Peeked::held_bytes).sum();
+            self.inflight.observed(peeked.len(), bytes);
+            if self
+                .tails
+                .read_returned(source, read, peeked, reply.cut_short)
+                > 0
+            {
                 self.idle.messages_arrived();
             }
         }

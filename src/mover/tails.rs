@@ -78,15 +78,27 @@ impl Tails {
         }
     }
 
-    /// A read of source `source` came back with `items`; returns how many were kept.
-    pub fn read_returned<I>(&mut self, source: usize, read: TailRead, items: I) -> usize
+    /// A read of source `source` came back with `items` (`cut_short` by its byte grant);
+    /// returns how many were kept.
+    pub fn read_returned<I>(
+        &mut self,
+        source: usize,
+        read: TailRead,
+        items: I,
+        cut_short: bool,
+    ) -> usize
     where
         I: IntoIterator<Item = Peeked>,
         I::IntoIter: ExactSizeIterator,
     {
         self.windows
             .get_mut(source)
-            .map_or(0, |w| w.read_returned(read, items))
+            .map_or(0, |w| w.read_returned(read, items, cut_short))
+    }
+
+    /// Memory the copies of every source's tail take.
+    pub fn held_bytes(&self) -> usize {
+        self.windows.iter().map(TailWindow::held_bytes).sum()
     }
 
     /// Whether no window holds a copy.
@@ -136,7 +148,7 @@ mod tests {
         assert_eq!(reads.len(), got.len(), "every source is read at first");
         t.reserve(&[], &reads);
         for (k, read) in reads {
-            t.read_returned(k, read, peeked(got[k]));
+            t.read_returned(k, read, peeked(got[k]), false);
         }
     }
 
@@ -177,8 +189,8 @@ mod tests {
         assert_eq!((reads[1].1.skip, reads[1].1.count), (0, 4));
         t.reserve(&[0, 3], &reads);
         t.committed(&[0, 3]);
-        assert_eq!(t.read_returned(0, reads[0].1, peeked(1)), 1);
-        assert_eq!(t.read_returned(1, reads[1].1, peeked(0)), 0);
+        assert_eq!(t.read_returned(0, reads[0].1, peeked(1), false), 1);
+        assert_eq!(t.read_returned(1, reads[1].1, peeked(0), false), 0);
         // The message that landed on the first source now leads the next plan.
         let runs = t.runs();
         assert_eq!(runs.get(0).map(Peeked::bytes), Some(&b"0"[..]));
@@ -209,10 +221,10 @@ mod tests {
         );
         // The first look finds one message; the second, which would repeat it, is dropped.
         t.committed(&[0, 4]);
-        assert_eq!(t.read_returned(0, r1[0].1, peeked(1)), 1);
-        assert_eq!(t.read_returned(1, r1[1].1, peeked(0)), 0);
+        assert_eq!(t.read_returned(0, r1[0].1, peeked(1), false), 1);
+        assert_eq!(t.read_returned(1, r1[1].1, peeked(0), false), 0);
         t.committed(&[0, 4]);
-        assert_eq!(t.read_returned(0, r2[0].1, peeked(2)), 0);
+        assert_eq!(t.read_returned(0, r2[0].1, peeked(2), false), 0);
         assert_eq!(t.runs().run(0).len(), 1);
         // And the next look starts right after the message held.
         let r3 = t.next_reads(&[1, 0], 8).unwrap();

@@ -42,6 +42,8 @@ pub struct TailWindow {
     next_read: usize,
     /// The last read returned fewer items than asked: the source was drained then.
     drained: bool,
+    /// Memory the copies take ([`Peeked::held_bytes`]).
+    held: usize,
 }
 
 impl TailWindow {
@@ -55,6 +57,11 @@ impl TailWindow {
     pub fn unplanned(&self) -> &[Peeked] {
         // Invariant: front <= planned <= front + pending.len(); `reserve` keeps it.
         &self.pending[self.planned - self.front..]
+    }
+
+    /// Memory the copies take.
+    pub fn held_bytes(&self) -> usize {
+        self.held
     }
 
     /// Whether the window holds no copy at all.
@@ -117,16 +124,19 @@ impl TailWindow {
     /// The oldest request in flight committed: its `trim` items left the source.
     pub fn committed(&mut self, trim: usize) {
         let trim = trim.min(self.pending.len());
-        self.pending.drain(..trim);
+        let freed: usize = self.pending.drain(..trim).map(|p| p.held_bytes()).sum();
+        self.held -= freed;
         self.front += trim;
     }
 
-    /// A read came back with `items` (oldest first). Returns how many were kept: none unless
-    /// the read starts exactly where the held items end (an earlier read came back short, so
-    /// this one may have skipped items; or an earlier overlapping look found items this one
-    /// repeats), and then `items` is not even iterated. Acceptance only at the held end is
-    /// what keeps the copy gap-free and without repeats, whatever reads were in flight.
-    pub fn read_returned<I>(&mut self, read: TailRead, items: I) -> usize
+    /// A read came back with `items` (oldest first); `cut_short` when its byte grant ran out
+    /// before the items asked for (see [`super::inflight`]), so fewer came back although the
+    /// source may hold more. Returns how many were kept: none unless the read starts exactly
+    /// where the held items end (an earlier read came back short, so this one may have
+    /// skipped items; or an earlier overlapping look found items this one repeats), and then
+    /// `items` is not even iterated. Acceptance only at the held end is what keeps the copy
+    /// gap-free and without repeats, whatever reads were in flight.
+    pub fn read_returned<I>(&mut self, read: TailRead, items: I, cut_short: bool) -> usize
     where
         I: IntoIterator<Item = Peeked>,
         I::IntoIter: ExactSizeIterator,
@@ -139,9 +149,16 @@ impl TailWindow {
         }
         let items = items.into_iter();
         let got = items.len();
+        let before = self.pending.len();
         self.pending.extend(items);
+        self.held += self.pending[before..]
+            .iter()
+            .map(Peeked::held_bytes)
+            .sum::<usize>();
         if got < read.count {
-            self.drained = true;
+            // Short because the source ran out, or because the grant did: then the next read
+            // starts here, and the source does not count as drained.
+            self.drained = !cut_short;
             self.next_read = read.start + got;
         } else {
             self.drained = false;
@@ -200,7 +217,10 @@ mod tests {
     fn window_with(items: &[&str], seen: Instant) -> TailWindow {
         let mut w = TailWindow::new();
         let read = send(&mut w, 0, items.len()).unwrap().unwrap();
-        assert_eq!(w.read_returned(read, peeked(items, seen)), items.len());
+        assert_eq!(
+            w.read_returned(read, peeked(items, seen), false),
+            items.len()
+        );
         w
     }
 
@@ -239,7 +259,7 @@ mod tests {
         );
         assert_eq!(w.unplanned().len(), 1);
         w.committed(p.trim);
-        assert_eq!(w.read_returned(read, peeked(&["6", "7"], now)), 2);
+        assert_eq!(w.read_returned(read, peeked(&["6", "7"], now), false), 2);
         // Short read: the source was drained; items 5, 6, 7 wait.
         assert_eq!(w.unplanned().len(), 3);
         assert!(w.drained);
@@ -277,9 +297,9 @@ mod tests {
         let second = send(&mut w, 0, 8).unwrap().unwrap();
         assert_eq!((second.start, second.count), (4, 4));
         // The first comes back short (the source held 2 items then) ...
-        assert_eq!(w.read_returned(first, peeked(&["1", "2"], now)), 2);
+        assert_eq!(w.read_returned(first, peeked(&["1", "2"], now), false), 2);
         // ... so the second, which skipped 4 items, may have skipped some: drop it.
-        assert_eq!(w.read_returned(second, peeked(&["5"], now)), 0);
+        assert_eq!(w.read_returned(second, peeked(&["5"], now), false), 0);
         assert_eq!(w.unplanned().len(), 2);
         assert_eq!(w.next_read, 2);
     }

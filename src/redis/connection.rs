@@ -158,11 +158,7 @@ impl Connector {
     /// A connection for the mover's commits: with `REDIS_MIN_REPLICAS_ACK`, its response
     /// timeout leaves room for the `WAIT` after each commit.
     pub async fn commit_connection(&self) -> Result<MultiplexedConnection, RedisError> {
-        let wait = self
-            .settings
-            .replica_ack
-            .map_or(Duration::ZERO, |a| a.timeout);
-        self.connect(self.settings.command_timeout + wait).await
+        self.connect(self.commit_timeout()).await
     }
 
     /// A connection for blocking waits of up to `block`: its response timeout leaves room
@@ -253,6 +249,63 @@ fn tls_certificates(settings: &RedisSettings) -> Option<redis::TlsCertificates> 
             }),
         root_cert: settings.tls_root_cert.clone(),
     })
+}
+
+/// Where a connection of the crate's own ([`crate::redis::raw`]) goes and how: the address,
+/// the TLS trust and client certificate, the credentials and the database. Resolved here, in
+/// one place, so whatever decides the address for redis-rs's connections decides it for these
+/// too.
+#[derive(Debug, Clone)]
+pub struct StreamTarget {
+    /// Host and port (TLS or not), or a Unix socket.
+    pub addr: redis::ConnectionAddr,
+    /// User, password and database.
+    pub redis: redis::RedisConnectionInfo,
+    /// The CA certificate (PEM) a TLS server must chain to, when configured.
+    pub tls_root_cert: Option<Vec<u8>>,
+    /// The client certificate chain and key (PEM) a TLS server may ask for.
+    pub tls_client_cert: Option<(Vec<u8>, Vec<u8>)>,
+    /// Bound on opening the stream.
+    pub connect_timeout: Duration,
+}
+
+impl Connector {
+    /// Where and how to open a connection of the crate's own, as of now: with Sentinel, the
+    /// primary the sentinels name at this moment (recorded like any other connection's).
+    pub async fn stream_target(&self) -> Result<StreamTarget, RedisError> {
+        let settings = &self.settings;
+        let addr = match &self.target {
+            Target::Direct(_) => settings.connection.addr().clone(),
+            Target::Sentinel { sentinel, certs } => {
+                let ask =
+                    sentinel::sentinel_config(settings.connect_timeout, settings.command_timeout);
+                let (host, port) = sentinel::primary_addr(sentinel, certs, &ask).await?;
+                self.record_primary(&sentinel.master, format!("{host}:{port}"));
+                let tls = matches!(settings.connection.addr(), ConnectionAddr::TcpTls { .. });
+                address(host, port, tls)
+            }
+        };
+        Ok(StreamTarget {
+            addr,
+            redis: settings.connection.redis_settings().clone(),
+            tls_root_cert: settings.tls_root_cert.clone(),
+            tls_client_cert: settings
+                .tls_client_cert
+                .as_ref()
+                .map(|c| (c.cert.clone(), c.key.clone())),
+            connect_timeout: settings.connect_timeout,
+        })
+    }
+
+    /// The response timeout of the mover's commits: the command timeout, plus the `WAIT`'s
+    /// with `REDIS_MIN_REPLICAS_ACK`.
+    pub fn commit_timeout(&self) -> Duration {
+        let wait = self
+            .settings
+            .replica_ack
+            .map_or(Duration::ZERO, |a| a.timeout);
+        self.settings.command_timeout + wait
+    }
 }
 
 /// Why a command-line tool could not open its connection.

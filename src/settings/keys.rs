@@ -37,6 +37,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "max_message_bytes",
     "max_json_depth",
     "prefetch",
+    "max_inflight_bytes",
     "poll_interval",
     "block_timeout",
     "proto_max_bulk_len",

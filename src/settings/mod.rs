@@ -166,6 +166,9 @@ pub struct BatchSettings {
     pub prefetch: usize,
     /// Interval between length checks while a partial batch waits.
     pub poll_interval: Duration,
+    /// Most message bytes held at once: the copies of the sources' tails plus what the reads
+    /// in flight may bring (`REDIS_MAX_INFLIGHT_BYTES`).
+    pub max_inflight_bytes: usize,
 }
 
 /// Identity and lease of this replica.

@@ -97,16 +97,35 @@ fn batch(raw: &RawSettings) -> Result<BatchSettings, SettingsError> {
         SettingsError::invalid("batch_size", "0", "a whole number from 1 to 100000")
     })?;
     let prefetch: usize = raw.int("prefetch", 1, 1_000_000)?;
+    let message = Profile {
+        max_bytes: raw.int("max_message_bytes", 1, 512 * 1024 * 1024)?,
+        max_depth: raw.int("max_json_depth", 0, MAX_DEPTH_LIMIT)?,
+    };
     Ok(BatchSettings {
         size,
         timeout: raw.seconds("processing_timeout", 0.0, 31_536_000.0)?,
-        message: Profile {
-            max_bytes: raw.int("max_message_bytes", 1, 512 * 1024 * 1024)?,
-            max_depth: raw.int("max_json_depth", 0, MAX_DEPTH_LIMIT)?,
-        },
+        message,
         prefetch: prefetch.div_ceil(size.get()) * size.get(),
         poll_interval: raw.seconds("poll_interval", 0.001, 60.0)?,
+        max_inflight_bytes: max_inflight_bytes(raw, message.max_bytes)?,
     })
+}
+
+/// `max_inflight_bytes`: room for two messages of the largest size, one per request in flight,
+/// so a read always has room for the next message.
+fn max_inflight_bytes(raw: &RawSettings, max_message: usize) -> Result<usize, SettingsError> {
+    let bound: usize = raw.int("max_inflight_bytes", 1 << 20, 1 << 40)?;
+    if bound < 2 * max_message {
+        return Err(SettingsError::invalid(
+            "max_inflight_bytes",
+            &bound.to_string(),
+            format!(
+                "at least twice REDIS_MAX_MESSAGE_BYTES ({max_message}), i.e. {}",
+                2 * max_message
+            ),
+        ));
+    }
+    Ok(bound)
 }
 
 /// Key prefix, identity (defaulting to `<hostname>-<pid>`) and lease.

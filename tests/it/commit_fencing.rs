@@ -5,11 +5,13 @@
 //! them failed. With the batch ledger on, a commit writes one entry per envelope, and a refused
 //! commit none.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use batch_processor::mover::commit::{Commit, CommitError, Read, Request};
 use batch_processor::mover::plan::{self, Limits, Peeked, Runs};
+use batch_processor::redis::connection::StreamTarget;
 use batch_processor::redis::keys::Keys;
+use batch_processor::redis::raw::{Item, RawConnection};
 use batch_processor::settings::{LedgerSettings, Queues};
 
 use batch_processor::message::Profile;
@@ -59,10 +61,17 @@ impl Fixture {
         &self.queues.sources[0]
     }
 
-    async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.server.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
+    /// The mover's kind of request connection.
+    async fn conn(&self) -> RawConnection {
+        let info = redis::IntoConnectionInfo::into_connection_info(self.server.url()).unwrap();
+        let target = StreamTarget {
+            addr: info.addr().clone(),
+            redis: info.redis_settings().clone(),
+            tls_root_cert: None,
+            tls_client_cert: None,
+            connect_timeout: Duration::from_secs(5),
+        };
+        RawConnection::connect(&target, Duration::from_secs(5))
             .await
             .unwrap()
     }
@@ -137,7 +146,10 @@ impl Fixture {
             },
             &[],
         );
-        let reads = request.send(self.conn().await, &self.queues).await?.reads;
+        let reads = request
+            .send(&mut self.conn().await, &self.queues)
+            .await?
+            .reads;
         assert!(reads.is_empty(), "a commit without reads read {reads:?}");
         Ok(())
     }
@@ -328,15 +340,27 @@ async fn a_plain_read_checks_the_lease_value_its_predecessors_leave() {
         )
     };
     // The value the commits before it leave: the read goes through, oldest first.
-    let items = read("me/t.3")
-        .send(f.conn().await, &f.queues)
+    let reads = read("me/t.3")
+        .send(&mut f.conn().await, &f.queues)
         .await
         .unwrap()
         .reads;
+    let items: Vec<Vec<Vec<u8>>> = reads
+        .into_iter()
+        .map(|r| {
+            r.items
+                .into_iter()
+                .map(|item| match item {
+                    Item::Whole(b) => b.to_vec(),
+                    Item::Skipped(s) => panic!("skipped {}", s.len),
+                })
+                .collect()
+        })
+        .collect();
     assert_eq!(items, vec![vec![b"bad".to_vec(), event(1, 80)]]);
     // A commit it was meant to follow has not run (or ran after it): refused.
     let err = read("me/t.4")
-        .send(f.conn().await, &f.queues)
+        .send(&mut f.conn().await, &f.queues)
         .await
         .unwrap_err();
     assert!(matches!(err, CommitError::Fenced { .. }), "{err:?}");

@@ -13,6 +13,7 @@ mod harness;
 
 mod acl;
 mod balancing;
+mod bounded_bytes;
 mod chaos;
 mod cluster;
 mod commit_fencing;

@@ -64,6 +64,10 @@ fn each_kind_of_bad_setting_exits_2_naming_the_variable_and_value() {
         ("REDIS_RAW_DATA_QUEUE", "urgent,bulk,urgent", &[]),
         ("REDIS_RAW_DATA_QUEUE", "urgent, bulk", &["run"]),
         ("REDIS_RAW_DATA_QUEUE", "urgent,processing_queue", &[]),
+        ("REDIS_MAX_INFLIGHT_BYTES", "lots", &["run"]),
+        ("REDIS_MAX_INFLIGHT_BYTES", "1000", &[]),
+        // Less than twice the default REDIS_MAX_MESSAGE_BYTES (1048576).
+        ("REDIS_MAX_INFLIGHT_BYTES", "2000000", &["run"]),
     ];
     for (var, value, args) in cases {
         // A password is set in every case and must never be printed.

@@ -1,5 +1,6 @@
 //! The dead letters of a plan: a record per covered message that does not wrap, with its
-//! exact bytes, or by reference when the record would pass the server's value limit; and
+//! exact bytes, or by reference when the record would pass the server's value limit or the
+//! message was too large to hold (skipped as it streamed past); and
 //! how many trailing bad messages still fit a commit's byte cap.
 
 use uuid::Uuid;
@@ -54,7 +55,7 @@ pub(super) fn dead_letters(plan: &mut Plan, pending: &Runs<'_>, limits: &Limits,
         let why = match &p.verdict {
             Err(why) => why.clone(),
             Ok(_) if !wraps(p, limits) => Rejection::TooLargeToWrap {
-                size: p.bytes.len(),
+                size: p.size,
                 limit: limits.max_value_bytes,
             },
             Ok(_) => continue,
@@ -76,13 +77,13 @@ pub(super) fn record_len(
     let reason = match &p.verdict {
         Err(why) => why.to_string(),
         Ok(_) => Rejection::TooLargeToWrap {
-            size: p.bytes.len(),
+            size: p.size,
             limit: limits.max_value_bytes,
         }
         .to_string(),
     };
     let inline = DeadLetter::stored_len(&p.bytes, &reason, source, timestamp);
-    if inline <= limits.max_value_bytes {
+    if p.held() && inline <= limits.max_value_bytes {
         inline
     } else {
         // A record by reference: the reason, the names and a uuid.
@@ -103,8 +104,10 @@ fn plan_dead_letter(
 ) {
     let source = queues.sources.get(source_index).map_or("", String::as_str);
     let failed_at = &plan.timestamp;
-    let fits = DeadLetter::stored_len(&p.bytes, &why.to_string(), source, failed_at)
-        <= limits.max_value_bytes;
+    // A message skipped as it streamed past was never held: it can only go by reference.
+    let fits = p.held()
+        && DeadLetter::stored_len(&p.bytes, &why.to_string(), source, failed_at)
+            <= limits.max_value_bytes;
     let record = if fits {
         DeadLetter::new(&p.bytes, &why, source, failed_at)
     } else {

@@ -11,10 +11,14 @@
 use std::ops::Range;
 use std::time::Instant;
 
+use bytes::Bytes;
 use uuid::Uuid;
 
+use super::commit;
 use crate::envelope;
 use crate::message::{self, Profile, Rejection};
+use crate::redis::raw::resp::SKIPPED_COST;
+use crate::redis::raw::{Item, Skipped};
 use crate::settings::Queues;
 
 mod dead_letters;
@@ -27,7 +31,14 @@ pub use runs::Runs;
 /// One message read from the source's tail and not yet committed.
 #[derive(Debug)]
 pub struct Peeked {
-    bytes: Vec<u8>,
+    /// The message, byte for byte (a slice of the connection's read buffer); empty for a
+    /// message skipped as it streamed past.
+    bytes: Bytes,
+    /// Its length in Redis.
+    size: usize,
+    /// The two ends of a message skipped as it streamed past (over the size limit, so never
+    /// held): what the commit's tail fingerprint needs.
+    ends: Option<Box<Skipped>>,
     /// Where the JSON value sits inside `bytes`, or why the message was refused.
     verdict: Result<Range<usize>, Rejection>,
     /// When the daemon first read it.
@@ -36,22 +47,73 @@ pub struct Peeked {
 
 impl Peeked {
     /// Check `bytes` once, at read time.
-    pub fn new(bytes: Vec<u8>, profile: Profile, seen: Instant) -> Self {
+    pub fn new(bytes: impl Into<Bytes>, profile: Profile, seen: Instant) -> Self {
+        let bytes = bytes.into();
         let verdict = message::check_message(&bytes, profile).map(|value| {
             // `value` is a subslice of `bytes`; keep it as offsets.
             let start = value.as_ptr() as usize - bytes.as_ptr() as usize;
             start..start + value.len()
         });
         Peeked {
+            size: bytes.len(),
             bytes,
+            ends: None,
             verdict,
             seen,
         }
     }
 
-    /// The message as read, byte for byte.
+    /// A message over the size limit that streamed past: only its length and ends are kept.
+    pub fn skipped(skipped: Skipped, profile: Profile, seen: Instant) -> Self {
+        Peeked {
+            bytes: Bytes::new(),
+            size: skipped.len,
+            verdict: Err(Rejection::TooLarge {
+                size: skipped.len,
+                limit: profile.max_bytes,
+            }),
+            ends: Some(Box::new(skipped)),
+            seen,
+        }
+    }
+
+    /// An element of an `LRANGE` reply.
+    pub fn from_item(item: Item, profile: Profile, seen: Instant) -> Self {
+        match item {
+            Item::Whole(bytes) => Peeked::new(bytes, profile, seen),
+            Item::Skipped(skipped) => Peeked::skipped(skipped, profile, seen),
+        }
+    }
+
+    /// The message as read, byte for byte (empty when it was skipped: see [`Peeked::held`]).
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// Its length in Redis.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Whether its bytes are held (not skipped as they streamed past).
+    pub fn held(&self) -> bool {
+        self.ends.is_none()
+    }
+
+    /// Memory it takes, for the bound on bytes in flight.
+    pub fn held_bytes(&self) -> usize {
+        match self.ends {
+            None => self.bytes.len(),
+            Some(_) => SKIPPED_COST,
+        }
+    }
+
+    /// What the commit script compares with the item at a boundary of the trim.
+    pub fn fingerprint(&self) -> String {
+        match &self.ends {
+            None => commit::fingerprint(&self.bytes),
+            Some(ends) => commit::fingerprint_of_ends(ends.len, &ends.head, &ends.tail),
+        }
     }
 
     /// Whether the message goes into an envelope.
@@ -137,7 +199,7 @@ impl Envelope {
             .members
             .iter()
             .filter_map(|&i| pending.get(i))
-            .map(|p| p.bytes.len() + 1)
+            .map(|p| p.size + 1)
             .sum::<usize>()
     }
 }
@@ -208,7 +270,7 @@ pub const MAX_COMMIT_BYTES: usize = 64 * 1024 * 1024;
 /// Whether `p` goes into an envelope: good, and small enough that its envelope stays a value
 /// the server accepts.
 fn wraps(p: &Peeked, limits: &Limits) -> bool {
-    p.is_good() && p.bytes.len() + ENVELOPE_OVERHEAD <= limits.max_value_bytes
+    p.is_good() && p.size + ENVELOPE_OVERHEAD <= limits.max_value_bytes
 }
 
 /// When the oldest good message still waiting was first seen, if any.
@@ -251,7 +313,7 @@ pub fn plan(pending: &Runs<'_>, limits: Limits, queues: &Queues, timestamp: &str
             if full {
                 break;
             }
-            let len = p.bytes.len() + 1;
+            let len = p.size + 1;
             if !batch.is_empty() && batch_bytes + len > limits.max_envelope_bytes {
                 // An envelope must stay one Redis value: close this one early.
                 plan.envelopes.push(build(pending, &batch));

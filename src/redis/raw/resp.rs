@@ -1,0 +1,378 @@
+//! RESP2 replies, parsed from the connection's read buffer.
+//!
+//! Small replies become [`redis::Value`]s, exactly as redis-rs would give them (its own parser
+//! builds the rare error replies, so error codes classify the same way). `LRANGE` arrays are
+//! streamed instead ([`ItemsReply`]): each element is sliced out of the read buffer without a
+//! copy, and an element longer than the keep limit is skipped as it streams past, keeping only
+//! its length and its first and last [`END_BYTES`] (what the commit's tail fingerprint needs).
+
+use bytes::{Buf, BytesMut};
+use redis::Value;
+
+use super::item::ALWAYS_KEPT;
+pub use super::item::{Item, Skipped, END_BYTES, SKIPPED_COST};
+
+/// Nesting allowed in a small reply (an `EXEC` reply holds the script's reply, one level down).
+const MAX_DEPTH: usize = 16;
+
+/// The reply does not follow RESP2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed RESP reply: {0}")]
+pub struct Malformed(pub String);
+
+fn malformed(what: impl Into<String>) -> Malformed {
+    Malformed(what.into())
+}
+
+/// The line at the start of `buf` (without its CRLF) and the bytes it takes with the CRLF;
+/// `None` until the whole line is there.
+fn line(buf: &[u8]) -> Option<(&[u8], usize)> {
+    let lf = buf.iter().position(|&b| b == b'\n')?;
+    let end = lf.checked_sub(1).filter(|&cr| buf[cr] == b'\r');
+    // A bare LF is malformed; report it as a line the caller rejects.
+    Some(end.map_or((&buf[..0], lf + 1), |cr| (&buf[..cr], lf + 1)))
+}
+
+fn integer(digits: &[u8]) -> Result<i64, Malformed> {
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| malformed(format!("bad integer {:?}", String::from_utf8_lossy(digits))))
+}
+
+/// A length header's value: `None` for the null (`-1`).
+fn length(digits: &[u8]) -> Result<Option<usize>, Malformed> {
+    match integer(digits)? {
+        -1 => Ok(None),
+        n => usize::try_from(n)
+            .map(Some)
+            .map_err(|_| malformed(format!("negative length {n}"))),
+    }
+}
+
+/// One complete value at the start of `buf` and the bytes it takes; `None` until it is all
+/// there.
+pub fn parse_value(buf: &[u8]) -> Result<Option<(Value, usize)>, Malformed> {
+    parse_at(buf, 0)
+}
+
+fn parse_at(buf: &[u8], depth: usize) -> Result<Option<(Value, usize)>, Malformed> {
+    let Some((head, n)) = line(buf) else {
+        return Ok(None);
+    };
+    let Some((&kind, rest)) = head.split_first() else {
+        return Err(malformed("empty or unterminated line"));
+    };
+    let value = match kind {
+        b'+' => Value::SimpleString(
+            String::from_utf8(rest.to_vec()).map_err(|_| malformed("simple string not UTF-8"))?,
+        ),
+        b'-' => server_error(&buf[..n])?,
+        b':' => Value::Int(integer(rest)?),
+        b'$' => {
+            let Some(len) = length(rest)? else {
+                return Ok(Some((Value::Nil, n)));
+            };
+            let Some(body) = buf.get(n..n + len + 2) else {
+                return Ok(None);
+            };
+            if &body[len..] != b"\r\n" {
+                return Err(malformed("bulk string not followed by CRLF"));
+            }
+            return Ok(Some((Value::BulkString(body[..len].to_vec()), n + len + 2)));
+        }
+        b'*' => {
+            let Some(count) = length(rest)? else {
+                return Ok(Some((Value::Nil, n)));
+            };
+            if depth >= MAX_DEPTH {
+                return Err(malformed("reply nested too deep"));
+            }
+            let mut items = Vec::with_capacity(count.min(1024));
+            let mut at = n;
+            for _ in 0..count {
+                let Some((item, used)) = parse_at(&buf[at..], depth + 1)? else {
+                    return Ok(None);
+                };
+                items.push(item);
+                at += used;
+            }
+            return Ok(Some((Value::Array(items), at)));
+        }
+        other => return Err(malformed(format!("unknown reply type {:?}", other as char))),
+    };
+    Ok(Some((value, n)))
+}
+
+/// An error reply, built by redis-rs's own parser so its code classifies as redis-rs's would.
+fn server_error(line: &[u8]) -> Result<Value, Malformed> {
+    match redis::parse_redis_value(line) {
+        Ok(v @ Value::ServerError(_)) => Ok(v),
+        _ => Err(malformed("bad error reply")),
+    }
+}
+
+/// The rules a read's elements are kept by.
+#[derive(Debug, Clone, Copy)]
+pub struct Keep {
+    /// Longer elements are skipped (their bytes are never held).
+    pub up_to: usize,
+}
+
+/// What became of an `LRANGE` reply.
+#[derive(Debug, PartialEq)]
+pub enum Items {
+    /// The elements kept, head to tail as Redis sent them.
+    Read {
+        /// The elements kept.
+        items: Vec<Item>,
+        /// The byte budget ran out: the elements after the last one kept were dropped as
+        /// they streamed past.
+        truncated: bool,
+    },
+    /// Not an array: an error reply, or a reply of another type.
+    Other(Value),
+}
+
+/// How the element being received is treated.
+#[derive(Debug)]
+enum Body {
+    Keep,
+    Skip(Skipped),
+    Drop,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for the array's header.
+    Header,
+    /// Waiting for an element's header; this many elements still to come.
+    Element { left: usize },
+    /// Receiving an element's `len` bytes, `done` of them so far.
+    Body {
+        left: usize,
+        len: usize,
+        done: usize,
+        body: Body,
+    },
+    /// Its CRLF, after the body.
+    End { left: usize, item: Option<Item> },
+}
+
+/// One `LRANGE` reply on its way in. The state lives here, not in a future, so a wait for
+/// more bytes can be dropped and resumed.
+#[derive(Debug)]
+pub struct ItemsReply {
+    keep: Keep,
+    state: State,
+    items: Vec<Item>,
+    truncated: bool,
+}
+
+impl ItemsReply {
+    /// A reply still to come.
+    pub fn new(keep: Keep) -> Self {
+        ItemsReply {
+            keep,
+            state: State::Header,
+            items: Vec::new(),
+            truncated: false,
+        }
+    }
+
+    /// Bytes the next step needs at least in `buf` (a hint for the reader).
+    pub fn wants(&self) -> usize {
+        match &self.state {
+            State::Body {
+                len,
+                done,
+                body: Body::Keep,
+                ..
+            } => len - done + 2,
+            _ => 1,
+        }
+    }
+
+    /// Consume what `buf` holds of the reply, keeping elements while `budget` (bytes) lasts;
+    /// `Some` once the reply is complete.
+    pub fn advance(
+        &mut self,
+        buf: &mut BytesMut,
+        budget: &mut usize,
+    ) -> Result<Option<Items>, Malformed> {
+        loop {
+            let state = std::mem::replace(&mut self.state, State::Header);
+            let Some(next) = self.step(state, buf, budget)? else {
+                return Ok(None);
+            };
+            match next {
+                Step::Go(state) => self.state = state,
+                Step::Finished(items) => return Ok(Some(items)),
+            }
+        }
+    }
+
+    /// One step from `state`; `None` (state kept) when `buf` holds too little.
+    fn step(
+        &mut self,
+        state: State,
+        buf: &mut BytesMut,
+        budget: &mut usize,
+    ) -> Result<Option<Step>, Malformed> {
+        match state {
+            State::Header => self.header(buf),
+            State::Element { left: 0 } => Ok(Some(Step::Finished(Items::Read {
+                items: std::mem::take(&mut self.items),
+                truncated: self.truncated,
+            }))),
+            State::Element { left } => self.element(left, buf, budget),
+            State::Body {
+                left,
+                len,
+                done,
+                body: Body::Keep,
+            } => {
+                if buf.len() < len {
+                    let body = Body::Keep;
+                    return self.wait(State::Body {
+                        left,
+                        len,
+                        done,
+                        body,
+                    });
+                }
+                let item = Some(Item::Whole(buf.split_to(len).freeze()));
+                Ok(Some(Step::Go(State::End { left, item })))
+            }
+            State::Body {
+                left,
+                len,
+                done,
+                body,
+            } => self.stream_past(left, len, done, body, buf),
+            State::End { left, item } => {
+                if buf.len() < 2 {
+                    return self.wait(State::End { left, item });
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(malformed("bulk string not followed by CRLF"));
+                }
+                buf.advance(2);
+                self.items.extend(item);
+                Ok(Some(Step::Go(State::Element { left })))
+            }
+        }
+    }
+
+    /// The reply's header: an array's count, or (not an array) the whole reply.
+    fn header(&mut self, buf: &mut BytesMut) -> Result<Option<Step>, Malformed> {
+        let Some((head, n)) = line(buf) else {
+            return self.wait(State::Header);
+        };
+        if head.first() != Some(&b'*') {
+            // Not an array: parse the whole value as a small reply.
+            let Some((value, used)) = parse_value(buf)? else {
+                return self.wait(State::Header);
+            };
+            buf.advance(used);
+            return Ok(Some(Step::Finished(Items::Other(value))));
+        }
+        let count = length(&head[1..])?;
+        buf.advance(n);
+        Ok(Some(match count {
+            None => Step::Finished(Items::Other(Value::Nil)),
+            Some(left) => {
+                self.items.reserve(left.min(64 * 1024));
+                Step::Go(State::Element { left })
+            }
+        }))
+    }
+
+    /// An element's header: its length decides how its body is received.
+    fn element(
+        &mut self,
+        left: usize,
+        buf: &mut BytesMut,
+        budget: &mut usize,
+    ) -> Result<Option<Step>, Malformed> {
+        let Some((head, n)) = line(buf) else {
+            return self.wait(State::Element { left });
+        };
+        if head.first() != Some(&b'$') {
+            return Err(malformed("LRANGE element is not a bulk string"));
+        }
+        let len = length(&head[1..])?.ok_or_else(|| malformed("null LRANGE element"))?;
+        buf.advance(n);
+        let body = self.body_for(len, budget);
+        Ok(Some(Step::Go(State::Body {
+            left: left - 1,
+            len,
+            done: 0,
+            body,
+        })))
+    }
+
+    /// The body of an element that is not kept: consumed as it arrives, keeping its ends
+    /// when it is skipped.
+    fn stream_past(
+        &mut self,
+        left: usize,
+        len: usize,
+        done: usize,
+        mut body: Body,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Step>, Malformed> {
+        let take = (len - done).min(buf.len());
+        if let Body::Skip(skipped) = &mut body {
+            skipped.saw(&buf[..take]);
+        }
+        buf.advance(take);
+        let done = done + take;
+        if done < len {
+            return self.wait(State::Body {
+                left,
+                len,
+                done,
+                body,
+            });
+        }
+        let item = match body {
+            Body::Skip(skipped) => Some(Item::Skipped(skipped)),
+            Body::Keep | Body::Drop => None,
+        };
+        Ok(Some(Step::Go(State::End { left, item })))
+    }
+
+    /// How an element of `len` bytes is received: kept while the budget lasts, skipped when
+    /// over the keep limit; once the budget ran out, this and every later element is dropped.
+    fn body_for(&mut self, len: usize, budget: &mut usize) -> Body {
+        if self.truncated {
+            return Body::Drop;
+        }
+        let skip = len > self.keep.up_to && len > ALWAYS_KEPT;
+        let cost = if skip { SKIPPED_COST } else { len };
+        if cost > *budget {
+            self.truncated = true;
+            return Body::Drop;
+        }
+        *budget -= cost;
+        if skip {
+            Body::Skip(Skipped::new(len))
+        } else {
+            Body::Keep
+        }
+    }
+
+    fn wait(&mut self, state: State) -> Result<Option<Step>, Malformed> {
+        self.state = state;
+        Ok(None)
+    }
+}
+
+enum Step {
+    Go(State),
+    Finished(Items),
+}
+
+#[cfg(test)]
+mod tests;
