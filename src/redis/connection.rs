@@ -272,9 +272,11 @@ pub struct StreamTarget {
 impl Connector {
     /// Where and how to open a connection of the crate's own, as of now: with Sentinel, the
     /// primary the sentinels name at this moment (recorded like any other connection's).
+    /// On a cluster, the primary that owns the route's slot now.
     pub async fn stream_target(&self) -> Result<StreamTarget, RedisError> {
         let settings = &self.settings;
         let addr = match &self.target {
+            _ if self.route.is_some() => self.routed_addr().await?,
             Target::Direct(_) => settings.connection.addr().clone(),
             Target::Sentinel { sentinel, certs } => {
                 let ask =
@@ -295,6 +297,17 @@ impl Connector {
                 .map(|c| (c.cert.clone(), c.key.clone())),
             connect_timeout: settings.connect_timeout,
         })
+    }
+
+    /// The address of the primary that owns the route's slot (the configured one unrouted).
+    async fn routed_addr(&self) -> Result<ConnectionAddr, RedisError> {
+        match &self.route {
+            Some((router, slot)) => {
+                let owner = router.owner(*slot).await.map_err(|e| e.into_redis())?;
+                Ok(owner.connection.addr().clone())
+            }
+            None => Ok(self.settings.connection.addr().clone()),
+        }
     }
 
     /// The response timeout of the mover's commits: the command timeout, plus the `WAIT`'s
