@@ -226,6 +226,8 @@ impl Mover {
     /// One connection's worth of work. `Ok` only on shutdown.
     async fn session(&mut self, shutdown: &CancellationToken) -> Result<(), MoverError> {
         self.idle.close();
+        // Nothing is in flight on the connections this session opens.
+        self.pipeline.abandon();
         let Some(conn) = until(shutdown, self.ctx.connector.commit_connection()).await else {
             return Ok(());
         };

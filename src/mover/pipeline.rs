@@ -36,7 +36,7 @@ pub struct ReadReply {
 pub type Answer = Result<commit::Reply, CommitError>;
 
 /// What a request does, for the mover to apply once it is answered.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Sent {
     /// What it commits.
     pub plan: Plan,
@@ -64,6 +64,9 @@ struct Slot {
     progress: Progress,
     /// Writing it failed: its answer, without reading.
     failed: Option<CommitError>,
+    /// Forgotten by the mover ([`Pipeline::clear`]): its replies are still on their way on
+    /// the connection, so they are read and thrown away before any later request's.
+    discard: bool,
 }
 
 /// The queue of requests in flight, oldest first.
@@ -83,9 +86,13 @@ impl Pipeline {
         self.slots.is_empty()
     }
 
-    /// Bytes granted to the reads of the requests in flight.
+    /// Bytes granted to the reads of the requests in flight (a forgotten one keeps nothing).
     pub fn reserved_bytes(&self) -> usize {
-        self.slots.iter().map(|s| s.sent.read_grant).sum()
+        self.slots
+            .iter()
+            .filter(|s| !s.discard)
+            .map(|s| s.sent.read_grant)
+            .sum()
     }
 
     /// Write `request` to `conn` and queue it. A failed write becomes the request's answer.
@@ -112,6 +119,7 @@ impl Pipeline {
             sent,
             progress,
             failed,
+            discard: false,
         });
     }
 
@@ -124,6 +132,11 @@ impl Pipeline {
         keep: Keep,
         queues: &Queues,
     ) -> Option<(Sent, Answer)> {
+        if let Err(e) = self.skip_forgotten(conn, keep, queues).await {
+            // The connection broke or stalled: the session ends (an empty plan, so nothing
+            // is counted against a commit).
+            return Some((Sent::default(), Err(e)));
+        }
         let slot = self.slots.front_mut()?;
         let read = match slot.failed.take() {
             Some(e) => Err(e),
@@ -158,9 +171,50 @@ impl Pipeline {
     }
 
     /// Forget every request in flight. Their commits may still run in Redis; the lease
-    /// chain then refuses any that follow a lost one, and the mover re-reads the tail.
+    /// chain then refuses any that follow a lost one, and the mover re-reads the tail. Their
+    /// replies are still read, and thrown away, so that no later request takes them for its
+    /// own (the connection carries replies in order, nothing else tells them apart).
     pub fn clear(&mut self) {
+        for slot in &mut self.slots {
+            slot.discard = true;
+            slot.progress.grant_left = 0;
+        }
+    }
+
+    /// Drop every request in flight, replies and all: the connection they went on is gone (a
+    /// new session starts on a new one).
+    pub fn abandon(&mut self) {
         self.slots.clear();
+    }
+
+    /// Read and drop the replies of the forgotten requests at the front of the queue.
+    async fn skip_forgotten(
+        &mut self,
+        conn: &mut RawConnection,
+        keep: Keep,
+        queues: &Queues,
+    ) -> Result<(), CommitError> {
+        while let Some(slot) = self.slots.front_mut().filter(|s| s.discard) {
+            if let Some(e) = slot.failed.take() {
+                return Err(e);
+            }
+            let after = conn.timeout();
+            match tokio::time::timeout(after, read_replies(slot, conn, keep, queues)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(redis_error(
+                        queues,
+                        RedisError::from(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no reply within {after:?}"),
+                        )),
+                    ))
+                }
+            }
+            self.slots.pop_front();
+        }
+        Ok(())
     }
 }
 

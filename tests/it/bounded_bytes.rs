@@ -88,3 +88,65 @@ fn a_backlog_of_50_mb_messages_stays_under_the_bound() {
         );
     }
 }
+
+/// Small messages kept between oversized ones that stream past are copied into memory of
+/// their own: a slice of the read buffer would keep the whole buffer, full of the skipped
+/// message's bytes, alive (a hostile review measured 78 MB held for 300 messages of 100
+/// bytes counted as 647 KiB).
+#[tokio::test]
+async fn kept_items_between_skipped_ones_hold_only_themselves() {
+    use batch_processor::redis::connection::StreamTarget;
+    use batch_processor::redis::raw::{Item, Items, ItemsReply, Keep, RawConnection};
+    let server = RedisServer::start();
+    let names = Names::new();
+    let mut c = server.conn();
+    let big = vec![b'x'; 300 * 1024];
+    for i in 0..50 {
+        let small = event(i, 100);
+        let _: () = redis::pipe()
+            .cmd("LPUSH")
+            .arg(&names.source)
+            .arg(&small[..])
+            .cmd("LPUSH")
+            .arg(&names.source)
+            .arg(&big[..])
+            .query(&mut c)
+            .unwrap();
+    }
+    let info = redis::IntoConnectionInfo::into_connection_info(server.url()).unwrap();
+    let target = StreamTarget {
+        addr: info.addr().clone(),
+        redis: info.redis_settings().clone(),
+        tls_root_cert: None,
+        tls_client_cert: None,
+        connect_timeout: Duration::from_secs(5),
+    };
+    let mut raw = RawConnection::connect(&target, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let lrange = redis::cmd("LRANGE")
+        .arg(&names.source)
+        .arg(0)
+        .arg(-1)
+        .get_packed_command();
+    raw.send(&lrange).await.unwrap();
+    let mut reply = ItemsReply::new(Keep { up_to: 64 * 1024 });
+    let mut budget = usize::MAX;
+    let items = match raw.items(&mut reply, &mut budget).await.unwrap() {
+        Items::Read { items, .. } => items,
+        other => panic!("{other:?}"),
+    };
+    let kept: Vec<&bytes::Bytes> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Whole(b) => Some(b),
+            Item::Skipped(_) => None,
+        })
+        .collect();
+    assert_eq!(kept.len(), 50);
+    assert_eq!(items.len(), 100);
+    assert!(
+        kept.iter().all(|b| b.is_unique()),
+        "a kept message shares the read buffer"
+    );
+}

@@ -69,6 +69,14 @@ fn a_producer_that_rpushes_is_caught_and_nothing_is_lost_or_duplicated() {
         "{}",
         changed[0]
     );
+    // The request still in flight behind a refused commit is forgotten, and its replies are
+    // read and thrown away: no later request takes them for its own (which showed as
+    // "unexpected reply" protocol errors, found by a hostile review).
+    let misread: Vec<String> = problem_lines(&d)
+        .into_iter()
+        .filter(|l| l.contains("\"protocol\"") || l.contains("unexpected reply"))
+        .collect();
+    assert!(misread.is_empty(), "{}", misread.join("\n"));
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! copy, and an element longer than the keep limit is skipped as it streams past, keeping only
 //! its length and its first and last [`END_BYTES`] (what the commit's tail fingerprint needs).
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use redis::Value;
 
 use super::item::ALWAYS_KEPT;
@@ -167,6 +167,10 @@ pub struct ItemsReply {
     state: State,
     items: Vec<Item>,
     truncated: bool,
+    /// Elements kept from here on are copied out of the read buffer instead of sliced:
+    /// bytes streamed past went through it, and a slice would keep that whole buffer alive
+    /// (one small message pinning a read buffer full of a skipped one).
+    copy_kept: bool,
 }
 
 impl ItemsReply {
@@ -177,6 +181,7 @@ impl ItemsReply {
             state: State::Header,
             items: Vec::new(),
             truncated: false,
+            copy_kept: false,
         }
     }
 
@@ -241,7 +246,14 @@ impl ItemsReply {
                         body,
                     });
                 }
-                let item = Some(Item::Whole(buf.split_to(len).freeze()));
+                let bytes = if self.copy_kept {
+                    let copy = Bytes::copy_from_slice(&buf[..len]);
+                    buf.advance(len);
+                    copy
+                } else {
+                    buf.split_to(len).freeze()
+                };
+                let item = Some(Item::Whole(bytes));
                 Ok(Some(Step::Go(State::End { left, item })))
             }
             State::Body {
@@ -304,6 +316,9 @@ impl ItemsReply {
         let len = length(&head[1..])?.ok_or_else(|| malformed("null LRANGE element"))?;
         buf.advance(n);
         let body = self.body_for(len, budget);
+        if !matches!(body, Body::Keep) && !self.copy_kept {
+            self.own_kept_items();
+        }
         Ok(Some(Step::Go(State::Body {
             left: left - 1,
             len,
@@ -360,6 +375,18 @@ impl ItemsReply {
             Body::Skip(Skipped::new(len))
         } else {
             Body::Keep
+        }
+    }
+
+    /// An element is about to stream past: copy what this reply kept so far into memory of
+    /// its own, and copy what it keeps from now on, so no kept slice holds a read buffer that
+    /// skipped bytes went through. Only replies with skipped or dropped elements pay this.
+    fn own_kept_items(&mut self) {
+        self.copy_kept = true;
+        for item in &mut self.items {
+            if let Item::Whole(bytes) = item {
+                *bytes = Bytes::copy_from_slice(bytes);
+            }
         }
     }
 
