@@ -111,10 +111,12 @@ impl Claim {
         if !self.active {
             return false;
         }
-        let share = self.balance.share();
-        if share == 0 {
+        // Before the fleet's first beat nothing is known; after it a share may well be 0 (more
+        // replicas than pipelines), and then every place this replica holds is excess.
+        if self.balance.replicas() == 0 {
             return false;
         }
+        let share = self.balance.share();
         let given = self
             .balance
             .inner
@@ -154,6 +156,24 @@ mod tests {
         drop(claims.pop());
         assert_eq!(b.held(), 2);
         assert!(b.claim().is_some(), "a dropped place is free again");
+    }
+
+    #[test]
+    fn a_replica_whose_share_is_zero_hands_everything_over() {
+        // Two pipelines, taken by a replica alone; then two more join before it in name
+        // order, so its share is 0 (found by a hostile review: it used to keep both).
+        let b = Balance::new(2, Duration::ZERO);
+        b.replicas_seen(1, 0);
+        let mut claims: Vec<Claim> = (0..2).filter_map(|_| b.claim()).collect();
+        assert_eq!(b.held(), 2);
+        b.replicas_seen(3, 2);
+        assert_eq!(b.share(), 0);
+        let handed = claims
+            .iter_mut()
+            .map(Claim::yield_if_over)
+            .filter(|y| *y)
+            .count();
+        assert_eq!((handed, b.held()), (2, 0));
     }
 
     #[test]
