@@ -191,3 +191,37 @@ fn replicas_sigkilled_at_random_lose_and_duplicate_nothing() {
     }
     assert_pipelines_accounted(|_| server.conn(), &pipelines, &pushed, true);
 }
+
+/// More replicas than pipelines: a replica that took both pipelines alone hands them over
+/// when two replicas that sort before it join, since its share is now 0 (a hostile review
+/// found it kept both for good).
+#[test]
+fn a_replica_whose_share_falls_to_zero_hands_its_pipelines_over() {
+    let server = RedisServer::start();
+    let names = Names::new();
+    let base = env_with(
+        &server,
+        &names,
+        &[
+            ("REDIS_SHARDS", "2"),
+            ("REDIS_LEASE_TTL", "1"),
+            ("REDIS_PROCESSING_TIMEOUT", "0.1"),
+        ],
+    );
+    let named = |name: &str| {
+        let mut env = base.clone();
+        env.push(("REDIS_CONSUMER_NAME".into(), name.into()));
+        env
+    };
+    let limit = Duration::from_secs(15);
+    let mut z = spawn_daemon(&named("r-z"), &["run"]);
+    wait_for_counts(&base, &[("r-z", 2)], limit)
+        .unwrap_or_else(|e| panic!("{e}: {}", z.all_output()));
+    let mut a = spawn_daemon(&named("r-a"), &["run"]);
+    let mut b = spawn_daemon(&named("r-b"), &["run"]);
+    wait_for_counts(&base, &[("r-a", 1), ("r-b", 1)], limit)
+        .unwrap_or_else(|e| panic!("{e}: {}", z.all_output()));
+    for d in [&mut a, &mut b, &mut z] {
+        d.terminate_ok();
+    }
+}
