@@ -149,7 +149,15 @@ impl Mover {
             }
         }
         let may_commit = self.may_commit();
-        while may_commit && self.pipeline.has_room() && self.send_next(raw).await {}
+        // A write that stalls (a silent link) must not hold up shutdown: dropped half-way, the
+        // request never counts as sent, and the session's connections go with the mover.
+        while may_commit && self.pipeline.has_room() {
+            match until(shutdown, self.send_next(raw)).await {
+                None => return Ok(Outcome::Stop),
+                Some(false) => break,
+                Some(true) => {}
+            }
+        }
         if self.pipeline.is_empty() {
             self.log.roll(Instant::now());
             return self.wait(shutdown).await;
