@@ -12,13 +12,14 @@
 //! source's tail is held and which part requests in flight cover; which sources the next plan
 //! may take from), [`plan`] (which messages the next commit takes),
 //! [`commit`] (the one atomic transaction, plus the next read), [`pipeline`] (requests in
-//! flight, on the mover's own request connection), [`inflight`] (the bound on message bytes
-//! held), `idle` (waiting when there is nothing to do), [`backoff`], [`allowance`]
+//! flight, on the mover's own request connection), `answer` (what the oldest request's answer
+//! changes), [`inflight`] (the bound on message bytes held), `idle` (waiting when there is nothing to do), [`backoff`], [`allowance`]
 //! (scheduled mode's batches per tick), [`rate`] (the output rate limit) and `replica_ack`
 //! (`REDIS_MIN_REPLICAS_ACK`'s `WAIT` after each commit). The [`keeper`] task renews the lease beside the
 //! loop, on a connection of its own.
 
 pub mod allowance;
+mod answer;
 pub mod back_pressure;
 pub mod backoff;
 mod balancing;
