@@ -15,6 +15,7 @@ use redis::{RedisError, Value};
 
 use super::packing;
 use super::pipeline::ReadReply;
+use super::verdict;
 use crate::mover::plan::{Peeked, Plan, Runs};
 use crate::mover::replica_ack;
 use crate::redis::keys::Keys;
@@ -230,7 +231,9 @@ impl Request {
         if let Some((lease_key, expected)) = &self.lease_check {
             match replies.pop() {
                 Some(Value::BulkString(found)) if found == expected.as_bytes() => {}
-                Some(Value::ServerError(e)) => return Err(refused("GET", lease_key.clone(), &e)),
+                Some(Value::ServerError(e)) => {
+                    return Err(verdict::refused("GET", lease_key.clone(), &e))
+                }
                 _ => {
                     return Err(CommitError::Fenced {
                         source_queue: queues.sources_label(),
@@ -246,7 +249,7 @@ impl Request {
             let exec = replies
                 .pop()
                 .ok_or_else(|| CommitError::Protocol("missing EXEC reply".into()))?;
-            check_exec(exec, self.envelopes, self.dead_letters, queues)?;
+            verdict::check_exec(exec, self.envelopes, self.dead_letters, queues)?;
         }
         Ok(replicas)
     }
@@ -312,65 +315,6 @@ fn commit_script(pipe: &mut redis::Pipeline, keys: &Keys, queues: &Queues, commi
     }
 }
 
-fn check_exec(
-    exec: Value,
-    envelopes: usize,
-    dead_letters: usize,
-    queues: &Queues,
-) -> Result<(), CommitError> {
-    let results = match exec {
-        Value::Array(results) => results,
-        Value::ServerError(e) => return Err(refused("EXEC", queues.sources_label(), &e)),
-        other => return Err(CommitError::Protocol(format!("EXEC reply {other:?}"))),
-    };
-    // Results: [LPUSH processing]?, [LPUSH dead-letter]?, EVAL, [EVAL ledger]? (the ledger
-    // script follows the commit's verdict and cannot fail on its own).
-    let mut it = results.into_iter();
-    let mut push_error = None;
-    for (present, key) in [
-        (envelopes > 0, &queues.processing),
-        (dead_letters > 0, &queues.dead_letter),
-    ] {
-        if present {
-            if let Some(Value::ServerError(e)) = it.next() {
-                push_error.get_or_insert_with(|| refused("LPUSH", key.clone(), &e));
-            }
-        }
-    }
-    let verdict = match it.next() {
-        Some(Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
-        Some(Value::SimpleString(s)) => s,
-        Some(Value::ServerError(e)) => {
-            return Err(refused("EVAL commit", queues.sources_label(), &e))
-        }
-        other => {
-            return Err(CommitError::Protocol(format!(
-                "commit script reply {other:?}"
-            )))
-        }
-    };
-    if let Some(source) = verdict.strip_prefix("tail_changed:") {
-        return Err(CommitError::TailChanged {
-            source_queue: source.to_owned(),
-        });
-    }
-    match verdict.as_str() {
-        "ok" => Ok(()),
-        "fenced" => Err(CommitError::Fenced {
-            source_queue: queues.sources_label(),
-        }),
-        "paused" => Err(CommitError::Paused {
-            source_queue: queues.sources_label(),
-        }),
-        reason => Err(push_error.unwrap_or_else(|| CommitError::Refused {
-            command: "EVAL commit",
-            key: queues.sources_label(),
-            kind: ErrorKind::Server,
-            detail: reason.to_string(),
-        })),
-    }
-}
-
 /// The acquisition part of a lease value `<consumer>/<token>.<seq>`: everything up to and
 /// including the last `.` (consumer names hold no `/`, tokens are hex).
 pub fn token_prefix(lease_value: &str) -> &str {
@@ -404,20 +348,6 @@ pub fn fingerprint_of_ends(len: usize, head: &[u8], tail: &[u8]) -> String {
 /// An LRANGE index counted from the tail. A list cannot hold more than `i64::MAX` items.
 fn tail_index(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// A command of the request was refused with the server error `e`.
-pub(super) fn refused(command: &'static str, key: String, e: &redis::ServerError) -> CommitError {
-    let detail = match (e.code(), e.details()) {
-        (code, Some(d)) => format!("{code} {d}"),
-        (code, None) => code.to_string(),
-    };
-    CommitError::Refused {
-        command,
-        key,
-        kind: ErrorKind::from_code(e.code()).unwrap_or(ErrorKind::Server),
-        detail,
-    }
 }
 
 impl CommitError {

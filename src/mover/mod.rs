@@ -11,7 +11,8 @@
 //! [`lease`] (who may move the sources), [`tails`] and [`window`] (which part of each
 //! source's tail is held and which part requests in flight cover; which sources the next plan
 //! may take from), [`plan`] (which messages the next commit takes),
-//! [`commit`] (the one atomic transaction, plus the next read), [`pipeline`] (requests in
+//! [`commit`] (the one atomic transaction, plus the next read; `verdict` reads its `EXEC`
+//! reply), [`pipeline`] (requests in
 //! flight, on the mover's own request connection), `answer` (what the oldest request's answer
 //! changes), [`inflight`] (the bound on message bytes held), `idle` (waiting when there is nothing to do), [`backoff`], [`allowance`]
 //! (scheduled mode's batches per tick), [`rate`] (the output rate limit) and `replica_ack`
@@ -38,6 +39,7 @@ mod step;
 mod stuck;
 pub mod tails;
 mod value_limit;
+mod verdict;
 pub mod window;
 
 use std::future::Future;

@@ -262,7 +262,7 @@ fn read_reply(items: Items, source: usize, queues: &Queues) -> Result<ReadReply,
         }
         Items::Other(Value::ServerError(e)) => {
             let key = queues.sources.get(source).cloned().unwrap_or_default();
-            Err(super::commit::refused("LRANGE", key, &e))
+            Err(super::verdict::refused("LRANGE", key, &e))
         }
         Items::Other(other) => Err(CommitError::Protocol(format!("LRANGE reply {other:?}"))),
     }
