@@ -90,7 +90,7 @@ impl Mover {
         let plan = sent.plan;
         if !plan.is_empty() {
             self.tails.committed(&plan.trims);
-            let source = &settings.queues.sources_label();
+            let source = self.ctx.keys.label();
             let processing = &settings.queues.processing;
             let metrics = &self.ctx.metrics;
             self.log

@@ -84,7 +84,7 @@ impl Lease {
     /// `keeper`.
     pub fn new(keys: &Keys, consumer: String, ttl: Duration, keeper: KeeperHandle) -> Self {
         Lease {
-            keys: keys.leases(),
+            keys: keys.leases().to_vec(),
             consumer,
             ttl,
             held: None,

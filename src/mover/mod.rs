@@ -154,7 +154,7 @@ impl Mover {
         let settings = &ctx.settings;
         let keeper = keeper::spawn(KeeperConfig {
             connector: ctx.connector.clone(),
-            keys: ctx.keys.leases(),
+            keys: ctx.keys.leases().to_vec(),
             ttl: settings.replica.lease_ttl,
             command_timeout: settings.redis.command_timeout,
         });

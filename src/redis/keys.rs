@@ -14,17 +14,29 @@ pub struct Keys {
     /// The sources joined with `,`: what the deployment's own keys are scoped by (a single
     /// source is just its name, as in earlier releases).
     label: String,
+    /// [`Keys::leases`], named once: every commit sends them.
+    leases: Vec<String>,
 }
 
 impl Keys {
     /// Keys under `prefix` for the source lists `sources` (highest priority first).
     pub fn new<S: AsRef<str>>(prefix: &str, sources: &[S]) -> Self {
         let sources: Vec<String> = sources.iter().map(|s| s.as_ref().to_owned()).collect();
+        let leases = sources
+            .iter()
+            .flat_map(|s| [source_lease(s), legacy_lease(prefix, s)])
+            .collect();
         Keys {
             prefix: prefix.to_owned(),
             label: sources.join(","),
             sources,
+            leases,
         }
+    }
+
+    /// The sources joined with `,` (the deployment's name in logs and in its own keys).
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     /// The lease of the first (highest-priority) source: a string `<consumer>/<token>.<seq>`
@@ -45,11 +57,8 @@ impl Keys {
 
     /// Every lease the holder takes, together or not at all: for each source (in priority
     /// order) its source lease, then its legacy lease. The first is [`Keys::lease`].
-    pub fn leases(&self) -> Vec<String> {
-        self.sources
-            .iter()
-            .flat_map(|s| [source_lease(s), legacy_lease(&self.prefix, s)])
-            .collect()
+    pub fn leases(&self) -> &[String] {
+        &self.leases
     }
 
     /// Hash of running totals for this source: `messages`, `batches`, `dead_letters`,

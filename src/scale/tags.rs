@@ -38,7 +38,7 @@ pub fn pipeline_keys(queues: &Queues, prefix: &str, ledger: Option<&str>) -> Vec
     let keys = Keys::new(prefix, &queues.sources);
     let mut all = queues.sources.clone();
     all.extend([queues.processing.clone(), queues.dead_letter.clone()]);
-    all.extend(keys.leases());
+    all.extend(keys.leases().iter().cloned());
     all.extend([keys.stats(), keys.replicas(), keys.replica("replica")]);
     if let Some(ledger) = ledger {
         let l = LedgerKeys::new(ledger);

@@ -157,7 +157,7 @@ impl Fixture {
     /// Set every source lease and legacy lease, as an acquisition does.
     fn set_lease(&self, value: &str) {
         for key in self.keys.leases() {
-            self.set(&key, value);
+            self.set(key, value);
         }
     }
 
