@@ -115,6 +115,15 @@ impl Fixture {
         }
     }
 
+    /// Recovery as if every worker's heartbeat had expired, with `max` deliveries allowed.
+    async fn recover_now(
+        &self,
+        c: &mut MultiplexedConnection,
+        max: u32,
+    ) -> Result<library::Recovered, LedgerError> {
+        library::recover(c, &self.keys, self.recover_args(max, Duration::ZERO)).await
+    }
+
     fn entry(&self) -> HashMap<String, String> {
         ledger_entry(&mut self.server.conn(), &self.names, &self.id)
     }
@@ -147,9 +156,7 @@ async fn delivery_numbers_never_repeat_after_a_dlq_replay() {
     let mut conn = f.server.conn();
     let a = f.claim(&mut c, "A").await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let r = library::recover(&mut c, &f.keys, f.recover_args(1, Duration::ZERO))
-        .await
-        .unwrap();
+    let r = f.recover_now(&mut c, 1).await.unwrap();
     assert_eq!(r.dead, 1);
     let replay = run_cli(&f.env, &["dlq", "replay"]);
     assert_eq!(replay.code, Some(0), "{}", replay.stderr);
@@ -183,9 +190,7 @@ async fn delivery_numbers_never_repeat_when_an_entry_is_made_anew() {
     let mut conn = f.server.conn();
     let a = f.claim(&mut c, "A").await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let r = library::recover(&mut c, &f.keys, f.recover_args(5, Duration::ZERO))
-        .await
-        .unwrap();
+    let r = f.recover_now(&mut c, 5).await.unwrap();
     assert_eq!(r.requeued, 1);
     redis::cmd("DEL")
         .arg(f.keys.batch(&f.id))
@@ -299,7 +304,7 @@ async fn recovery_meeting_a_wrong_type_key_changes_nothing() {
     f.claim(&mut c, "A").await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let entry = f.entry();
-    let r = library::recover(&mut c, &f.keys, f.recover_args(1, Duration::ZERO)).await;
+    let r = f.recover_now(&mut c, 1).await;
     assert_eq!(refusal(r), "BATCH_WRONGTYPE");
     assert_eq!(
         read_all(&mut conn, &f.keys.inflight("A")),
@@ -310,9 +315,7 @@ async fn recovery_meeting_a_wrong_type_key_changes_nothing() {
         .arg(&f.names.dead_letter)
         .query::<()>(&mut conn)
         .unwrap();
-    let r = library::recover(&mut c, &f.keys, f.recover_args(1, Duration::ZERO))
-        .await
-        .unwrap();
+    let r = f.recover_now(&mut c, 1).await.unwrap();
     assert_eq!((r.dead, r.workers), (1, 1));
     assert_eq!(llen(&mut conn, &f.names.dead_letter), 1);
     assert_eq!(llen(&mut conn, &f.keys.inflight("A")), 0);
