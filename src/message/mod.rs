@@ -20,6 +20,7 @@
 
 mod reference;
 mod scan;
+mod stops;
 #[cfg(test)]
 mod tests;
 

@@ -4,8 +4,8 @@
 //! generated and mutated messages), but only answers yes or no: a message it refuses goes
 //! to the reference, which names the reason.
 //!
-//! - Strings skip plain bytes eight at a time (a word-wide test for `"`, `\`, control
-//!   characters and non-ASCII bytes); a non-ASCII byte starts a UTF-8 sequence that is
+//! - Strings jump from stop to stop (`"`, `\`, control characters and non-ASCII bytes, marked
+//!   64 bytes at a time by [`Stops`]); a non-ASCII byte starts a UTF-8 sequence that is
 //!   checked on the spot (shortest form, no surrogate code points, at most U+10FFFF), so the
 //!   input is never validated as a whole. `\u` escapes must pair their surrogates.
 //! - Nesting is a counter and a bit per level (object or array): serde_json refuses the
@@ -15,6 +15,7 @@
 //!   decides, as it rounds.
 
 use super::reference;
+use super::stops::Stops;
 
 /// Deepest nesting serde_json's parser takes: it refuses the 128th level.
 const SERDE_JSON_DEPTH: usize = 127;
@@ -22,22 +23,20 @@ const SERDE_JSON_DEPTH: usize = 127;
 /// Explicit exponents saturate here: far past any double, far from overflowing an `i64`.
 const EXPONENT_CAP: i64 = 1 << 40;
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
 /// The span of the value (surrounding whitespace left out) if `bytes` is one JSON value in
 /// the profile, nested at most `max_depth` levels; `None` otherwise.
 pub(super) fn scan(bytes: &[u8], max_depth: usize) -> Option<(usize, usize)> {
     let limit = max_depth.min(SERDE_JSON_DEPTH);
     let mut i = skip_whitespace(bytes, 0);
     let start = i;
+    let mut stops = Stops::new(bytes);
     let mut depth = 0;
     // Bit 0 is the innermost open container: 1 for an object, 0 for an array.
     let mut objects: u128 = 0;
     loop {
         // A value starts at `i`.
         match *bytes.get(i)? {
-            b'"' => i = string(bytes, i + 1)?,
+            b'"' => i = string(bytes, &mut stops, i + 1)?,
             b'{' => {
                 depth += 1;
                 if depth > limit {
@@ -50,7 +49,7 @@ pub(super) fn scan(bytes: &[u8], max_depth: usize) -> Option<(usize, usize)> {
                     depth -= 1;
                     objects >>= 1;
                 } else {
-                    i = member_name(bytes, i)?;
+                    i = member_name(bytes, &mut stops, i)?;
                     continue;
                 }
             }
@@ -85,7 +84,7 @@ pub(super) fn scan(bytes: &[u8], max_depth: usize) -> Option<(usize, usize)> {
                 b',' => {
                     i = skip_whitespace(bytes, i + 1);
                     if in_object {
-                        i = member_name(bytes, i)?;
+                        i = member_name(bytes, &mut stops, i)?;
                     }
                     break;
                 }
@@ -110,11 +109,11 @@ fn skip_whitespace(bytes: &[u8], mut i: usize) -> usize {
 
 /// A member name at `i` and its colon; returns where the member's value starts.
 #[inline(always)]
-fn member_name(bytes: &[u8], i: usize) -> Option<usize> {
+fn member_name(bytes: &[u8], stops: &mut Stops<'_>, i: usize) -> Option<usize> {
     if bytes.get(i) != Some(&b'"') {
         return None;
     }
-    let i = skip_whitespace(bytes, string(bytes, i + 1)?);
+    let i = skip_whitespace(bytes, string(bytes, stops, i + 1)?);
     if bytes.get(i) != Some(&b':') {
         return None;
     }
@@ -126,36 +125,18 @@ fn word(bytes: &[u8], i: usize, word: &[u8]) -> Option<usize> {
     (bytes.get(i..end)? == word).then_some(end)
 }
 
-/// Bytes a string cannot skip, as the high bit of their byte: `"`, `\`, control characters
-/// and non-ASCII bytes. Only the lowest flagged byte is sure to be one (a borrow can flag
-/// bytes above it), which is the only one used.
-#[inline(always)]
-fn stops(x: u64) -> u64 {
-    let quote = x ^ (ONES * u64::from(b'"'));
-    let backslash = x ^ (ONES * u64::from(b'\\'));
-    let below_space = x.wrapping_sub(ONES * 0x20);
-    (((quote.wrapping_sub(ONES) | backslash.wrapping_sub(ONES) | below_space) & !x) | x) & HIGHS
-}
-
 /// The rest of a string whose opening quote is just before `i`; returns the index after
 /// the closing quote.
-#[inline]
-fn string(bytes: &[u8], mut i: usize) -> Option<usize> {
+#[inline(always)]
+fn string(bytes: &[u8], stops: &mut Stops<'_>, mut i: usize) -> Option<usize> {
     loop {
-        while let Some(chunk) = bytes.get(i..).and_then(<[u8]>::first_chunk::<8>) {
-            let flagged = stops(u64::from_le_bytes(*chunk));
-            if flagged != 0 {
-                i += (flagged.trailing_zeros() / 8) as usize;
-                break;
-            }
-            i += 8;
-        }
+        i = stops.next(i)?;
         match *bytes.get(i)? {
             b'"' => return Some(i + 1),
             b'\\' => i = escape(bytes, i + 1)?,
-            0..=0x1f => return None,
             0x80..=0xff => i = utf8_sequence(bytes, i)?,
-            _ => i += 1,
+            // A control character: only stops reach here.
+            _ => return None,
         }
     }
 }

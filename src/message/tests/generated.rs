@@ -253,6 +253,35 @@ fn apply(mut m: Vec<u8>, edits: Vec<Edit>) -> Vec<u8> {
     m
 }
 
+/// Runs of backslashes, which escape each other in pairs.
+const BACKSLASH_RUNS: &[&[u8]] = &[b"\\\\", b"\\\\\\", b"\\\\\\\\", b"\\\""];
+
+/// Arrays of long strings: runs of plain bytes of any length between the pieces, so that
+/// quotes, escapes, UTF-8 sequences and bad bytes fall at every offset of the scan's 64-byte
+/// blocks, and across their edges.
+fn long_strings() -> impl Strategy<Value = Vec<u8>> {
+    let run = (0usize..70).prop_map(|n| b"abcdefghij".repeat(7)[..n].to_vec());
+    let piece = prop_oneof![
+        8 => run,
+        8 => select(GOOD_PIECES).prop_map(<[u8]>::to_vec),
+        1 => select(BAD_PIECES).prop_map(<[u8]>::to_vec),
+        1 => select(BACKSLASH_RUNS).prop_map(<[u8]>::to_vec),
+    ];
+    let string = prop::collection::vec(piece, 0..12)
+        .prop_map(|pieces| [&b"\""[..], &pieces.concat(), b"\""].concat());
+    (
+        prop::collection::vec((whitespace(), string), 1..8),
+        whitespace(),
+    )
+        .prop_map(|(items, end)| {
+            let items: Vec<Vec<u8>> = items
+                .into_iter()
+                .map(|(ws, s)| [ws.as_bytes(), &s].concat())
+                .collect();
+            [&b"["[..], &items.join(&b","[..]), end.as_bytes(), b"]"].concat()
+        })
+}
+
 fn mutated() -> impl Strategy<Value = Vec<u8>> {
     (message(), prop::collection::vec(edit(), 0..4)).prop_map(|(m, edits)| apply(m, edits))
 }
@@ -290,6 +319,17 @@ proptest! {
         agree(&m, depth)?;
     }
 
+    #[test]
+    fn on_long_strings(
+        m in prop_oneof![
+            2 => long_strings(),
+            1 => (long_strings(), prop::collection::vec(edit(), 1..4))
+                .prop_map(|(m, edits)| apply(m, edits)),
+        ],
+    ) {
+        agree(&m, 64)?;
+    }
+
     /// The fuzz target: arbitrary bytes, and random strings of the bytes that matter to
     /// JSON.
     #[test]
@@ -313,6 +353,7 @@ proptest! {
     fn at_length(
         m in prop_oneof![
             3 => mutated(),
+            1 => long_strings(),
             1 => prop::collection::vec(any::<u8>(), 0..256),
             1 => prop::collection::vec(select(JSON_BYTES), 0..256),
         ],

@@ -559,32 +559,42 @@ fn edge_cases_are_decided_alike() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// The string scan skips 32 and then 8 bytes at a time: a byte that needs a look at any
-/// position of a long string is found, whatever its offset from a block's start.
+/// The string scan looks at 64-byte blocks: a byte that needs a look is found at any offset
+/// of a long string, whatever the offset of the string itself, and a stop of several bytes
+/// may straddle two blocks.
 #[test]
 fn a_stop_at_any_offset_of_a_long_string_is_seen() {
     let profile = Profile::default();
-    for stop in [
-        &b"\""[..],
-        b"\\n",
-        b"\\u00e9",
-        b"\x01",
-        "é".as_bytes(),
-        b"\xff",
-        b"\\q",
-    ] {
-        for at in 0..80 {
-            let mut m = b"[\"".to_vec();
-            m.extend(std::iter::repeat_n(b'a', at));
-            m.extend_from_slice(stop);
-            m.extend(std::iter::repeat_n(b'b', 75 - at % 7));
-            m.extend_from_slice(b"\"]");
-            assert_eq!(
-                check_message(&m, profile).map(<[u8]>::len),
-                check_message_reference(&m, profile).map(<[u8]>::len),
-                "{}",
-                String::from_utf8_lossy(&m)
-            );
+    for lead in [0, 1, 30, 61, 62, 63, 64] {
+        for stop in [
+            &b"\""[..],
+            b"\\n",
+            b"\\u00e9",
+            b"\x01",
+            "é".as_bytes(),
+            b"\xff",
+            b"\\q",
+            b"\\\\",
+            b"\\\\\\\"",
+            b"\\ud83d\\ude00",
+            b"\\ud83d\\u0041",
+            "😀".as_bytes(),
+            b"\xf0\x9f\x98",
+        ] {
+            for at in 0..140 {
+                let mut m = vec![b' '; lead];
+                m.extend_from_slice(b"[\"");
+                m.extend(std::iter::repeat_n(b'a', at));
+                m.extend_from_slice(stop);
+                m.extend(std::iter::repeat_n(b'b', 75 - at % 7));
+                m.extend_from_slice(b"\"]");
+                assert_eq!(
+                    check_message(&m, profile).map(<[u8]>::len),
+                    check_message_reference(&m, profile).map(<[u8]>::len),
+                    "{}",
+                    String::from_utf8_lossy(&m)
+                );
+            }
         }
     }
 }
