@@ -33,6 +33,29 @@ fn line(buf: &[u8]) -> Option<(&[u8], usize)> {
     Some(end.map_or((&buf[..0], lf + 1), |cr| (&buf[..cr], lf + 1)))
 }
 
+/// A bulk string's header at the start of `buf`, `$<len>\r\n`: its length and the bytes the
+/// header takes; `None` if the header is not all there or is anything else (a null, a bad
+/// length), which the general parser then handles.
+fn bulk_header(buf: &[u8]) -> Option<(usize, usize)> {
+    /// Digits enough for any length a server sends, few enough not to overflow.
+    const MAX_DIGITS: usize = 18;
+    if buf.first() != Some(&b'$') {
+        return None;
+    }
+    let digits = buf
+        .get(1..)?
+        .iter()
+        .take(MAX_DIGITS + 1)
+        .take_while(|b| b.is_ascii_digit());
+    let (len, count) = digits.fold((0u64, 0usize), |(len, count), &d| {
+        (len * 10 + u64::from(d - b'0'), count + 1)
+    });
+    if count == 0 || count > MAX_DIGITS || buf.get(1 + count..3 + count)? != b"\r\n" {
+        return None;
+    }
+    Some((usize::try_from(len).ok()?, count + 3))
+}
+
 fn integer(digits: &[u8]) -> Result<i64, Malformed> {
     std::str::from_utf8(digits)
         .ok()
@@ -206,6 +229,10 @@ impl ItemsReply {
         budget: &mut usize,
     ) -> Result<Option<Items>, Malformed> {
         loop {
+            if let State::Element { left } = self.state {
+                let left = self.take_whole_elements(left, buf, budget)?;
+                self.state = State::Element { left };
+            }
             let state = std::mem::replace(&mut self.state, State::Header);
             let Some(next) = self.step(state, buf, budget)? else {
                 return Ok(None);
@@ -215,6 +242,44 @@ impl ItemsReply {
                 Step::Finished(items) => return Ok(Some(items)),
             }
         }
+    }
+
+    /// The common case in one go: elements that are whole in `buf` and kept, taken without a
+    /// state step each. Stops at the first element that is not (not all there, to be skipped,
+    /// over the budget, or not a plain bulk string) and leaves it to [`Self::step`], which
+    /// decides it exactly as for any other; returns the elements still to come.
+    fn take_whole_elements(
+        &mut self,
+        mut left: usize,
+        buf: &mut BytesMut,
+        budget: &mut usize,
+    ) -> Result<usize, Malformed> {
+        while left > 0 && !self.truncated {
+            let Some((len, header)) = bulk_header(buf) else {
+                break;
+            };
+            let skip = len > self.keep.up_to && len > ALWAYS_KEPT;
+            let total = header + len + 2;
+            if skip || len > *budget || buf.len() < total {
+                break;
+            }
+            if &buf[header + len..total] != b"\r\n" {
+                return Err(malformed("bulk string not followed by CRLF"));
+            }
+            *budget -= len;
+            buf.advance(header);
+            let bytes = if self.copy_kept {
+                let copy = Bytes::copy_from_slice(&buf[..len]);
+                buf.advance(len);
+                copy
+            } else {
+                buf.split_to(len).freeze()
+            };
+            buf.advance(2);
+            self.items.push(Item::Whole(bytes));
+            left -= 1;
+        }
+        Ok(left)
     }
 
     /// One step from `state`; `None` (state kept) when `buf` holds too little.

@@ -176,8 +176,24 @@ fn malformed_replies_are_errors() {
             String::from_utf8_lossy(wire)
         );
     }
-    let mut buf = BytesMut::from(&b"*1\r\n:5\r\n"[..]);
-    assert!(ItemsReply::new(Keep { up_to: 10 })
-        .advance(&mut buf, &mut 100)
-        .is_err());
+    // Elements whole in the buffer (taken in one go) and elements arriving byte by byte
+    // (taken a step at a time) are refused alike.
+    for wire in [
+        &b"*1\r\n:5\r\n"[..],
+        b"*2\r\n$1\r\na\r\n$3\r\nabcd\r\n",
+        b"*1\r\n$1\r\nab\n",
+        b"*1\r\n$-2\r\n",
+        b"*1\r\n$1x\r\na\r\n",
+    ] {
+        let mut whole = BytesMut::from(wire);
+        let got = ItemsReply::new(Keep { up_to: 10 }).advance(&mut whole, &mut 100);
+        assert!(got.is_err(), "{got:?}");
+        let mut reader = ItemsReply::new(Keep { up_to: 10 });
+        let mut buf = BytesMut::new();
+        let failed = wire.iter().any(|&b| {
+            buf.extend_from_slice(&[b]);
+            reader.advance(&mut buf, &mut 100).is_err()
+        });
+        assert!(failed, "{:?}", String::from_utf8_lossy(wire));
+    }
 }
