@@ -160,16 +160,29 @@ fn escape(bytes: &[u8], i: usize) -> Option<usize> {
     }
 }
 
-fn hex4(bytes: &[u8], i: usize) -> Option<u32> {
-    bytes.get(i..i + 4)?.iter().try_fold(0, |n, &c| {
-        let digit = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => return None,
+/// Each byte's value as a hex digit; 0xff for a byte that is none.
+const HEX_DIGITS: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut c = 0;
+    while c < 256 {
+        table[c] = match c as u8 {
+            d @ b'0'..=b'9' => d - b'0',
+            d @ b'a'..=b'f' => d - b'a' + 10,
+            d @ b'A'..=b'F' => d - b'A' + 10,
+            _ => 0xff,
         };
-        Some(n << 4 | u32::from(digit))
-    })
+        c += 1;
+    }
+    table
+};
+
+fn hex4(bytes: &[u8], i: usize) -> Option<u32> {
+    let &[a, b, c, d] = bytes.get(i..)?.first_chunk::<4>()?;
+    let [a, b, c, d] = [a, b, c, d].map(|x| HEX_DIGITS[usize::from(x)]);
+    if (a | b | c | d) & 0xf0 != 0 {
+        return None;
+    }
+    Some(u32::from(a) << 12 | u32::from(b) << 8 | u32::from(c) << 4 | u32::from(d))
 }
 
 /// A UTF-8 sequence whose first byte, at `i`, is not ASCII; returns the index after it.
