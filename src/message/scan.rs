@@ -163,17 +163,19 @@ fn escape(bytes: &[u8], i: usize) -> Option<usize> {
 /// Each byte's value as a hex digit; 0xff for a byte that is none.
 const HEX_DIGITS: [u8; 256] = {
     let mut table = [0xff; 256];
-    let mut c = 0;
-    while c < 256 {
-        table[c] = match c as u8 {
-            d @ b'0'..=b'9' => d - b'0',
-            d @ b'a'..=b'f' => d - b'a' + 10,
-            d @ b'A'..=b'F' => d - b'A' + 10,
+    let mut c: u8 = 0;
+    loop {
+        table[c as usize] = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
             _ => 0xff,
         };
+        if c == u8::MAX {
+            break table;
+        }
         c += 1;
     }
-    table
 };
 
 fn hex4(bytes: &[u8], i: usize) -> Option<u32> {
