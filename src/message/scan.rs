@@ -101,7 +101,11 @@ pub(super) fn scan(bytes: &[u8], max_depth: usize) -> Option<(usize, usize)> {
 
 #[inline(always)]
 fn skip_whitespace(bytes: &[u8], mut i: usize) -> usize {
-    while let Some(b' ' | b'\n' | b'\r' | b'\t') = bytes.get(i) {
+    // Every whitespace byte is at most a space: one compare settles the usual case.
+    while let Some(&b) = bytes.get(i) {
+        if b > b' ' || !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            break;
+        }
         i += 1;
     }
     i
