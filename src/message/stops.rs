@@ -6,7 +6,8 @@
 //! [`Stops`] marks all four in a block of 64 bytes with one bit per byte: per 16 bytes, three
 //! compares (the quote, the backslash, and a signed "below 0x20" that also catches every
 //! byte from 0x80) through `wide`, which compiles them to SSE2 or NEON with no `unsafe` here,
-//! and one move of the byte masks into bits. The scan then jumps from stop to stop with `trailing_zeros`.
+//! and one move of the byte masks into bits. The scan then jumps from stop to stop with
+//! `trailing_zeros`.
 //!
 //! The mask of a block depends on its bytes alone, so a string may start anywhere and the
 //! blocks a message's structure skips are never classified. The last block of a message

@@ -259,7 +259,9 @@ impl ItemsReply {
                 break;
             };
             let skip = len > self.keep.up_to && len > ALWAYS_KEPT;
-            let total = header + len + 2;
+            let Some(total) = header.checked_add(len).and_then(|n| n.checked_add(2)) else {
+                break;
+            };
             if skip || len > *budget || buf.len() < total {
                 break;
             }
