@@ -270,18 +270,24 @@ impl ItemsReply {
             }
             *budget -= len;
             buf.advance(header);
-            let bytes = if self.copy_kept {
-                let copy = Bytes::copy_from_slice(&buf[..len]);
-                buf.advance(len);
-                copy
-            } else {
-                buf.split_to(len).freeze()
-            };
+            let bytes = self.take_kept(buf, len);
             buf.advance(2);
             self.items.push(Item::Whole(bytes));
             left -= 1;
         }
         Ok(left)
+    }
+
+    /// The `len` bytes at the start of `buf`, an element kept whole: sliced out of the read
+    /// buffer, or copied once bytes have streamed past (see `copy_kept`).
+    fn take_kept(&self, buf: &mut BytesMut, len: usize) -> Bytes {
+        if self.copy_kept {
+            let copy = Bytes::copy_from_slice(&buf[..len]);
+            buf.advance(len);
+            copy
+        } else {
+            buf.split_to(len).freeze()
+        }
     }
 
     /// One step from `state`; `None` (state kept) when `buf` holds too little.
@@ -313,14 +319,7 @@ impl ItemsReply {
                         body,
                     });
                 }
-                let bytes = if self.copy_kept {
-                    let copy = Bytes::copy_from_slice(&buf[..len]);
-                    buf.advance(len);
-                    copy
-                } else {
-                    buf.split_to(len).freeze()
-                };
-                let item = Some(Item::Whole(bytes));
+                let item = Some(Item::Whole(self.take_kept(buf, len)));
                 Ok(Some(Step::Go(State::End { left, item })))
             }
             State::Body {
