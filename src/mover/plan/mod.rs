@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::commit;
 use crate::envelope;
 use crate::message::{self, Profile, Rejection};
-use crate::redis::raw::resp::SKIPPED_COST;
+use crate::redis::raw::SKIPPED_COST;
 use crate::redis::raw::{Item, Skipped};
 use crate::settings::Queues;
 

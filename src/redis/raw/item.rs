@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 /// Bytes kept from each end of a skipped element (see `fingerprint` in the commit).
-pub const END_BYTES: usize = 1024;
+pub(super) const END_BYTES: usize = 1024;
 
 /// Elements this long or shorter are always kept whole: a skipped element costs about as much.
 pub(super) const ALWAYS_KEPT: usize = 2 * END_BYTES;

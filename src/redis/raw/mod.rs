@@ -3,7 +3,7 @@
 //!
 //! redis-rs copies every element of a reply into a `Vec<u8>` of its own and holds a whole reply
 //! in memory, twice for a large element (its read buffer and the value). Here an `LRANGE`
-//! reply streams into [`Item`]s sliced out of one read buffer ([`resp::ItemsReply`]): no copy
+//! reply streams into [`Item`]s sliced out of one read buffer ([`ItemsReply`]): no copy
 //! per element, and an element over the size limit never held at all. Commands are still
 //! packed by redis-rs, and small replies are still [`redis::Value`]s, so the mover checks them
 //! as before. Errors convert into [`redis::RedisError`], so they classify (io, timeout, server
@@ -11,11 +11,12 @@
 //!
 //! One connection serves one owner at a time (`&mut self`), which writes requests in the
 //! order it makes them and reads their replies in the same order. Every wait is bounded by
-//! the connection's timeout; the parse state lives in the caller's [`resp::ItemsReply`] and
+//! the connection's timeout; the parse state lives in the caller's [`ItemsReply`] and
 //! in this read buffer, so a read dropped while it waits (shutdown) loses nothing.
 
 mod item;
-pub mod resp;
+mod lrange;
+mod resp;
 mod stream;
 
 use std::io;
@@ -25,7 +26,9 @@ use bytes::BytesMut;
 use redis::{RedisError, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-pub use resp::{Item, Items, ItemsReply, Keep, Malformed, Skipped};
+pub use item::{Item, Skipped, SKIPPED_COST};
+pub use lrange::{Items, ItemsReply, Keep};
+pub use resp::Malformed;
 use stream::Io;
 
 use crate::redis::connection::StreamTarget;
