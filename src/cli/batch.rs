@@ -66,8 +66,9 @@ fn parse_status(text: &str) -> Result<crate::ledger::Status, String> {
 
 /// The `batch` actions.
 pub(super) async fn run(action: BatchAction, settings: &Settings) -> ExitCode {
+    use crate::ledger::AckReport;
     use crate::tools::across;
-    use crate::tools::batch::{AckArgs, ListOptions};
+    use crate::tools::batch::ListOptions;
     match action {
         BatchAction::Show { id, json } => report(across::batch_show(settings, &id, json).await),
         BatchAction::List {
@@ -90,14 +91,14 @@ pub(super) async fn run(action: BatchAction, settings: &Settings) -> ExitCode {
             ack_id,
         } => {
             let ack_id = ack_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            let args = AckArgs {
-                id: &id,
+            let ack = AckReport {
+                event_id: &id,
                 delivery,
                 completed,
                 failed,
                 ack_id: &ack_id,
             };
-            report(across::batch_ack(settings, args).await)
+            report(across::batch_ack(settings, ack).await)
         }
     }
 }

@@ -2,9 +2,10 @@
 //! what `cli` dispatches to for `dlq`, `batch` and `ledger install`. With one pipeline each
 //! is the plain command, on the node that owns the pipeline's slot when Redis is a cluster.
 
-use super::batch::{self, AckArgs, BatchError};
+use super::batch::{self, BatchError};
 use super::dlq::{self, DlqError, ListOptions, ReplayFilter};
 use super::each_pipeline::{each_pipeline, first_pipeline};
+use crate::ledger::AckReport;
 use crate::settings::Settings;
 
 /// `dlq list` on every pipeline.
@@ -51,11 +52,8 @@ pub async fn batch_list(
 }
 
 /// `batch ack` in whichever pipeline's ledger holds the batch.
-pub async fn batch_ack(settings: &Settings, args: AckArgs<'_>) -> Result<String, BatchError> {
-    let ack = |s: Settings| async move {
-        let args = AckArgs { ..args };
-        batch::ack(&s, args).await
-    };
+pub async fn batch_ack(settings: &Settings, report: AckReport<'_>) -> Result<String, BatchError> {
+    let ack = |s: Settings| async move { batch::ack(&s, report).await };
     first_pipeline(settings, ack).await
 }
 

@@ -158,37 +158,15 @@ async fn queued_ids(
         .collect())
 }
 
-/// What `batch ack` reports.
-#[derive(Debug, Clone, Copy)]
-pub struct AckArgs<'a> {
-    /// The batch.
-    pub id: &'a str,
-    /// The delivery number the claim returned.
-    pub delivery: u64,
-    /// Items newly completed.
-    pub completed: u64,
-    /// Items newly failed.
-    pub failed: u64,
-    /// The ack's id (the same on a retry).
-    pub ack_id: &'a str,
-}
-
 /// `batch ack`: the transformer's ack from the command line. The answer names the ack id, so
 /// an operator whose run ended without an answer can retry it exactly once.
-pub async fn ack(settings: &Settings, args: AckArgs<'_>) -> Result<String, BatchError> {
+pub async fn ack(settings: &Settings, report: AckReport<'_>) -> Result<String, BatchError> {
     let mut s = Session::open(settings).await?;
-    let report = AckReport {
-        event_id: args.id,
-        delivery: args.delivery,
-        completed: args.completed,
-        failed: args.failed,
-        ack_id: args.ack_id,
-    };
     let a = match library::ack(&mut s.conn, &s.keys, &report).await {
         Err(source @ LedgerError::Redis { .. }) => {
             return Err(BatchError::AckUnknown {
-                id: args.id.to_owned(),
-                ack_id: args.ack_id.to_owned(),
+                id: report.event_id.to_owned(),
+                ack_id: report.ack_id.to_owned(),
                 source,
             })
         }
@@ -196,7 +174,7 @@ pub async fn ack(settings: &Settings, args: AckArgs<'_>) -> Result<String, Batch
     };
     Ok(format!(
         "batch {}: {} ({} completed, {} failed of {}; ack id {})",
-        args.id, a.status, a.completed, a.failed, a.total, args.ack_id
+        report.event_id, a.status, a.completed, a.failed, a.total, report.ack_id
     ))
 }
 
