@@ -96,13 +96,7 @@ impl Node {
 
     /// User plus system CPU seconds so far.
     fn cpu(&self) -> Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        let after = stat.rsplit_once(')').ok_or("odd stat")?.1;
-        let f: Vec<f64> = after
-            .split_whitespace()
-            .map(|x| x.parse().unwrap_or(0.0))
-            .collect();
-        Ok((f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0)
+        proc_cpu(self.child.id())
     }
 
     /// The slot ranges this node owns.
